@@ -1,0 +1,23 @@
+"""sb3-brc: BRC (Bigger, Regularized, Categorical) for Stable-Baselines3."""
+
+import os
+
+from sb3_brc.brc import BRCSAC, BRCPolicy
+from sb3_brc.common.callbacks import RewardNormalizationCallback
+from sb3_brc.common.distributional import categorical_cross_entropy, categorical_projection
+from sb3_brc.common.normalizer import ReturnNormalizer
+from sb3_brc.common.torch_layers import BroNet, TaskEmbedding
+
+with open(os.path.join(os.path.dirname(__file__), "version.txt")) as file_handler:
+    __version__ = file_handler.read().strip()
+
+__all__ = [
+    "BRCSAC",
+    "BRCPolicy",
+    "BroNet",
+    "ReturnNormalizer",
+    "RewardNormalizationCallback",
+    "TaskEmbedding",
+    "categorical_cross_entropy",
+    "categorical_projection",
+]

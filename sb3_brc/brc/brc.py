@@ -1,0 +1,456 @@
+"""BRCSAC: SAC with a BroNet actor, a categorical BroNet critic ensemble, task embeddings and return normalisation."""
+
+import io
+import os
+import pathlib
+import zipfile
+from collections.abc import Iterable
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import SAC
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_brc.brc.policies import BRCPolicy, BroNetActor, CategoricalCritic, MlpPolicy, MultiInputPolicy
+from sb3_brc.common.callbacks import RewardNormalizationCallback
+from sb3_brc.common.distributional import categorical_cross_entropy, categorical_projection, expected_value
+from sb3_brc.common.normalizer import ReturnNormalizer
+from sb3_brc.common.utils import check_finite
+
+SelfBRCSAC = TypeVar("SelfBRCSAC", bound="BRCSAC")
+
+# Per-task defaults of the reference (train.py): warm-up steps, replay capacity, batch (single / multi-task)
+LEARNING_STARTS_PER_TASK = 5_000
+BUFFER_SIZE_PER_TASK = 1_000_000
+BATCH_SIZE_SINGLE_TASK = 256
+BATCH_SIZE_MULTI_TASK = 1024
+
+
+def num_tasks_of(env: GymEnv | None) -> int:
+    """Number of tasks an environment carries (``MultiTaskVecEnv.num_tasks``), 1 for a plain env."""
+    return int(getattr(env, "num_tasks", 1)) if env is not None else 1
+
+
+def _check_spaces(env: GymEnv) -> None:
+    action_space, observation_space = env.action_space, env.observation_space
+    if not isinstance(action_space, spaces.Box):
+        raise TypeError(
+            f"BRCSAC needs a continuous Box action space, got {action_space}. "
+            "For discrete actions use a DQN-style algorithm, or wrap the env to expose a Box action space."
+        )
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ValueError(
+            f"BRCSAC squashes actions with tanh and needs a bounded Box action space, got {action_space}. "
+            "Wrap the env with gymnasium.wrappers.ClipAction / RescaleAction to finite bounds."
+        )
+    if not isinstance(observation_space, spaces.Box | spaces.Dict):
+        raise TypeError(
+            f"BRCSAC needs a Box (MlpPolicy) or Dict (MultiInputPolicy) observation space, got {observation_space}."
+        )
+
+
+def convert_callback(callback: BaseCallback | Any) -> BaseCallback:
+    """SB3 accepts a plain function as callback; wrap it like ``BaseAlgorithm._init_callback`` does."""
+    return callback if isinstance(callback, BaseCallback) else ConvertCallback(callback)
+
+
+def check_save_file(path: str | pathlib.Path | io.BufferedIOBase) -> None:
+    """Raise a clear ``ValueError`` when ``path`` is not an intact SB3 save (truncated, corrupted, not a zip)."""
+    if isinstance(path, io.BufferedIOBase):
+        return
+    path = pathlib.Path(path)
+    if not path.exists() and path.with_name(path.name + ".zip").exists():
+        path = path.with_name(path.name + ".zip")
+    if not path.exists():
+        raise FileNotFoundError(f"No saved model at {path}")
+    problem = None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = {"data", "policy.pth"} - set(archive.namelist())
+            bad_member = archive.testzip()
+        if missing:
+            problem = f"it lacks {sorted(missing)}"
+        elif bad_member is not None:
+            problem = f"its member {bad_member!r} is corrupted"
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        problem = f"it is not a readable zip file ({error})"
+    if problem:
+        raise ValueError(
+            f"Cannot load {path}: {problem}. The file is truncated or corrupted, or not an SB3 save; "
+            "load an intact save or an earlier checkpoint."
+        )
+
+
+def _index(obs: th.Tensor | dict[str, th.Tensor], rows: slice) -> th.Tensor | dict[str, th.Tensor]:
+    return {key: value[rows] for key, value in obs.items()} if isinstance(obs, dict) else obs[rows]
+
+
+class BRCSAC(SAC):
+    """BRC (Bigger, Regularized, Categorical; Nauman et al. 2025, arXiv 2505.23150) on top of SB3's SAC.
+
+    Differences from SAC, all following the reference implementation (``naumix/BiggerRegularizedCategorical``):
+    BroNet actor and critic, a categorical critic ensemble trained with cross-entropy against the projected
+    soft target of the *mean* target distribution, AdamW, the temperature loss ``alpha * (H - H_target)``
+    with Adam(beta1=0.5), target entropy ``-|A|/2``, initial alpha 0.1, 2 gradient steps per env step, and
+    per-task return normalisation of the rewards at sampling time. With a ``MultiTaskVecEnv`` it learns
+    one task embedding per task, owned by the critic.
+
+    Defaults that depend on the task count (``num_tasks`` from the env, 1 for a plain env) are per task, as in
+    the reference: ``learning_starts = 5000 * num_tasks``, ``buffer_size = 1e6 * num_tasks``, and
+    ``batch_size`` 256 single-task, 1024 multi-task. ``total_timesteps`` counts transitions over all tasks.
+
+    :param policy: The policy model to use (MlpPolicy, BroNetPolicy, MultiInputPolicy, ...)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: Learning rate of actor, critic and temperature (can be a function of progress)
+    :param buffer_size: Size of the replay buffer (``None``: 1M transitions per task)
+    :param learning_starts: Transitions of uniform random actions before learning (``None``: 5000 per task)
+    :param batch_size: Minibatch size of each gradient update (``None``: 256, or 1024 with several tasks)
+    :param tau: Polyak coefficient, applied after every critic update
+    :param gamma: Discount factor
+    :param train_freq: Update the model every ``train_freq`` steps (int or tuple with unit "step"/"episode")
+    :param gradient_steps: Gradient steps after each rollout (BRC: 2); -1 for as many as env steps
+    :param action_noise: Action noise type (None in BRC)
+    :param replay_buffer_class: Replay buffer class to use
+    :param replay_buffer_kwargs: Keyword arguments for the replay buffer
+    :param optimize_memory_usage: SB3's memory-efficient replay buffer variant
+    :param n_steps: Number of steps for n-step returns (BRC: 1)
+    :param ent_coef: Entropy coefficient; ``"auto_0.1"`` learns it from 0.1 (BRC)
+    :param target_update_interval: Update the target network every ``target_update_interval`` gradient steps
+    :param target_entropy: Target entropy when learning ``ent_coef`` (``"auto"``: ``-|A|/2``, BRC)
+    :param normalize_rewards: BRC return normalisation: ``True`` (default), ``False`` (raw rewards), or a
+        configured :class:`RewardNormalizationCallback`
+    :param use_sde: Not supported by BRC policies
+    :param sde_sample_freq: Unused (gSDE)
+    :param use_sde_at_warmup: Unused (gSDE)
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: The log location for tensorboard (if None, no logging)
+    :param policy_kwargs: Additional arguments for the policy (``net_arch``, ``n_atoms``, ``v_min``, ``v_max``, ...)
+    :param verbose: Verbosity level: 0 no output, 1 info, 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "BroNetPolicy": BRCPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: BRCPolicy
+    actor: BroNetActor
+    critic: CategoricalCritic
+    critic_target: CategoricalCritic
+
+    def __init__(
+        self,
+        policy: str | type[BRCPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        buffer_size: int | None = None,
+        learning_starts: int | None = None,
+        batch_size: int | None = None,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 2,
+        action_noise: ActionNoise | None = None,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        ent_coef: str | float = "auto_0.1",
+        target_update_interval: int = 1,
+        target_entropy: str | float = "auto",
+        normalize_rewards: bool | RewardNormalizationCallback = True,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        use_sde_at_warmup: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        if isinstance(policy, type) and not issubclass(policy, BRCPolicy):
+            raise ValueError(
+                f"BRCSAC needs a BRCPolicy, got {policy.__name__}. If this comes from BRCSAC.load(), the file was saved "
+                "by another algorithm (e.g. SAC): load it with that algorithm's load()."
+            )
+        if env is not None:
+            env = maybe_make_env(env, verbose)
+            _check_spaces(env)
+        num_tasks = num_tasks_of(env)
+        policy_kwargs = dict(policy_kwargs or {})
+        if num_tasks > 1:
+            if policy_kwargs.setdefault("num_tasks", num_tasks) != num_tasks:
+                raise ValueError(f"policy_kwargs num_tasks={policy_kwargs['num_tasks']} but the env has {num_tasks} tasks.")
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            buffer_size=BUFFER_SIZE_PER_TASK * num_tasks if buffer_size is None else buffer_size,
+            learning_starts=LEARNING_STARTS_PER_TASK * num_tasks if learning_starts is None else learning_starts,
+            batch_size=(BATCH_SIZE_MULTI_TASK if num_tasks > 1 else BATCH_SIZE_SINGLE_TASK)
+            if batch_size is None
+            else batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            action_noise=action_noise,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            ent_coef=ent_coef,
+            target_update_interval=target_update_interval,
+            target_entropy=target_entropy,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            use_sde_at_warmup=use_sde_at_warmup,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        # Set here, not in _setup_model(): load() restores it from the save file before calling _setup_model()
+        self.return_normalizer: ReturnNormalizer | None = None
+        if normalize_rewards is not False:
+            config = (
+                normalize_rewards
+                if isinstance(normalize_rewards, RewardNormalizationCallback)
+                else RewardNormalizationCallback()
+            )
+            self.return_normalizer = config.normalizer or ReturnNormalizer(num_tasks, gamma, entropy_term=config.entropy_term)
+        if _init_setup_model:
+            self._setup_model()
+
+    @property
+    def num_tasks(self) -> int:
+        return self.policy.num_tasks
+
+    def _setup_model(self) -> None:
+        if self.target_entropy == "auto":
+            # BRC: -|A|/2 (|A| = padded action size in multi-task runs), not SAC's -|A|
+            self.target_entropy = -float(np.prod(self.action_space.shape)) / 2.0
+        super()._setup_model()
+        if self.log_ent_coef is not None:
+            # BRC optimises the temperature with Adam(beta1=0.5)
+            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1), betas=(0.5, 0.999))
+        if self.return_normalizer is not None and self.return_normalizer.num_tasks != self.num_tasks:
+            raise ValueError(
+                f"The return normaliser tracks {self.return_normalizer.num_tasks} tasks, the policy {self.num_tasks}."
+            )
+
+    def _current_ent_coef(self) -> th.Tensor:
+        return th.exp(self.log_ent_coef.detach()) if self.log_ent_coef is not None else self.ent_coef_tensor
+
+    def task_ids(self, observations: th.Tensor | dict[str, th.Tensor]) -> th.Tensor:
+        """Task id of each observation (the last entry in multi-task runs, else 0)."""
+        if self.num_tasks == 1:
+            first = next(iter(observations.values())) if isinstance(observations, dict) else observations
+            return th.zeros(first.shape[0], dtype=th.long, device=first.device)
+        assert isinstance(observations, th.Tensor)
+        return observations[:, -1].long()
+
+    def reward_scale(self) -> th.Tensor:
+        """Current per-task reward multiplier ``v_max / (G_i + lambda)`` (ones when normalisation is off)."""
+        ent_coef = self._current_ent_coef()
+        if self.return_normalizer is None:
+            return th.ones(self.num_tasks, device=ent_coef.device)
+        return self.return_normalizer.reward_scale(ent_coef, float(self.target_entropy), self.policy.v_max)
+
+    def _critic_loss(self, replay_data: Any, rewards: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """BRC critic loss (``BRC.md`` section 2). Returns the loss and the online logits (for logging)."""
+        with th.no_grad():
+            next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
+            # Mean (not min) of the target heads' probabilities
+            next_probs = th.softmax(self.critic_target(replay_data.next_observations, next_actions), dim=-1).mean(1)
+            discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+            masks = 1.0 - replay_data.dones  # dones exclude time-limit truncations: those bootstrap
+            # Soft target support: r + gamma * mask * (z - alpha * log pi(a'|s')), projected back onto z
+            target_atoms = rewards + discounts * masks * (self.critic.support - ent_coef * next_log_prob.unsqueeze(-1))
+            target_probs = categorical_projection(next_probs, target_atoms, self.critic.support)
+        logits = self.critic(replay_data.observations, replay_data.actions)
+        return categorical_cross_entropy(logits, target_probs), logits
+
+    def _actor_loss(self, observations: th.Tensor | dict[str, th.Tensor], ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """``mean(alpha * log pi(a|s) - Q(s, a))`` with Q the expected value under the freshly updated critic."""
+        actions_pi, log_prob = self.actor.action_log_prob(observations)
+        # The actor loss must not train the critic: skip computing critic weight gradients altogether
+        self.critic.requires_grad_(False)
+        q_value = expected_value(self.critic(observations, actions_pi), self.critic.support)
+        self.critic.requires_grad_(True)
+        return (ent_coef * log_prob - q_value).mean(), log_prob
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers.append(self.ent_coef_optimizer)
+        self._update_learning_rate(optimizers)
+
+        # One replay sample for all gradient steps: the reference also draws every batch of an env step
+        # before its first update, and uses one reward-normalisation denominator for all of them
+        all_data = self.replay_buffer.sample(batch_size * gradient_steps, env=self._vec_normalize_env)
+        all_task_ids = self.task_ids(all_data.observations)
+        reward_scale = self.reward_scale()
+        all_rewards = all_data.rewards * reward_scale[all_task_ids].unsqueeze(-1)
+
+        stats: dict[str, list[th.Tensor]] = {
+            key: [] for key in ("critic_loss", "actor_loss", "ent_coef", "ent_coef_loss", "q", "h")
+        }
+        for step in range(gradient_steps):
+            rows = slice(step * batch_size, (step + 1) * batch_size)
+            replay_data = all_data._replace(
+                **{field: _index(value, rows) for field, value in all_data._asdict().items() if value is not None}
+            )
+            ent_coef = self._current_ent_coef()
+
+            critic_loss, logits = self._critic_loss(replay_data, all_rewards[rows], ent_coef)
+            self.critic.optimizer.zero_grad()
+            critic_loss.backward()
+            self.critic.optimizer.step()
+            if (self._n_updates + step) % self.target_update_interval == 0:
+                # Polyak right after the critic step, as in the reference (the task embedding included)
+                with th.no_grad():
+                    th._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
+
+            actor_loss, log_prob = self._actor_loss(replay_data.observations, ent_coef)
+            self.actor.optimizer.zero_grad()
+            actor_loss.backward()
+            self.actor.optimizer.step()
+
+            if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+                # BRC temperature loss alpha * (H - H_target); its gradient wrt log(alpha) is alpha * (H - H_target)
+                entropy = -log_prob.detach().mean()
+                ent_coef_loss = (th.exp(self.log_ent_coef) * (entropy - self.target_entropy)).sum()
+                self.ent_coef_optimizer.zero_grad()
+                ent_coef_loss.backward()
+                self.ent_coef_optimizer.step()
+                stats["ent_coef_loss"].append(ent_coef_loss.detach())
+            if self.return_normalizer is not None:
+                self.return_normalizer.update_entropy(all_task_ids[rows], -log_prob.detach())
+
+            with th.no_grad():
+                probs = th.softmax(logits.detach(), dim=-1)
+                stats["q"].append(expected_value(logits.detach(), self.critic.support).mean())
+                stats["h"].append(-(probs * th.log(probs.clamp(min=1e-12))).sum(-1).mean())
+            stats["critic_loss"].append(critic_loss.detach())
+            stats["actor_loss"].append(actor_loss.detach())
+            stats["ent_coef"].append(ent_coef.reshape(()))
+
+        self._n_updates += gradient_steps
+        # One host sync for all logged values, after the updates
+        means = {key: th.stack(values).mean().item() for key, values in stats.items() if values}
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", means["ent_coef"])
+        self.logger.record("train/actor_loss", means["actor_loss"])
+        self.logger.record("train/critic_loss", means["critic_loss"])
+        if "ent_coef_loss" in means:
+            self.logger.record("train/ent_coef_loss", means["ent_coef_loss"])
+        self.logger.record("train/q_mean", means["q"])
+        self.logger.record("train/critic_entropy", means["h"])
+        self._record_reward_scale(reward_scale)
+
+    def _record_reward_scale(self, reward_scale: th.Tensor) -> None:
+        self.logger.record("train/reward_scale", reward_scale.mean().item())
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        # A NaN stored in the replay buffer would silently poison every later update: stop at the source
+        hint = "Fix the environment, or wrap it (e.g. clip or replace non-finite values) before training."
+        check_finite("reward", reward, hint)
+        for value in new_obs.values() if isinstance(new_obs, dict) else [new_obs]:
+            check_finite("observation", value, hint)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        if self.return_normalizer is not None:
+            # The normaliser is part of the algorithm: feed it every env step, whatever the user passes
+            user_callbacks = list(callback) if isinstance(callback, Iterable) else ([] if callback is None else [callback])
+            callback = [RewardNormalizationCallback(self.return_normalizer), *map(convert_callback, user_callbacks)]
+        return super()._init_callback(callback, progress_bar)
+
+    def learn(
+        self: SelfBRCSAC,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "BRCSAC",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfBRCSAC:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """Save like SB3, but atomically: written to a temporary file next to ``path``, then renamed over it,
+        so a crash during the save never leaves a truncated file or destroys the previous one."""
+        if isinstance(path, io.BufferedIOBase):
+            return super().save(path, exclude, include)
+        path = pathlib.Path(path)
+        if path.suffix != ".zip":
+            path = path.with_name(path.name + ".zip")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp_path, "wb") as file:
+                super().save(file, exclude, include)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp_path, path)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfBRCSAC],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfBRCSAC:
+        check_save_file(path)
+        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        if num_tasks_of(env) != self.num_tasks:
+            raise ValueError(
+                f"This model was built for {self.num_tasks} task(s) but the env has {num_tasks_of(env)}. "
+                "Use an env with the same task set and layout as the one the model was trained on."
+            )
+        super().set_env(env, force_reset)

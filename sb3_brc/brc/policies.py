@@ -1,0 +1,335 @@
+"""BRC policies: BroNet actor and categorical BroNet critic ensemble with a critic-owned task embedding."""
+
+from typing import Any
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.distributions import DiagGaussianDistribution, SquashedDiagGaussianDistribution, TanhBijector
+from stable_baselines3.common.policies import BaseModel
+from stable_baselines3.common.preprocessing import get_action_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.sac.policies import Actor, SACPolicy
+from torch import nn
+from torch.nn import functional as F
+
+from sb3_brc.common.distributional import expected_value
+from sb3_brc.common.torch_layers import BroNet, TaskEmbedding, orthogonal_init_
+
+# The reference squashes the raw log-std with tanh into [-10, 2] (SB3 clips to [-20, 2])
+LOG_STD_MIN = -10.0
+LOG_STD_MAX = 2.0
+
+
+def split_task_ids(features: th.Tensor, num_tasks: int) -> tuple[th.Tensor, th.Tensor | None]:
+    """Split the task-id column (the last feature) off multi-task features; single-task features pass through."""
+    if num_tasks == 1:
+        return features, None
+    return features[:, :-1], features[:, -1].long()
+
+
+class StableSquashedDiagGaussianDistribution(SquashedDiagGaussianDistribution):
+    """tanh-squashed Gaussian whose log-prob uses the exact, stable tanh log-det ``2 (log 2 - u - softplus(-2u))``.
+
+    SB3's version uses ``log(1 - tanh(u)^2 + 1e-6)``, which is biased near the action bounds.
+    """
+
+    def log_prob(self, actions: th.Tensor, gaussian_actions: th.Tensor | None = None) -> th.Tensor:
+        if gaussian_actions is None:
+            gaussian_actions = TanhBijector.inverse(actions)
+        log_prob = DiagGaussianDistribution.log_prob(self, gaussian_actions)
+        log_det = 2.0 * (th.log(th.tensor(2.0)) - gaussian_actions - F.softplus(-2.0 * gaussian_actions))
+        return log_prob - log_det.sum(dim=-1)
+
+
+class BroNetActor(Actor):
+    """SAC actor with a BroNet trunk and a tanh-squashed log-std in ``[-10, 2]``.
+
+    In multi-task runs its input is ``concat(obs, task_embedding)``, the embedding being the critic's
+    (detached: the actor loss never trains it).
+
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param net_arch: Residual blocks of the trunk (one width per block, all equal)
+    :param features_extractor: Network to extract features
+    :param features_dim: Number of features (the task-id column included in multi-task runs)
+    :param activation_fn: Activation function
+    :param normalize_images: Whether to divide image observations by 255
+    :param num_tasks: Number of tasks; above 1 the last feature is the task id
+    :param embedding_dim: Size of the task embedding
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        net_arch: list[int],
+        features_extractor: nn.Module,
+        features_dim: int,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+        num_tasks: int = 1,
+        embedding_dim: int = 32,
+        **_sde_kwargs: Any,
+    ):
+        # Actor builds mu / log_std heads for a trunk of width net_arch[-1]; the trunk is replaced below
+        super().__init__(
+            observation_space,
+            action_space,
+            net_arch=net_arch[-1:],
+            features_extractor=features_extractor,
+            features_dim=features_dim,
+            activation_fn=activation_fn,
+            normalize_images=normalize_images,
+        )
+        self.net_arch = net_arch
+        self.num_tasks = num_tasks
+        self.embedding_dim = embedding_dim
+        self.action_dist = StableSquashedDiagGaussianDistribution(get_action_dim(action_space))
+        input_dim = features_dim - 1 + embedding_dim if num_tasks > 1 else features_dim
+        self.latent_pi = BroNet(input_dim, net_arch, activation_fn=activation_fn)
+        orthogonal_init_(self.mu, gain=2**0.5)
+        orthogonal_init_(self.log_std, gain=1.0)
+        self._task_embedding: TaskEmbedding | None = None
+
+    def use_task_embedding(self, embedding: TaskEmbedding | None) -> None:
+        """Read task embeddings from ``embedding`` (the critic's) without registering it as a sub-module,
+        so it is neither in the actor's parameters (optimiser) nor duplicated in the state dict."""
+        object.__setattr__(self, "_task_embedding", embedding)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(net_arch=self.net_arch, num_tasks=self.num_tasks, embedding_dim=self.embedding_dim)
+        return data
+
+    def get_action_dist_params(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
+        features, task_ids = split_task_ids(self.extract_features(obs, self.features_extractor), self.num_tasks)
+        if task_ids is not None:
+            if self._task_embedding is None:
+                raise RuntimeError(
+                    "Multi-task BroNetActor has no task embedding; call use_task_embedding(critic.task_embedding)."
+                )
+            features = th.cat([features, self._task_embedding(task_ids).detach()], dim=-1)
+        latent_pi = self.latent_pi(features)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (1.0 + th.tanh(self.log_std(latent_pi)))
+        return self.mu(latent_pi), log_std, {}
+
+
+class CategoricalCritic(BaseModel):
+    """Ensemble of ``n_critics`` BroNets, each returning ``n_atoms`` logits over ``linspace(v_min, v_max, n_atoms)``.
+
+    All members run as one batched computation. Input: ``concat(obs, action)``, plus the task embedding,
+    owned (and trained) by this critic, in multi-task runs.
+
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param net_arch: Residual blocks of each member (one width per block, all equal)
+    :param features_extractor: Network to extract features
+    :param features_dim: Number of features (the task-id column included in multi-task runs)
+    :param activation_fn: Activation function
+    :param normalize_images: Whether to divide image observations by 255
+    :param n_critics: Number of ensemble members
+    :param share_features_extractor: Unused (BRC never shares the extractor); kept for SB3 compatibility
+    :param n_atoms: Number of atoms of the categorical distribution
+    :param v_min: Lowest atom
+    :param v_max: Highest atom
+    :param num_tasks: Number of tasks; above 1 the last feature is the task id and a task embedding is learned
+    :param embedding_dim: Size of the task embedding
+    :param embedding_norm: ``"l2"`` (reference code) or ``"l1"`` (paper) normalisation of the embedding
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        net_arch: list[int],
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+        n_critics: int = 2,
+        share_features_extractor: bool = False,
+        n_atoms: int = 101,
+        v_min: float = -10.0,
+        v_max: float = 10.0,
+        num_tasks: int = 1,
+        embedding_dim: int = 32,
+        embedding_norm: str = "l2",
+    ):
+        super().__init__(
+            observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
+        )
+        self.n_critics = n_critics
+        self.n_atoms = n_atoms
+        self.v_min, self.v_max = float(v_min), float(v_max)
+        self.num_tasks = num_tasks
+        self.register_buffer("support", th.linspace(v_min, v_max, n_atoms))
+        self.task_embedding = TaskEmbedding(num_tasks, embedding_dim, embedding_norm) if num_tasks > 1 else None
+        obs_dim = features_dim - 1 if num_tasks > 1 else features_dim
+        input_dim = obs_dim + get_action_dim(action_space) + (embedding_dim if num_tasks > 1 else 0)
+        self.q_networks = BroNet(input_dim, net_arch, output_dim=n_atoms, ensemble_size=n_critics, activation_fn=activation_fn)
+
+    def forward(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """:return: ``(batch, n_critics, n_atoms)`` logits"""
+        features, task_ids = split_task_ids(self.extract_features(obs, self.features_extractor), self.num_tasks)
+        inputs = [features, actions]
+        if task_ids is not None:
+            assert self.task_embedding is not None
+            inputs.append(self.task_embedding(task_ids))
+        return self.q_networks(th.cat(inputs, dim=-1)).transpose(0, 1)
+
+    def q_value(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """Expected value of the mean distribution of the heads, ``(batch,)``."""
+        return expected_value(self(obs, actions), self.support)
+
+
+class BRCPolicy(SACPolicy):
+    """SAC policy with BRC networks: BroNet actor, categorical BroNet critic ensemble, critic-owned task embedding.
+
+    ``net_arch`` entries are residual blocks; default ``dict(pi=[256], qf=[512, 512])`` (actor: one block of
+    256, critic: two blocks of 512, the reference class defaults; the paper scales the critic width).
+
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param lr_schedule: Learning rate schedule (could be constant)
+    :param net_arch: Residual blocks of actor and critic: a list for both, or ``dict(pi=[...], qf=[...])``
+    :param activation_fn: Activation function
+    :param use_sde: Not supported (must be False)
+    :param log_std_init: Unused (the log-std is state-dependent); kept for SAC compatibility
+    :param use_expln: Unused; kept for SAC compatibility
+    :param clip_mean: Unused; kept for SAC compatibility
+    :param features_extractor_class: Features extractor to use
+    :param features_extractor_kwargs: Keyword arguments to pass to the features extractor
+    :param normalize_images: Whether to divide image observations by 255
+    :param optimizer_class: Optimizer of actor and critic (AdamW, as in the reference)
+    :param optimizer_kwargs: Its keyword arguments (default ``weight_decay=1e-4``, optax's AdamW default)
+    :param n_critics: Number of critic heads
+    :param share_features_extractor: Must be False: BRC's shared part is the critic-owned task embedding
+    :param n_atoms: Number of atoms of the categorical critic
+    :param v_min: Lowest atom of the support
+    :param v_max: Highest atom of the support (rewards are normalised so returns fit in it)
+    :param num_tasks: Number of tasks (taken from the environment by ``BRCSAC``); above 1, the observation's last
+        entry is the task id
+    :param embedding_dim: Size of the task embedding
+    :param embedding_norm: ``"l2"`` (reference code default) or ``"l1"`` (paper variant)
+    """
+
+    actor: BroNetActor
+    critic: CategoricalCritic
+    critic_target: CategoricalCritic
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        use_sde: bool = False,
+        log_std_init: float = -3,
+        use_expln: bool = False,
+        clip_mean: float = 2.0,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.AdamW,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 2,
+        share_features_extractor: bool = False,
+        n_atoms: int = 101,
+        v_min: float = -10.0,
+        v_max: float = 10.0,
+        num_tasks: int = 1,
+        embedding_dim: int = 32,
+        embedding_norm: str = "l2",
+    ):
+        if isinstance(n_atoms, bool) or not isinstance(n_atoms, int) or n_atoms < 2:
+            raise ValueError(f"n_atoms must be an integer >= 2 (BRC uses 101), got {n_atoms!r}")
+        if not v_min < v_max:
+            raise ValueError(f"The categorical support needs v_min < v_max, got v_min={v_min}, v_max={v_max}")
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+        if use_sde:
+            raise ValueError("BRCPolicy does not support gSDE (use_sde=True): BRC explores by sampling its policy")
+        if share_features_extractor:
+            raise ValueError(
+                "BRCPolicy does not share a features extractor: in BRC the critic owns the task embedding and the "
+                "actor reads it detached. Use share_features_extractor=False."
+            )
+        if num_tasks > 1 and not isinstance(observation_space, spaces.Box):
+            raise ValueError(
+                f"Multi-task BRC needs a flat Box observation whose last entry is the task id, got {observation_space}. "
+                "Use sb3_brc.MultiTaskVecEnv, which flattens and tags observations."
+            )
+        self.n_atoms, self.v_min, self.v_max = n_atoms, float(v_min), float(v_max)
+        self.num_tasks, self.embedding_dim, self.embedding_norm = num_tasks, embedding_dim, embedding_norm
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=dict(pi=[256], qf=[512, 512]) if net_arch is None else net_arch,
+            activation_fn=activation_fn,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=features_extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=dict(weight_decay=1e-4) if optimizer_kwargs is None else optimizer_kwargs,
+            n_critics=n_critics,
+        )
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        super()._build(lr_schedule)
+        self.actor.use_task_embedding(self.critic.task_embedding)
+
+    def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> BroNetActor:
+        actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        return BroNetActor(**actor_kwargs, num_tasks=self.num_tasks, embedding_dim=self.embedding_dim).to(self.device)
+
+    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> CategoricalCritic:
+        critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
+        return CategoricalCritic(
+            **critic_kwargs,
+            n_atoms=self.n_atoms,
+            v_min=self.v_min,
+            v_max=self.v_max,
+            num_tasks=self.num_tasks,
+            embedding_dim=self.embedding_dim,
+            embedding_norm=self.embedding_norm,
+        ).to(self.device)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            n_atoms=self.n_atoms,
+            v_min=self.v_min,
+            v_max=self.v_max,
+            num_tasks=self.num_tasks,
+            embedding_dim=self.embedding_dim,
+            embedding_norm=self.embedding_norm,
+        )
+        return data
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        if self.num_tasks > 1:
+            assert isinstance(observation, th.Tensor)
+            task_ids = observation[..., -1]
+            valid = (task_ids >= 0) & (task_ids < self.num_tasks) & (task_ids == task_ids.round())
+            if not bool(valid.all()):
+                raise ValueError(
+                    f"Task id(s) {task_ids[~valid].tolist()} in the observation's last entry are not integers in "
+                    f"[0, {self.num_tasks}). Observations must come from the MultiTaskVecEnv the model was trained on."
+                )
+        return super()._predict(observation, deterministic)
+
+
+class MultiInputPolicy(BRCPolicy):
+    """:class:`BRCPolicy` for ``Dict`` observations (SB3's ``CombinedExtractor``: keys flattened and concatenated).
+
+    Keys must be at least 1-d: SB3's replay buffer cannot store 0-d entries (DMC's ``height``); flatten such
+    envs with ``gymnasium.wrappers.FlattenObservation`` or use ``MultiTaskVecEnv``, which does it for you."""
+
+    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+MlpPolicy = BRCPolicy

@@ -1,0 +1,15 @@
+import os
+
+os.environ.setdefault("MUJOCO_GL", "disable")
+
+import pytest
+import torch as th
+
+# Small networks everywhere: the suite must stay fast on 2 CPU cores
+TINY_POLICY = dict(net_arch=dict(pi=[16], qf=[16, 16]), n_atoms=11)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    th.set_num_threads(1)
+    yield

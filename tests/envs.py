@@ -1,0 +1,37 @@
+"""Tiny deterministic test environments."""
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class TargetEnv(gym.Env):
+    """Move a point towards a target: reward ``-|x - target|``, 20-step episodes (truncated).
+
+    ``bad_step`` makes the env emit a NaN (``bad="reward"``) or inf (``bad="obs"``) at that step.
+    """
+
+    def __init__(self, obs_dim: int = 3, act_dim: int = 2, bad_step: int | None = None, bad: str = "reward"):
+        self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.action_space = spaces.Box(-1, 1, (act_dim,), np.float32)
+        self.bad_step, self.bad = bad_step, bad
+        self.steps = self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.x = self.np_random.uniform(-1, 1, self.observation_space.shape).astype(np.float32)
+        return self.x.copy(), {}
+
+    def step(self, action):
+        self.t += 1
+        self.steps += 1
+        self.x[: len(action)] = np.clip(self.x[: len(action)] + 0.2 * np.asarray(action), -2, 2)
+        reward = -float(np.abs(self.x - 0.5).sum())
+        obs = self.x.copy()
+        if self.steps == self.bad_step:
+            if self.bad == "reward":
+                reward = float("nan")
+            else:
+                obs[0] = np.inf
+        return obs, reward, False, self.t >= 20, {}

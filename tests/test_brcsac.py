@@ -1,0 +1,275 @@
+import os
+import zipfile
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from conftest import TINY_POLICY
+from envs import TargetEnv
+from stable_baselines3 import SAC
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger, configure
+
+import sb3_brc
+from sb3_brc import BRCSAC, RewardNormalizationCallback
+from sb3_brc.common.distributional import categorical_projection
+
+
+def tiny_model(env=None, **kwargs):
+    kwargs = dict(learning_starts=50, batch_size=32, policy_kwargs=TINY_POLICY, seed=0) | kwargs
+    return BRCSAC("MlpPolicy", env if env is not None else TargetEnv(), **kwargs)
+
+
+def test_package_version():
+    assert sb3_brc.__version__.count(".") == 2
+
+
+def test_brc_defaults():
+    model = BRCSAC("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[16]))
+    assert isinstance(model, SAC)
+    assert (model.learning_starts, model.batch_size, model.buffer_size) == (5000, 256, 1_000_000)
+    assert (model.gamma, model.tau, model.gradient_steps, model.train_freq.frequency) == (0.99, 0.005, 2, 1)
+    assert model.target_entropy == -0.5  # -|A|/2 with |A| = 1
+    assert th.exp(model.log_ent_coef).item() == pytest.approx(0.1)
+    assert model.ent_coef_optimizer.defaults["betas"] == (0.5, 0.999)
+    assert model.ent_coef_optimizer.defaults["lr"] == 3e-4
+    assert isinstance(model.return_normalizer, sb3_brc.ReturnNormalizer)
+    # every default stays overridable
+    model = BRCSAC(
+        "MlpPolicy",
+        "Pendulum-v1",
+        batch_size=64,
+        learning_starts=10,
+        ent_coef=0.2,
+        target_entropy=-3.0,
+        normalize_rewards=False,
+        policy_kwargs=dict(net_arch=[16]),
+    )
+    assert (model.batch_size, model.learning_starts, model.target_entropy, model.return_normalizer) == (64, 10, -3.0, None)
+    assert model.log_ent_coef is None and model.ent_coef_tensor.item() == pytest.approx(0.2)
+
+
+def test_critic_loss_matches_step_by_step_reference():
+    model = tiny_model()
+    model.learn(80)
+    data = model.replay_buffer.sample(16)
+    ent_coef = model._current_ent_coef()
+    rewards = data.rewards * 0.7
+    th.manual_seed(1)
+    loss, _ = model._critic_loss(data, rewards, ent_coef)
+    # the same computation spelled out, with the slow projection of test_distributional
+    from test_distributional import brute_force_projection
+
+    th.manual_seed(1)
+    with th.no_grad():
+        next_actions, next_log_prob = model.actor.action_log_prob(data.next_observations)
+        p1, p2 = th.softmax(model.critic_target(data.next_observations, next_actions), -1).unbind(1)
+        next_probs = (p1 + p2) / 2
+        z = model.critic.support
+        atoms = rewards + model.gamma * (1 - data.dones) * (z - ent_coef * next_log_prob[:, None])
+        target = th.tensor(brute_force_projection(next_probs.double().numpy(), atoms.double().numpy(), z.double().numpy()))
+        logits = model.critic(data.observations, data.actions).double()
+        expected = sum(-(target * th.log_softmax(logits[:, k], -1)).sum(-1).mean() for k in range(2))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    th.testing.assert_close(target.float(), categorical_projection(next_probs, atoms, z), atol=1e-6, rtol=0)
+
+
+def test_train_updates_in_brc_order():
+    model = tiny_model(gradient_steps=1)
+    model.learn(60)
+    critic_before = [p.detach().clone() for p in model.critic.parameters()]
+    target_before = [p.detach().clone() for p in model.critic_target.parameters()]
+    actor_before = [p.detach().clone() for p in model.actor.parameters()]
+    alpha_before = model.log_ent_coef.detach().clone()
+    model.train(gradient_steps=1, batch_size=32)
+    for p, old in zip(model.critic.parameters(), critic_before, strict=True):
+        assert not th.equal(p, old)
+    # Polyak every step, from the freshly updated critic: target = (1 - tau) old_target + tau new_critic
+    for target, old, critic in zip(model.critic_target.parameters(), target_before, model.critic.parameters(), strict=True):
+        th.testing.assert_close(target, (1 - model.tau) * old + model.tau * critic)
+    assert any(not th.equal(p, old) for p, old in zip(model.actor.parameters(), actor_before, strict=True))
+    assert not th.equal(model.log_ent_coef, alpha_before)
+    assert model._n_updates == 10 + 1  # learn(60) after learning_starts=50, then one more
+
+
+def test_temperature_moves_towards_target_entropy():
+    # entropy above target -> alpha must shrink (loss alpha * (H - H*)); below target -> grow
+    model = tiny_model(target_entropy=-100.0)
+    model.learn(70)
+    assert th.exp(model.log_ent_coef).item() < 0.1
+    model = tiny_model(target_entropy=100.0)
+    model.learn(70)
+    assert th.exp(model.log_ent_coef).item() > 0.1
+
+
+def test_logger_keys_and_tensorboard(tmp_path):
+    model = tiny_model(tensorboard_log=str(tmp_path))
+    records = {}
+
+    class Capture(Logger):
+        def record(self, key, value, exclude=None):
+            records[key] = value
+            super().record(key, value, exclude)
+
+    model.learn(90, log_interval=1)
+    assert any(f.startswith("events") for _, _, files in os.walk(tmp_path) for f in files)
+    model.set_logger(Capture(folder=None, output_formats=[]))
+    model.learn(30, reset_num_timesteps=False)
+    for key in [
+        "train/actor_loss",
+        "train/critic_loss",
+        "train/ent_coef",
+        "train/ent_coef_loss",
+        "train/q_mean",
+        "train/critic_entropy",
+        "train/reward_scale",
+        "train/learning_rate",
+    ]:
+        assert key in records, key
+        assert np.isfinite(records[key])
+    assert records["train/reward_scale"] > 0  # episodes of 20 steps have finished
+
+
+def test_progress_bar_and_callbacks_run():
+    seen = []
+
+    def callback(_locals, _globals):
+        seen.append(_locals["self"].num_timesteps)
+        return True
+
+    tiny_model().learn(60, callback=callback, progress_bar=True)
+    assert seen[-1] == 60
+
+
+def test_normaliser_uses_raw_returns_and_multiple_envs():
+    env = make_vec_env(TargetEnv, n_envs=2, seed=0)
+    model = tiny_model(env)
+    model.learn(100)
+    normalizer = model.return_normalizer
+    assert normalizer.episodes[0] == 4  # 100 transitions = 2 envs x 50 steps, 20-step episodes
+    assert 0 < normalizer.max_abs_return[0] < np.inf
+
+
+def test_configured_callback_and_disabled_normalisation():
+    model = tiny_model(normalize_rewards=RewardNormalizationCallback(entropy_term="per_task"))
+    assert model.return_normalizer.entropy_term == "per_task"
+    model.learn(70)
+    assert model.return_normalizer.task_entropy[0] != 0.0
+    model = tiny_model(normalize_rewards=False)
+    model.learn(70)
+    assert th.equal(model.reward_scale(), th.ones(1))
+
+
+def test_save_load_round_trip(tmp_path):
+    model = tiny_model()
+    model.learn(120)
+    path = tmp_path / "brc"
+    model.save(path)
+    assert (tmp_path / "brc.zip").exists() and os.listdir(tmp_path) == ["brc.zip"]  # no temp file left behind
+    loaded = BRCSAC.load(path, env=TargetEnv())
+    obs = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    np.testing.assert_array_equal(loaded.return_normalizer.max_returns, model.return_normalizer.max_returns)
+    np.testing.assert_array_equal(loaded.return_normalizer.episodes, model.return_normalizer.episodes)
+    assert th.equal(loaded.log_ent_coef, model.log_ent_coef)
+    for optim in ["actor", "critic"]:
+        state, loaded_state = getattr(model, optim).optimizer.state_dict(), getattr(loaded, optim).optimizer.state_dict()
+        for key, value in state["state"].items():
+            assert th.equal(value["exp_avg"], loaded_state["state"][key]["exp_avg"])
+    assert loaded.ent_coef_optimizer.state_dict()["param_groups"][0]["betas"] == (0.5, 0.999)
+    assert (
+        loaded.ent_coef_optimizer.state_dict()["state"][0]["exp_avg"]
+        == model.ent_coef_optimizer.state_dict()["state"][0]["exp_avg"]
+    )
+    assert loaded.policy.critic.n_atoms == 11 and loaded.target_entropy == model.target_entropy
+    loaded.learn(40, reset_num_timesteps=False)  # training goes on
+
+
+def test_save_overwrites_atomically(tmp_path):
+    model = tiny_model()
+    path = tmp_path / "brc.zip"
+    model.save(path)
+    before = path.read_bytes()
+
+    class Boom(Exception):
+        pass
+
+    def exploding_save(*args, **kwargs):
+        raise Boom
+
+    original = SAC.save
+    SAC.save = exploding_save
+    try:
+        with pytest.raises(Boom):
+            model.save(path)
+    finally:
+        SAC.save = original
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["brc.zip"]
+
+
+def test_load_errors(tmp_path):
+    model = tiny_model()
+    model.save(tmp_path / "good.zip")
+    data = (tmp_path / "good.zip").read_bytes()
+    (tmp_path / "truncated.zip").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        BRCSAC.load(tmp_path / "truncated.zip")
+    (tmp_path / "notes.zip").write_text("not a model")
+    with pytest.raises(ValueError, match="not a readable zip"):
+        BRCSAC.load(tmp_path / "notes")
+    with pytest.raises(FileNotFoundError):
+        BRCSAC.load(tmp_path / "missing.zip")
+    SAC("MlpPolicy", TargetEnv(), policy_kwargs=dict(net_arch=[8])).save(tmp_path / "sac.zip")
+    with pytest.raises(ValueError, match="saved by another algorithm"):
+        BRCSAC.load(tmp_path / "sac.zip")
+    with pytest.raises(ValueError, match="Observation spaces do not match"):
+        BRCSAC.load(tmp_path / "good.zip", env=TargetEnv(obs_dim=4))
+    assert zipfile.is_zipfile(tmp_path / "good.zip")
+
+
+def test_bad_spaces_and_values():
+    with pytest.raises(TypeError, match="continuous Box action space"):
+        BRCSAC("MlpPolicy", "CartPole-v1")
+    unbounded = TargetEnv()
+    unbounded.action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    with pytest.raises(ValueError, match="bounded"):
+        BRCSAC("MlpPolicy", unbounded)
+    with pytest.raises(ValueError, match="n_atoms"):
+        tiny_model(policy_kwargs=dict(n_atoms=0))
+    with pytest.raises(ValueError, match="v_min < v_max"):
+        tiny_model(policy_kwargs=dict(v_min=1.0, v_max=-1.0))
+
+
+@pytest.mark.parametrize("bad", ["reward", "obs"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_nan_or_inf_from_env_is_a_clear_error(bad, normalize):
+    model = tiny_model(TargetEnv(bad_step=30, bad=bad), normalize_rewards=normalize)
+    with pytest.raises(ValueError, match=f"Non-finite {'reward' if bad == 'reward' else 'observation'}"):
+        model.learn(100)
+    assert model.num_timesteps == 30
+
+
+def test_multi_input_policy():
+    env = gym.wrappers.TransformObservation(
+        TargetEnv(),
+        lambda obs: {"height": obs[:1], "rest": obs[1:]},
+        gym.spaces.Dict(
+            {
+                "height": gym.spaces.Box(-np.inf, np.inf, (1,), np.float32),
+                "rest": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+            }
+        ),
+    )
+    model = BRCSAC("MultiInputPolicy", env, learning_starts=30, batch_size=16, policy_kwargs=TINY_POLICY)
+    model.learn(50)
+    action, _ = model.predict(env.observation_space.sample())
+    assert action.shape == (2,)
+
+
+def test_configure_logger_roundtrip(tmp_path):
+    model = tiny_model()
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(80, log_interval=1)
+    header = (tmp_path / "progress.csv").read_text().splitlines()[0]
+    assert "train/q_mean" in header and "train/reward_scale" in header
