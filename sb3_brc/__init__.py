@@ -5,19 +5,27 @@ import os
 from sb3_brc.brc import BRCSAC, BRCPolicy
 from sb3_brc.common.callbacks import RewardNormalizationCallback
 from sb3_brc.common.distributional import categorical_cross_entropy, categorical_projection
+from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks
 from sb3_brc.common.normalizer import ReturnNormalizer
 from sb3_brc.common.torch_layers import BroNet, TaskEmbedding
+from sb3_brc.common.vec_env import MultiTaskVecEnv
+from sb3_brc.suites import SUITES, make_suite
 
 with open(os.path.join(os.path.dirname(__file__), "version.txt")) as file_handler:
     __version__ = file_handler.read().strip()
 
 __all__ = [
     "BRCSAC",
+    "SUITES",
     "BRCPolicy",
     "BroNet",
+    "MultiTaskEvalCallback",
+    "MultiTaskVecEnv",
     "ReturnNormalizer",
     "RewardNormalizationCallback",
     "TaskEmbedding",
     "categorical_cross_entropy",
     "categorical_projection",
+    "evaluate_tasks",
+    "make_suite",
 ]

@@ -6,7 +6,8 @@ from gymnasium import spaces
 
 
 class TargetEnv(gym.Env):
-    """Move a point towards a target: reward ``-|x - target|``, 20-step episodes (truncated).
+    """Move a point towards 0.5 in its first ``act_dim`` coordinates: reward ``-|x - 0.5|`` there, 20-step
+    episodes (truncated); the other coordinates are distractors.
 
     ``bad_step`` makes the env emit a NaN (``bad="reward"``) or inf (``bad="obs"``) at that step.
     """
@@ -26,8 +27,8 @@ class TargetEnv(gym.Env):
     def step(self, action):
         self.t += 1
         self.steps += 1
-        self.x[: len(action)] = np.clip(self.x[: len(action)] + 0.2 * np.asarray(action), -2, 2)
-        reward = -float(np.abs(self.x - 0.5).sum())
+        self.x[: len(action)] = np.clip(self.x[: len(action)] + 0.5 * np.asarray(action), -2, 2)
+        reward = -float(np.abs(self.x[: len(action)] - 0.5).sum())
         obs = self.x.copy()
         if self.steps == self.bad_step:
             if self.bad == "reward":
@@ -35,3 +36,26 @@ class TargetEnv(gym.Env):
             else:
                 obs[0] = np.inf
         return obs, reward, False, self.t >= 20, {}
+
+
+class RecordActionEnv(gym.Env):
+    """Records the action it receives; asymmetric action bounds; terminates after ``terminate_at`` steps."""
+
+    def __init__(self, terminate_at: int = 5):
+        self.observation_space = spaces.Dict(
+            {"a": spaces.Box(-1, 1, (2,), np.float64), "b": spaces.Box(-1, 1, (), np.float64)}
+        )
+        self.action_space = spaces.Box(np.array([0.0, -5.0]), np.array([10.0, 5.0]), dtype=np.float64)
+        self.terminate_at = terminate_at
+        self.actions: list[np.ndarray] = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return {"a": np.array([0.1, 0.2]), "b": np.array(0.3)}, {}
+
+    def step(self, action):
+        self.actions.append(np.array(action))
+        self.t += 1
+        obs = {"a": np.array([self.t, -self.t], dtype=np.float64), "b": np.array(float(self.t))}
+        return obs, 1.0, self.t >= self.terminate_at, False, {"success": float(self.t == 2)}

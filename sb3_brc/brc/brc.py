@@ -4,6 +4,7 @@ import io
 import os
 import pathlib
 import zipfile
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
@@ -19,7 +20,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_brc.brc.policies import BRCPolicy, BroNetActor, CategoricalCritic, MlpPolicy, MultiInputPolicy
-from sb3_brc.common.callbacks import RewardNormalizationCallback
+from sb3_brc.common.callbacks import RewardNormalizationCallback, TaskProgressBarCallback
 from sb3_brc.common.distributional import categorical_cross_entropy, categorical_projection, expected_value
 from sb3_brc.common.normalizer import ReturnNormalizer
 from sb3_brc.common.utils import check_finite
@@ -36,6 +37,21 @@ BATCH_SIZE_MULTI_TASK = 1024
 def num_tasks_of(env: GymEnv | None) -> int:
     """Number of tasks an environment carries (``MultiTaskVecEnv.num_tasks``), 1 for a plain env."""
     return int(getattr(env, "num_tasks", 1)) if env is not None else 1
+
+
+def task_layout_of(env: GymEnv | None) -> dict[str, Any] | None:
+    """Task names and sizes of a ``MultiTaskVecEnv`` (``None`` for a plain env)."""
+    return getattr(env, "layout", None) if env is not None else None
+
+
+def check_same_tasks(expected: dict[str, Any] | None, env: GymEnv) -> None:
+    """A model only works on the task set, order and padded layout it was trained on."""
+    found = task_layout_of(env)
+    if expected is not None and found is not None and found != expected:
+        raise ValueError(
+            f"The env's tasks {found} differ from the model's {expected}. Build the env with the same tasks in the "
+            "same order (e.g. the same make_suite name), or add tasks explicitly for transfer."
+        )
 
 
 def _check_spaces(env: GymEnv) -> None:
@@ -225,7 +241,8 @@ class BRCSAC(SAC):
             device=device,
             _init_setup_model=False,
         )
-        # Set here, not in _setup_model(): load() restores it from the save file before calling _setup_model()
+        # Set here, not in _setup_model(): load() restores them from the save file before calling _setup_model()
+        self.task_layout: dict[str, Any] | None = task_layout_of(env)
         self.return_normalizer: ReturnNormalizer | None = None
         if normalize_rewards is not False:
             config = (
@@ -240,6 +257,13 @@ class BRCSAC(SAC):
     @property
     def num_tasks(self) -> int:
         return self.policy.num_tasks
+
+    @property
+    def task_names(self) -> list[str]:
+        """Names of the tasks, in task-id order (``task0``... if the env did not name them)."""
+        if self.task_layout is not None:
+            return list(self.task_layout["task_names"])
+        return [f"task{i}" for i in range(self.num_tasks)]
 
     def _setup_model(self) -> None:
         if self.target_entropy == "auto":
@@ -366,7 +390,42 @@ class BRCSAC(SAC):
         self._record_reward_scale(reward_scale)
 
     def _record_reward_scale(self, reward_scale: th.Tensor) -> None:
-        self.logger.record("train/reward_scale", reward_scale.mean().item())
+        scales = reward_scale.tolist()
+        self.logger.record("train/reward_scale", float(np.mean(scales)))
+        if self.num_tasks > 1:
+            for name, scale in zip(self.task_names, scales, strict=True):
+                self.logger.record(f"train/{name}/reward_scale", scale)
+
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        super()._update_info_buffer(infos, dones)
+        if self.num_tasks == 1:
+            return
+        if getattr(self, "_task_episodes", None) is None:
+            self._task_episodes = [deque(maxlen=self._stats_window_size) for _ in range(self.num_tasks)]
+            self._task_successes = [deque(maxlen=self._stats_window_size) for _ in range(self.num_tasks)]
+        for idx, info in enumerate(infos):
+            task = info.get("task_id")
+            if task is None:
+                continue
+            if "episode" in info:
+                self._task_episodes[task].append(info["episode"]["r"])
+            if "is_success" in info and (dones is None or dones[idx]):
+                self._task_successes[task].append(float(info["is_success"]))
+
+    def dump_logs(self) -> None:
+        if self.num_tasks > 1:
+            self.logger.record("time/steps_per_task", self.num_timesteps // self.num_tasks)
+            for name, returns, successes in zip(
+                self.task_names, getattr(self, "_task_episodes", []), getattr(self, "_task_successes", []), strict=False
+            ):
+                if returns:
+                    self.logger.record(f"rollout/{name}/ep_rew_mean", float(np.mean(returns)))
+                if successes:
+                    self.logger.record(f"rollout/{name}/success_rate", float(np.mean(successes)))
+        super().dump_logs()
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_task_episodes", "_task_successes"]
 
     def _store_transition(
         self,
@@ -389,6 +448,10 @@ class BRCSAC(SAC):
             # The normaliser is part of the algorithm: feed it every env step, whatever the user passes
             user_callbacks = list(callback) if isinstance(callback, Iterable) else ([] if callback is None else [callback])
             callback = [RewardNormalizationCallback(self.return_normalizer), *map(convert_callback, user_callbacks)]
+        if progress_bar and self.num_tasks > 1:
+            # Count env steps per task (one vector step = one step of every task), as BRC reports them
+            callback = [*(callback if isinstance(callback, list) else [callback]), TaskProgressBarCallback()]
+            progress_bar = False
         return super()._init_callback(callback, progress_bar)
 
     def learn(
@@ -445,7 +508,10 @@ class BRCSAC(SAC):
         **kwargs: Any,
     ) -> SelfBRCSAC:
         check_save_file(path)
-        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        if env is not None:
+            check_same_tasks(model.task_layout, env)
+        return model
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         if num_tasks_of(env) != self.num_tasks:
@@ -453,4 +519,5 @@ class BRCSAC(SAC):
                 f"This model was built for {self.num_tasks} task(s) but the env has {num_tasks_of(env)}. "
                 "Use an env with the same task set and layout as the one the model was trained on."
             )
+        check_same_tasks(self.task_layout, env)
         super().set_env(env, force_reset)

@@ -16,6 +16,18 @@ from torch.nn import functional as F
 from sb3_brc.common.distributional import expected_value
 from sb3_brc.common.torch_layers import BroNet, TaskEmbedding, orthogonal_init_
 
+# Named network sizes (``net_arch`` for BRCPolicy). Depth stays 2 critic blocks; BRC scales width only.
+# Parameter counts are for the critic, 2 heads + target, on a DMC-dog-sized input (``BRC.md`` section 1);
+# the paper's "64M / 256M / 1B" most likely count the same way (unverified: the paper body was unavailable).
+SIZE_PRESETS: dict[str, dict[str, list[int]]] = {
+    "tiny": dict(pi=[64], qf=[128, 128]),  # CPU demos and tests
+    "small": dict(pi=[256], qf=[512, 512]),  # reference class default, ~5M
+    "medium": dict(pi=[256], qf=[1024, 1024]),  # ~18M
+    "64M": dict(pi=[256], qf=[2048, 2048]),  # ~70M
+    "256M": dict(pi=[256], qf=[4096, 4096]),  # reference train.py default, ~275M
+    "1B": dict(pi=[256], qf=[8192, 8192]),  # ~1.09B
+}
+
 # The reference squashes the raw log-std with tanh into [-10, 2] (SB3 clips to [-20, 2])
 LOG_STD_MIN = -10.0
 LOG_STD_MAX = 2.0

@@ -1,0 +1,96 @@
+"""Gradient-update throughput of BRCSAC.train() against SB3 SAC.train(), in one process.
+
+For each critic width and batch size it prints full updates/s (critic + Polyak + actor + temperature), the
+achieved GFLOP/s from an exact count of the update's matmul FLOPs (torch's FlopCounterMode on one update),
+the same for SB3 SAC with an equally wide plain MLP (4 width x width critic layers, as BroNet's two blocks;
+actor 2 layers of 256, as BroNet's 256-wide block), their ratio, and the machine's peak fp32 matmul GFLOP/s
+measured in the same run.
+
+    python benchmarks/throughput.py --threads 2                      # widths 256 512 1024, batch 256
+    python benchmarks/throughput.py --threads 2 --widths 256 512 1024 2048 --batches 256 1024
+"""
+
+import argparse
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from stable_baselines3 import SAC
+from torch.utils.flop_counter import FlopCounterMode
+
+from sb3_brc import BRCSAC
+
+
+class RandomEnv(gym.Env):
+    """Walker-sized spaces (24-dim observation, 6-dim action), random transitions: only the update is timed."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (24,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (6,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample().clip(-5, 5), {}
+
+    def step(self, action):
+        return self.observation_space.sample().clip(-5, 5), float(self.np_random.normal()), False, False, {}
+
+
+def peak_matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
+    a, b = th.randn(size, size), th.randn(size, size)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def make_model(algo: str, width: int, batch: int):
+    env = RandomEnv()
+    if algo == "brc":
+        model = BRCSAC("MlpPolicy", env, batch_size=batch, learning_starts=2048, buffer_size=10_000,
+                       policy_kwargs=dict(net_arch=dict(pi=[256], qf=[width, width])), seed=0)
+    else:
+        model = SAC("MlpPolicy", env, batch_size=batch, learning_starts=2048, buffer_size=10_000, gradient_steps=2,
+                    policy_kwargs=dict(net_arch=dict(pi=[256, 256], qf=[width] * 5)), seed=0)
+    model.learn(2048)  # fills the buffer with random-action transitions, no update yet
+    return model
+
+
+def measure(model, batch: int, seconds: float) -> tuple[float, float]:
+    """(updates per second, matmul FLOPs per update)."""
+    model.train(gradient_steps=2, batch_size=batch)  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        model.train(gradient_steps=1, batch_size=batch)
+    flops = counter.get_total_flops()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        model.train(gradient_steps=2, batch_size=batch)
+        steps += 2
+    return steps / (time.perf_counter() - start), flops
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--widths", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--batches", type=int, nargs="+", default=[256])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=5.0, help="timing window per configuration")
+    args = parser.parse_args()
+    th.set_num_threads(args.threads)
+    peak = peak_matmul_gflops()
+    print(f"torch {th.__version__}, {th.get_num_threads()} threads, peak fp32 matmul (2048^3): {peak:.0f} GFLOP/s\n")
+    print("| width | batch | BRC upd/s | BRC GFLOP/s | BRC % peak | SAC upd/s | SAC GFLOP/s | SAC % peak | BRC/SAC upd/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for batch in args.batches:
+        for width in args.widths:
+            brc_ups, brc_flops = measure(make_model("brc", width, batch), batch, args.seconds)
+            sac_ups, sac_flops = measure(make_model("sac", width, batch), batch, args.seconds)
+            brc_gf, sac_gf = brc_ups * brc_flops / 1e9, sac_ups * sac_flops / 1e9
+            print(f"| {width} | {batch} | {brc_ups:.1f} | {brc_gf:.0f} | {100 * brc_gf / peak:.0f}% | {sac_ups:.1f} "
+                  f"| {sac_gf:.0f} | {100 * sac_gf / peak:.0f}% | {brc_ups / sac_ups:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

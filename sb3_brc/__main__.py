@@ -1,0 +1,3 @@
+from sb3_brc.cli import main
+
+main()

@@ -1,0 +1,149 @@
+"""Command line: ``sb3-brc train | eval | suites`` (also ``python -m sb3_brc``)."""
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import torch as th
+
+from sb3_brc.brc.brc import BRCSAC
+from sb3_brc.brc.policies import SIZE_PRESETS
+from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks
+from sb3_brc.common.vec_env import MultiTaskVecEnv
+from sb3_brc.report import write_report
+from sb3_brc.suites import describe_suites, make_suite
+
+
+def build_env(config: dict[str, Any], seed: int) -> MultiTaskVecEnv:
+    """The env a run config names: a suite, or an explicit task list."""
+    if config.get("suite"):
+        return make_suite(config["suite"], seed=seed)
+    return MultiTaskVecEnv(config["tasks"], seed=seed)
+
+
+def _print_table(results: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None) -> None:
+    random_returns = {row["task"]: row["mean_return"] for row in baseline or []}
+    print(f"{'task':30s} {'return':>10s} {'random':>10s} {'success':>8s} {'score':>7s}")
+    for row in results:
+        success = "-" if row["success_rate"] is None else f"{row['success_rate']:.2f}"
+        score = "-" if row["score"] is None else f"{row['score']:.2f}"
+        rand = f"{random_returns[row['task']]:10.1f}" if row["task"] in random_returns else f"{'-':>10s}"
+        print(f"{row['task']:30s} {row['mean_return']:10.1f} {rand} {success:>8s} {score:>7s}")
+
+
+def train(args: argparse.Namespace) -> None:
+    th.set_num_threads(args.threads)
+    config = dict(
+        suite=args.suite,
+        tasks=args.tasks,
+        steps_per_task=args.steps_per_task,
+        seed=args.seed,
+        size=args.size,
+        n_atoms=args.n_atoms,
+        batch_size=args.batch_size,
+        learning_starts_per_task=args.learning_starts_per_task,
+        eval_episodes=args.eval_episodes,
+    )
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "config.json"), "w") as file:
+        json.dump(config, file, indent=2)
+    env = build_env(config, args.seed)
+    eval_env = build_env(config, args.seed + 42)  # separate eval envs, seeded seed + 42 as in the reference
+    print(f"Training BRC on {env.num_tasks} task(s): {', '.join(env.task_names)}")
+    print(f"  {args.steps_per_task} env steps per task, critic size {args.size!r} {SIZE_PRESETS[args.size]}, out: {args.out}")
+    baseline = evaluate_tasks(None, eval_env, args.eval_episodes)
+    with open(os.path.join(args.out, "random_baseline.json"), "w") as file:
+        json.dump(baseline, file, indent=2)
+    model = BRCSAC(
+        "MlpPolicy",
+        env,
+        batch_size=args.batch_size,
+        learning_starts=args.learning_starts_per_task * env.num_tasks,
+        buffer_size=min(1_000_000, args.steps_per_task) * env.num_tasks,
+        policy_kwargs=dict(net_arch=SIZE_PRESETS[args.size], n_atoms=args.n_atoms),
+        tensorboard_log=os.path.join(args.out, "tb"),
+        seed=args.seed,
+        device=args.device,
+        verbose=args.verbose,
+    )
+    eval_csv = os.path.join(args.out, "eval.csv")
+    if os.path.exists(eval_csv):
+        os.remove(eval_csv)
+    eval_freq = args.eval_freq or max(1, args.steps_per_task // 10)
+    evaluation = MultiTaskEvalCallback(eval_env, eval_freq, args.eval_episodes, log_path=eval_csv)
+    start = time.time()
+    model.learn(args.steps_per_task * env.num_tasks, callback=evaluation, progress_bar=not args.no_progress)
+    if not evaluation.history or evaluation.history[-1]["steps_per_task"] != args.steps_per_task:
+        evaluation.evaluate()
+    minutes = (time.time() - start) / 60
+    model.save(os.path.join(args.out, "model.zip"))
+    text = write_report(
+        args.out,
+        f"BRC on {args.suite or ', '.join(env.task_names)}",
+        baseline,
+        extra=f"Trained {args.steps_per_task} env steps per task in {minutes:.1f} min; model: `model.zip`; "
+        f"tensorboard logs: `tb/`. Config: `config.json`.",
+    )
+    print()
+    _print_table(evaluation.history[-env.num_tasks :], baseline)
+    print()
+    print(text.splitlines()[2])
+    print(f"Report: {os.path.join(args.out, 'report.md')} (plots: curves.png, scores.png)")
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    run_dir = args.run if os.path.isdir(args.run) else os.path.dirname(args.run)
+    model_path = os.path.join(args.run, "model.zip") if os.path.isdir(args.run) else args.run
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{config_path} not found: pass a run directory written by `sb3-brc train`")
+    with open(config_path) as file:
+        config = json.load(file)
+    env = build_env(config, args.seed)
+    model = BRCSAC.load(model_path, env=env, device=args.device, buffer_size=1)
+    _print_table(evaluate_tasks(model, env, args.episodes))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sb3-brc", description="BRC multi-task RL on Stable-Baselines3")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_train = sub.add_parser("train", help="train on a suite or task list, evaluate per task, write a report")
+    which = p_train.add_mutually_exclusive_group(required=True)
+    which.add_argument("--suite", help="suite name (see `sb3-brc suites`)")
+    which.add_argument("--tasks", nargs="+", help="task ids or names, one env per task")
+    p_train.add_argument("--steps-per-task", type=int, required=True, help="env steps per task")
+    p_train.add_argument("--out", required=True, help="output directory")
+    p_train.add_argument("--seed", type=int, default=0)
+    p_train.add_argument("--size", choices=list(SIZE_PRESETS), default="tiny", help="network size preset")
+    p_train.add_argument("--n-atoms", type=int, default=101)
+    p_train.add_argument("--batch-size", type=int, default=None, help="default: 256 single-task, 1024 multi-task")
+    p_train.add_argument("--learning-starts-per-task", type=int, default=5000)
+    p_train.add_argument("--eval-freq", type=int, default=None, help="env steps per task between evaluations")
+    p_train.add_argument("--eval-episodes", type=int, default=10)
+    p_train.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="torch threads")
+    p_train.add_argument("--device", default="auto")
+    p_train.add_argument("--verbose", type=int, default=0)
+    p_train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_train.set_defaults(func=train)
+
+    p_eval = sub.add_parser("eval", help="evaluate a trained run per task")
+    p_eval.add_argument("run", help="run directory (or its model.zip)")
+    p_eval.add_argument("--episodes", type=int, default=10)
+    p_eval.add_argument("--seed", type=int, default=1000)
+    p_eval.add_argument("--device", default="auto")
+    p_eval.set_defaults(func=evaluate)
+
+    p_suites = sub.add_parser("suites", help="list suites and tasks")
+    p_suites.set_defaults(func=lambda _: print(describe_suites()))
+
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "disable")  # physics only: no display needed
+    try:
+        args.func(args)
+    except (ValueError, ImportError, FileNotFoundError, TypeError) as error:
+        print(f"sb3-brc: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,135 @@
+"""Per-task evaluation of multi-task agents (BRC protocol: deterministic, N episodes per task)."""
+
+import csv
+import os
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_brc.common.vec_env import MultiTaskVecEnv
+
+CSV_FIELDS = ["timesteps", "steps_per_task", "task", "mean_return", "std_return", "success_rate", "score", "episodes"]
+
+
+def evaluate_tasks(
+    model: BaseAlgorithm | None,
+    env: MultiTaskVecEnv,
+    n_eval_episodes: int = 10,
+    deterministic: bool = True,
+) -> list[dict[str, Any]]:
+    """Run ``n_eval_episodes`` complete episodes of every task and report each task separately.
+
+    All tasks step together; a task that has its episodes keeps stepping but is no longer counted (the
+    reference's evaluation kept adding successes there). Success is "success at any step of the episode".
+
+    :param model: The agent, or ``None`` for uniformly random actions (the random baseline)
+    :param env: The evaluation env (a separate instance from the training env)
+    :param n_eval_episodes: Episodes per task
+    :param deterministic: Use the mean action (BRC evaluates deterministically)
+    :return: One dict per task: ``task``, ``mean_return``, ``std_return``, ``success_rate`` (``None`` if the
+        task reports no success), ``score`` (normalised, ``None`` if undefined), ``episodes``
+    """
+    if n_eval_episodes < 1:
+        raise ValueError(f"n_eval_episodes must be >= 1, got {n_eval_episodes}")
+    returns: list[list[float]] = [[] for _ in range(env.num_tasks)]
+    successes: list[list[float]] = [[] for _ in range(env.num_tasks)]
+    obs = env.reset()
+    while min(len(r) for r in returns) < n_eval_episodes:
+        if model is None:
+            actions = np.stack([env.action_space.sample() for _ in range(env.num_tasks)])
+        else:
+            actions, _ = model.predict(obs, deterministic=deterministic)
+        obs, _, dones, infos = env.step(actions)
+        for task, (done, info) in enumerate(zip(dones, infos, strict=True)):
+            if done and len(returns[task]) < n_eval_episodes:
+                returns[task].append(float(info["episode"]["r"]))
+                if "is_success" in info:
+                    successes[task].append(float(info["is_success"]))
+    results = []
+    for task, name in enumerate(env.task_names):
+        success_rate = float(np.mean(successes[task])) if successes[task] else None
+        mean_return = float(np.mean(returns[task]))
+        results.append(
+            dict(
+                task=name,
+                mean_return=mean_return,
+                std_return=float(np.std(returns[task])),
+                success_rate=success_rate,
+                score=env.normalized_score(task, mean_return, success_rate),
+                episodes=len(returns[task]),
+            )
+        )
+    return results
+
+
+class MultiTaskEvalCallback(BaseCallback):
+    """Evaluate every task every ``eval_freq`` env steps per task; log to the logger and a CSV file.
+
+    Logger keys: ``eval/<task>/mean_reward``, ``eval/<task>/success_rate``, ``eval/<task>/score`` and
+    ``eval/mean_score`` (mean over tasks with a defined score).
+
+    :param eval_env: A separate ``MultiTaskVecEnv`` with the same tasks as the training env
+    :param eval_freq: Evaluate every ``eval_freq`` vector steps (= env steps per task)
+    :param n_eval_episodes: Episodes per task
+    :param log_path: CSV file to append results to (``None``: no file)
+    :param deterministic: Deterministic actions (BRC default)
+    :param verbose: Print a line per task when 1
+    """
+
+    def __init__(
+        self,
+        eval_env: MultiTaskVecEnv,
+        eval_freq: int = 10_000,
+        n_eval_episodes: int = 10,
+        log_path: str | None = None,
+        deterministic: bool = True,
+        verbose: int = 0,
+    ):
+        super().__init__(verbose)
+        self.eval_env = eval_env
+        self.eval_freq = eval_freq
+        self.n_eval_episodes = n_eval_episodes
+        self.log_path = log_path
+        self.deterministic = deterministic
+        self.history: list[dict[str, Any]] = []
+
+    def _init_callback(self) -> None:
+        layout = getattr(self.model, "task_layout", None)
+        if layout is not None and layout["task_names"] != self.eval_env.task_names:
+            raise ValueError(f"eval_env tasks {self.eval_env.task_names} differ from the model's {layout['task_names']}")
+        if self.log_path is not None and os.path.dirname(self.log_path):
+            os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+
+    def _on_step(self) -> bool:
+        if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> list[dict[str, Any]]:
+        """Evaluate now, record and return the per-task rows."""
+        results = evaluate_tasks(self.model, self.eval_env, self.n_eval_episodes, self.deterministic)
+        steps_per_task = self.num_timesteps // self.training_env.num_envs
+        rows = [dict(timesteps=self.num_timesteps, steps_per_task=steps_per_task, **result) for result in results]
+        self.history.extend(rows)
+        for row in rows:
+            self.logger.record(f"eval/{row['task']}/mean_reward", row["mean_return"])
+            if row["success_rate"] is not None:
+                self.logger.record(f"eval/{row['task']}/success_rate", row["success_rate"])
+            if row["score"] is not None:
+                self.logger.record(f"eval/{row['task']}/score", row["score"])
+            if self.verbose:
+                print(f"eval {steps_per_task} steps/task  {row['task']:28s} return {row['mean_return']:9.2f}")
+        scores = [row["score"] for row in rows if row["score"] is not None]
+        if scores:
+            self.logger.record("eval/mean_score", float(np.mean(scores)))
+        self.logger.dump(self.num_timesteps)
+        if self.log_path is not None:
+            new_file = not os.path.exists(self.log_path)
+            with open(self.log_path, "a", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
+                if new_file:
+                    writer.writeheader()
+                writer.writerows(rows)
+        return rows

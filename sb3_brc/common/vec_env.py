@@ -1,0 +1,200 @@
+"""MultiTaskVecEnv: many tasks with different spaces in one SB3 VecEnv, as in BRC's ``ParallelEnv``.
+
+One sub-env per task, all stepped once per vector step (equal env steps per task). Each sub-env is wrapped,
+innermost first, by ``FlattenObservation`` (Dict observations, e.g. DMC), :class:`PadTask` (float32
+observations zero-padded at the end to the largest size; actions in ``Box(-1, 1, (max_act_dim,))`` of which
+the task uses its own first ``act_dim`` entries, rescaled to its bounds) and ``Monitor`` (raw returns).
+The wrapper then appends the task id as the last observation entry, ``terminal_observation`` included.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+
+TaskSpec = str | Callable[[], gym.Env]
+
+
+class PadTask(gym.Wrapper):
+    """Pads one task to the shared layout and records success at any step of an episode.
+
+    :param env: The task's env (flat Box observations, bounded Box actions)
+    :param obs_dim: Padded observation size
+    :param act_dim: Padded action size
+    """
+
+    def __init__(self, env: gym.Env, obs_dim: int, act_dim: int):
+        super().__init__(env)
+        check_task_spaces(env, "task")
+        self.task_obs_dim = int(np.prod(env.observation_space.shape))
+        self.task_act_dim = int(np.prod(env.action_space.shape))
+        self._low = env.action_space.low.astype(np.float64).reshape(-1)
+        self._high = env.action_space.high.astype(np.float64).reshape(-1)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
+        self._success = False
+
+    def _pad(self, obs: np.ndarray) -> np.ndarray:
+        padded = np.zeros(self.observation_space.shape, np.float32)
+        padded[: self.task_obs_dim] = np.asarray(obs, dtype=np.float32).reshape(-1)
+        return padded
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        obs, info = self.env.reset(**kwargs)
+        self._success = False
+        return self._pad(obs), info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        # The policy's extra action entries are ignored (they still count in its entropy, as in BRC)
+        own = np.clip(np.asarray(action, dtype=np.float64)[: self.task_act_dim], -1.0, 1.0)
+        scaled = self._low + 0.5 * (own + 1.0) * (self._high - self._low)
+        obs, reward, terminated, truncated, info = self.env.step(scaled.astype(self.env.action_space.dtype))
+        success = info.get("success", info.get("is_success", info.get("solved")))
+        if success is not None:
+            self._success = self._success or bool(success)
+            if terminated or truncated:
+                info["is_success"] = self._success  # SB3's rollout/success_rate: success at any step
+        return self._pad(obs), float(reward), terminated, truncated, info
+
+
+def check_task_spaces(env: gym.Env, name: str) -> None:
+    """Clear errors for task spaces a padded continuous-control layout cannot hold."""
+    if not isinstance(env.action_space, spaces.Box):
+        raise TypeError(
+            f"Task {name!r} has a {type(env.action_space).__name__} action space; MultiTaskVecEnv needs Box actions."
+        )
+    if not (np.isfinite(env.action_space.low).all() and np.isfinite(env.action_space.high).all()):
+        raise ValueError(
+            f"Task {name!r} has unbounded actions {env.action_space}; wrap it with gymnasium.wrappers.ClipAction."
+        )
+    if not isinstance(env.observation_space, spaces.Box) or len(env.observation_space.shape) != 1:
+        raise TypeError(
+            f"Task {name!r} has observation space {env.observation_space}; MultiTaskVecEnv needs flat Box or Dict of Box."
+        )
+
+
+def _flatten(env: gym.Env) -> gym.Env:
+    return gym.wrappers.FlattenObservation(env) if isinstance(env.observation_space, spaces.Dict) else env
+
+
+class MultiTaskVecEnv(VecEnvWrapper):
+    """Many tasks in one SB3 VecEnv: sub-env ``i`` runs task ``i``, observations carry the task id.
+
+    Observation: ``Box(max_obs_dim + 1)``, float32; entries ``[0, obs_dim_i)`` hold task ``i``'s (flattened)
+    observation, zeros up to ``max_obs_dim``, then the task id at index ``task_id_index = max_obs_dim``.
+    Action: ``Box(-1, 1, (max_act_dim,))``; task ``i`` uses the first ``act_dim_i`` entries, rescaled to its
+    own bounds. ``infos[i]`` gets ``task_id``, ``task_name``, SB3's ``TimeLimit.truncated``, ``episode``
+    (raw return, from ``Monitor``) and ``is_success`` (success at any step) where the task reports success.
+
+    :param tasks: Gymnasium ids (e.g. ``"dm_control/walker-walk-v0"``), suite task names (``"reach-v3"``),
+        or callables returning an env, one per task
+    :param task_names: Names for the tasks (default: derived from the ids; must be unique)
+    :param task_kinds: ``"dmc"``, ``"metaworld"``, ``"gym"`` or ``"custom"`` per task, for normalised scores
+        (default: derived from the ids)
+    :param vec_env_cls: ``DummyVecEnv`` (default) or ``SubprocVecEnv`` (one process per task)
+    :param vec_env_kwargs: Keyword arguments of ``vec_env_cls``
+    :param seed: Seed of the sub-envs (task ``i`` gets ``seed + i``)
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[TaskSpec],
+        task_names: Sequence[str] | None = None,
+        task_kinds: Sequence[str] | None = None,
+        vec_env_cls: type[DummyVecEnv] | type[SubprocVecEnv] = DummyVecEnv,
+        vec_env_kwargs: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ):
+        from sb3_brc.suites import task_factory  # suites import this module
+
+        if isinstance(tasks, str) or len(tasks) == 0:
+            raise ValueError(f"MultiTaskVecEnv needs a non-empty list of tasks, got {tasks!r}")
+        factories, names, kinds = zip(*(task_factory(task, seed) for task in tasks), strict=True)
+        for given, what in ((task_names, "task names"), (task_kinds, "task kinds")):
+            if given is not None and len(given) != len(factories):
+                raise ValueError(f"{len(factories)} tasks but {len(given)} {what}")
+        # Build each task once to read its spaces (and keep it, for in-process vectorisation)
+        probes = [_flatten(factory()) for factory in factories]
+        if task_names is None:
+            task_names = [
+                name or getattr(env.spec, "id", None) or f"task{i}"
+                for i, (name, env) in enumerate(zip(names, probes, strict=True))
+            ]
+        if len(set(task_names)) != len(task_names):
+            raise ValueError(f"Task names must be unique, got {list(task_names)}; pass task_names=[...] to tell them apart.")
+        for env, name in zip(probes, task_names, strict=True):
+            check_task_spaces(env, name)
+        self.task_names: list[str] = list(task_names)
+        self.task_kinds: list[str] = list(task_kinds) if task_kinds is not None else list(kinds)
+        self.obs_dims = [int(np.prod(env.observation_space.shape)) for env in probes]
+        self.act_dims = [int(np.prod(env.action_space.shape)) for env in probes]
+        self.max_obs_dim, self.max_act_dim = max(self.obs_dims), max(self.act_dims)
+        self.task_id_index = self.max_obs_dim
+
+        max_obs_dim, max_act_dim = self.max_obs_dim, self.max_act_dim  # plain values: factories go to subprocesses
+
+        def wrapped(make: Callable[[], gym.Env]) -> Callable[[], gym.Env]:
+            return lambda: Monitor(PadTask(_flatten(make()), max_obs_dim, max_act_dim))
+
+        # In-process: reuse the probes. Subprocesses rebuild their task from its factory
+        in_process = vec_env_cls is DummyVecEnv
+        env_fns = [wrapped((lambda env=env: env) if in_process else make) for env, make in zip(probes, factories, strict=True)]
+        del probes
+        venv = vec_env_cls(env_fns, **(vec_env_kwargs or {}))
+        observation_space = spaces.Box(-np.inf, np.inf, (self.max_obs_dim + 1,), np.float32)
+        super().__init__(venv, observation_space=observation_space)
+        self._task_column = np.arange(self.num_tasks, dtype=np.float32)[:, None]
+        if seed is not None:
+            self.seed(seed)
+
+    @property
+    def num_tasks(self) -> int:
+        return self.num_envs
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        """What a model trained on this env depends on: task order, names and sizes (saved with the model)."""
+        return dict(task_names=list(self.task_names), obs_dims=list(self.obs_dims), act_dims=list(self.act_dims))
+
+    def normalized_score(self, task_id: int, mean_return: float, success_rate: float | None) -> float | None:
+        """BRC's per-task score: DMC return / 1000, Meta-World success rate; ``None`` where no scale is defined."""
+        kind = self.task_kinds[task_id]
+        if kind == "dmc":
+            return mean_return / 1000.0
+        if kind == "metaworld":
+            return success_rate
+        return None
+
+    def task_id(self, name: str) -> int:
+        """Index of the task called ``name``."""
+        if name not in self.task_names:
+            raise ValueError(f"Unknown task {name!r}; this env has {self.task_names}")
+        return self.task_names.index(name)
+
+    def task_name(self, task_id: int) -> str:
+        """Name of task ``task_id``."""
+        if not 0 <= task_id < self.num_tasks:
+            raise ValueError(f"Task id {task_id} is out of range: this env has tasks 0..{self.num_tasks - 1}")
+        return self.task_names[task_id]
+
+    def tag(self, obs: np.ndarray, task_ids: np.ndarray | None = None) -> np.ndarray:
+        """Append the task id column to padded observations (all tasks in order, or ``task_ids``)."""
+        column = self._task_column if task_ids is None else np.asarray(task_ids, np.float32).reshape(-1, 1)
+        return np.concatenate([np.asarray(obs, np.float32).reshape(len(column), -1), column], axis=1)
+
+    def reset(self) -> VecEnvObs:
+        return self.tag(self.venv.reset())
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for task, info in enumerate(infos):
+            info["task_id"] = task
+            info["task_name"] = self.task_names[task]
+            if "terminal_observation" in info:
+                info["terminal_observation"] = self.tag(info["terminal_observation"], [task])[0]
+        return self.tag(obs), rewards, dones, infos

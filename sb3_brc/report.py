@@ -1,0 +1,115 @@
+"""Markdown report and PNG plots of a multi-task run, from its evaluation CSV."""
+
+import csv
+import os
+from collections import defaultdict
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless
+import matplotlib.pyplot as plt
+
+
+def read_eval_csv(path: str) -> list[dict[str, Any]]:
+    """Rows of an evaluation CSV written by :class:`MultiTaskEvalCallback`, with numbers parsed."""
+    rows = []
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            parsed: dict[str, Any] = dict(row)
+            for key in ("timesteps", "steps_per_task", "episodes"):
+                parsed[key] = int(row[key])
+            for key in ("mean_return", "std_return", "success_rate", "score"):
+                parsed[key] = float(row[key]) if row[key] not in ("", "None") else None
+            rows.append(parsed)
+    return rows
+
+
+def plot_learning_curves(rows: list[dict[str, Any]], baseline: dict[str, float], path: str) -> None:
+    """One panel per task: evaluation return against env steps per task, random policy dashed."""
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_task[row["task"]].append(row)
+    n = len(by_task)
+    cols = min(n, 4)
+    rows_n = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3 * rows_n), squeeze=False)
+    for ax, (task, points) in zip(axes.flat, by_task.items(), strict=False):
+        points.sort(key=lambda r: r["steps_per_task"])
+        x = [p["steps_per_task"] for p in points]
+        y = [p["mean_return"] for p in points]
+        err = [p["std_return"] for p in points]
+        ax.plot(x, y, marker="o", label="BRC")
+        ax.fill_between(
+            x, [a - b for a, b in zip(y, err, strict=True)], [a + b for a, b in zip(y, err, strict=True)], alpha=0.2
+        )
+        if task in baseline:
+            ax.axhline(baseline[task], color="gray", linestyle="--", label="random")
+        ax.set_title(task, fontsize=10)
+        ax.set_xlabel("env steps per task")
+        ax.set_ylabel("eval return")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_final_scores(final: list[dict[str, Any]], baseline: dict[str, float], path: str) -> None:
+    """Bar chart of the last evaluation per task, next to the random policy."""
+    tasks = [row["task"] for row in final]
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(tasks)), 3.5))
+    xs = range(len(tasks))
+    ax.bar([x - 0.2 for x in xs], [baseline.get(t, float("nan")) for t in tasks], width=0.4, label="random", color="gray")
+    ax.bar([x + 0.2 for x in xs], [row["mean_return"] for row in final], width=0.4, label="BRC")
+    ax.set_xticks(list(xs), tasks, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("eval return")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def write_report(out_dir: str, title: str, baseline_rows: list[dict[str, Any]], extra: str = "") -> str:
+    """Write ``report.md``, ``curves.png`` and ``scores.png`` in ``out_dir`` from ``out_dir/eval.csv``.
+
+    :return: the Markdown text
+    """
+    rows = read_eval_csv(os.path.join(out_dir, "eval.csv"))
+    if not rows:
+        raise ValueError(f"{out_dir}/eval.csv has no evaluations to report")
+    baseline = {row["task"]: row["mean_return"] for row in baseline_rows}
+    last_step = max(row["steps_per_task"] for row in rows)
+    final = [row for row in rows if row["steps_per_task"] == last_step]
+    plot_learning_curves(rows, baseline, os.path.join(out_dir, "curves.png"))
+    plot_final_scores(final, baseline, os.path.join(out_dir, "scores.png"))
+    beat = [row for row in final if row["task"] in baseline and row["mean_return"] > baseline[row["task"]]]
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(beat)} of {len(final)} tasks beat the random policy after {last_step} env steps per task "
+        f"(deterministic evaluation, {final[0]['episodes']} episodes per task).",
+        "",
+        "| task | random return | final return (± std) | best return | success rate | score |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in final:
+        best = max(r["mean_return"] for r in rows if r["task"] == row["task"])
+        lines.append(
+            f"| {row['task']} | {_fmt(baseline.get(row['task']), 1)} | {row['mean_return']:.1f} ± {row['std_return']:.1f} "
+            f"| {best:.1f} | {_fmt(row['success_rate'])} | {_fmt(row['score'])} |"
+        )
+    lines += ["", "Score: DMC return / 1000, Meta-World success rate, '-' where no normalisation is defined.", ""]
+    lines += ["![learning curves](curves.png)", "", "![final returns](scores.png)", ""]
+    if extra:
+        lines += [extra, ""]
+    text = "\n".join(lines)
+    with open(os.path.join(out_dir, "report.md"), "w") as file:
+        file.write(text)
+    return text

@@ -1,0 +1,164 @@
+"""Task suites: Meta-World MT10/MT50, DeepMind Control sets, Gymnasium MuJoCo sets, and name resolution."""
+
+import difflib
+import functools
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+
+from sb3_brc.common.vec_env import MultiTaskVecEnv, TaskSpec
+
+DMC_DOGS = ["dog-stand", "dog-walk", "dog-trot", "dog-run"]
+DMC_HUMANOIDS = ["humanoid-stand", "humanoid-walk", "humanoid-run"]
+
+
+def _dmc(names: list[str]) -> list[str]:
+    return [f"dm_control/{name}-v0" for name in names]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named list of tasks. ``metaworld`` suites are built as one Meta-World vector env (exact task sets)."""
+
+    description: str
+    tasks: list[str] = field(default_factory=list)
+    metaworld: str | None = None
+
+
+SUITES: dict[str, Suite] = {
+    "mt10": Suite("Meta-World MT10: 10 manipulation tasks, 500-step episodes, success rate", metaworld="MT10"),
+    "mt50": Suite("Meta-World MT50: 50 manipulation tasks, 500-step episodes, success rate", metaworld="MT50"),
+    "dmc-dogs": Suite("DMC dog stand/walk/trot/run (223-dim obs, 38-dim actions)", _dmc(DMC_DOGS)),
+    "dmc-humanoids": Suite("DMC humanoid stand/walk/run (67-dim obs, 21-dim actions)", _dmc(DMC_HUMANOIDS)),
+    "dmc-hard": Suite("DMC dogs + humanoids, the paper's 7 hard DMC tasks", _dmc(DMC_DOGS + DMC_HUMANOIDS)),
+    "dmc-easy": Suite(
+        "Cheap DMC set: cartpole-swingup, reacher-easy, cheetah-run, walker-walk",
+        _dmc(["cartpole-swingup", "reacher-easy", "cheetah-run", "walker-walk"]),
+    ),
+    "mujoco-locomotion": Suite(
+        "Gymnasium MuJoCo locomotion: HalfCheetah, Hopper, Walker2d, Ant (v5)",
+        ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"],
+    ),
+    "mujoco-easy": Suite(
+        "Gymnasium MuJoCo balancing and reaching: InvertedPendulum, InvertedDoublePendulum, Reacher (v5)",
+        ["InvertedPendulum-v5", "InvertedDoublePendulum-v5", "Reacher-v5"],
+    ),
+    "demo": Suite(
+        "Mixed heterogeneous demo (CPU minutes): InvertedPendulum-v5, Reacher-v5, DMC cartpole-balance",
+        ["InvertedPendulum-v5", "Reacher-v5", "dm_control/cartpole-balance-v0"],
+    ),
+}
+
+EXTRAS = {"shimmy": "dmc", "dm_control": "dmc", "metaworld": "metaworld", "ale_py": "atari"}
+
+
+def require(module: str) -> object:
+    """Import an optional dependency, or explain which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        extra = EXTRAS.get(module, "all")
+        raise ImportError(f"This task needs the optional package {module!r}: pip install 'sb3-brc[{extra}]'") from error
+
+
+def _metaworld_task_names() -> list[str]:
+    try:
+        return list(importlib.import_module("metaworld").ALL_V3_ENVIRONMENTS)
+    except ImportError:
+        return []
+
+
+def _metaworld_class_names() -> dict[type, str]:
+    return {cls: name for name, cls in importlib.import_module("metaworld").ALL_V3_ENVIRONMENTS.items()}
+
+
+def _registered_ids() -> list[str]:
+    try:
+        importlib.import_module("shimmy")  # registers dm_control/* ids
+    except ImportError:
+        pass
+    return list(gym.registry)
+
+
+@functools.cache
+def _metaworld_benchmark_envs(benchmark: str, seed: int | None) -> tuple[gym.Env, ...]:
+    # Meta-World builds MT10/MT50 only as a vector env (exact task sets and goals); build it once per process
+    # and hand out its sub-envs (SB3 needs its own VecEnv with same-step resets around them)
+    require("metaworld")
+    return tuple(gym.make_vec(f"Meta-World/{benchmark}", vector_strategy="sync", seed=seed, use_one_hot=False).envs)
+
+
+def _metaworld_vector_task(benchmark: str, index: int, seed: int | None) -> gym.Env:
+    return _metaworld_benchmark_envs(benchmark, seed)[index]
+
+
+def task_kind(name: str) -> str:
+    """``"dmc"``, ``"metaworld"`` or ``"gym"``: decides the normalised score of a task."""
+    if name.startswith("dm_control/") or f"dm_control/{name}-v0" in gym.registry:
+        return "dmc"
+    return "metaworld" if name in _metaworld_task_names() else "gym"
+
+
+def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], gym.Env], str | None, str]:
+    """Resolve a task spec into ``(factory, name, kind)``.
+
+    Accepted: a callable returning an env (name taken from its spec later), a Meta-World task name
+    (``"reach-v3"``, an MT1 env), a Gymnasium id (``"HalfCheetah-v5"``, ``"dm_control/walker-walk-v0"``), or a
+    DMC short name (``"walker-walk"``).
+    """
+    if callable(task):
+        return task, None, "custom"
+    if not isinstance(task, str):
+        raise TypeError(f"A task is a Gymnasium id, a task name or a callable returning an env, got {task!r}")
+    if task in _metaworld_task_names():
+        return functools.partial(gym.make, "Meta-World/MT1", env_name=task, seed=seed), task, "metaworld"
+    if task.startswith("dm_control/"):
+        require("shimmy")
+    registered = _registered_ids()
+    if task not in registered and f"dm_control/{task}-v0" in registered:
+        task = f"dm_control/{task}-v0"
+    if task in registered:
+        name = task.removeprefix("dm_control/").removesuffix("-v0") if task.startswith("dm_control/") else task
+        return functools.partial(gym.make, task), name, task_kind(task)
+    candidates = list(SUITES) + _metaworld_task_names() + registered
+    close = difflib.get_close_matches(task, candidates, n=5, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"Unknown task {task!r}.{hint} Run `sb3-brc suites` to list suites and tasks.")
+
+
+def make_suite(name: str, seed: int | None = None, **vec_env_kwargs) -> MultiTaskVecEnv:
+    """Build a :class:`MultiTaskVecEnv` for a suite (``mt10``, ``dmc-hard``, ...) or a single task name.
+
+    :param name: A key of :data:`SUITES`, or any single task :func:`task_factory` accepts
+    :param seed: Seed of the envs
+    :param vec_env_kwargs: Passed to :class:`MultiTaskVecEnv` (``vec_env_cls``, ...)
+    """
+    suite = SUITES.get(name)
+    if suite is None:
+        try:
+            task_factory(name)
+        except ValueError as error:
+            close = difflib.get_close_matches(name, list(SUITES), n=3, cutoff=0.4)
+            hint = f" Close suites: {close}." if close else ""
+            raise ValueError(f"Unknown suite or task {name!r}.{hint} Suites: {sorted(SUITES)}.") from error
+        return MultiTaskVecEnv([name], seed=seed, **vec_env_kwargs)
+    if suite.metaworld is not None:
+        names = [_metaworld_class_names()[type(env.unwrapped)] for env in _metaworld_benchmark_envs(suite.metaworld, seed)]
+        tasks = [functools.partial(_metaworld_vector_task, suite.metaworld, i, seed) for i in range(len(names))]
+        return MultiTaskVecEnv(tasks, task_names=names, task_kinds=["metaworld"] * len(names), seed=seed, **vec_env_kwargs)
+    return MultiTaskVecEnv(suite.tasks, seed=seed, **vec_env_kwargs)
+
+
+def describe_suites() -> str:
+    """Printable list of suites and their tasks."""
+    lines = []
+    for name, suite in SUITES.items():
+        lines.append(f"{name:18s} {suite.description}")
+        if suite.tasks:
+            lines.append(" " * 19 + ", ".join(suite.tasks))
+    lines.append("")
+    lines.append("Single tasks: any Gymnasium id (HalfCheetah-v5, dm_control/walker-walk-v0), a DMC short name")
+    lines.append("(walker-walk) or a Meta-World task name (reach-v3); MultiTaskVecEnv takes any list of them.")
+    return "\n".join(lines)
