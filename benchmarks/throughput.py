@@ -49,11 +49,26 @@ def peak_matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
 def make_model(algo: str, width: int, batch: int):
     env = RandomEnv()
     if algo == "brc":
-        model = BRCSAC("MlpPolicy", env, batch_size=batch, learning_starts=2048, buffer_size=10_000,
-                       policy_kwargs=dict(net_arch=dict(pi=[256], qf=[width, width])), seed=0)
+        model = BRCSAC(
+            "MlpPolicy",
+            env,
+            batch_size=batch,
+            learning_starts=2048,
+            buffer_size=10_000,
+            policy_kwargs=dict(net_arch=dict(pi=[256], qf=[width, width])),
+            seed=0,
+        )
     else:
-        model = SAC("MlpPolicy", env, batch_size=batch, learning_starts=2048, buffer_size=10_000, gradient_steps=2,
-                    policy_kwargs=dict(net_arch=dict(pi=[256, 256], qf=[width] * 5)), seed=0)
+        model = SAC(
+            "MlpPolicy",
+            env,
+            batch_size=batch,
+            learning_starts=2048,
+            buffer_size=10_000,
+            gradient_steps=2,
+            policy_kwargs=dict(net_arch=dict(pi=[256, 256], qf=[width] * 5)),
+            seed=0,
+        )
     model.learn(2048)  # fills the buffer with random-action transitions, no update yet
     return model
 
@@ -88,8 +103,11 @@ def main() -> None:
             brc_ups, brc_flops = measure(make_model("brc", width, batch), batch, args.seconds)
             sac_ups, sac_flops = measure(make_model("sac", width, batch), batch, args.seconds)
             brc_gf, sac_gf = brc_ups * brc_flops / 1e9, sac_ups * sac_flops / 1e9
-            print(f"| {width} | {batch} | {brc_ups:.1f} | {brc_gf:.0f} | {100 * brc_gf / peak:.0f}% | {sac_ups:.1f} "
-                  f"| {sac_gf:.0f} | {100 * sac_gf / peak:.0f}% | {brc_ups / sac_ups:.2f} |", flush=True)
+            print(
+                f"| {width} | {batch} | {brc_ups:.1f} | {brc_gf:.0f} | {100 * brc_gf / peak:.0f}% | {sac_ups:.1f} "
+                f"| {sac_gf:.0f} | {100 * sac_gf / peak:.0f}% | {brc_ups / sac_ups:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

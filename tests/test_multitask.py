@@ -306,3 +306,22 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert "cartpole-balance" in printed and "Report:" in printed
     with pytest.raises(SystemExit):
         cli_main(["train", "--suite", "nope", "--steps-per-task", "10", "--out", str(tmp_path / "x")])
+
+
+def test_multitask_progress_bar_counts_steps_per_task():
+    from sb3_brc.common.callbacks import TaskProgressBarCallback
+
+    model = tiny_mt_model(two_tasks())
+    bars = []
+    original = TaskProgressBarCallback._on_training_end
+
+    def keep(self):
+        bars.append(self.pbar)
+        original(self)
+
+    TaskProgressBarCallback._on_training_end = keep
+    try:
+        model.learn(100, progress_bar=True)
+    finally:
+        TaskProgressBarCallback._on_training_end = original
+    assert bars[0].total == 50 and bars[0].n == 50 and bars[0].unit == "steps/task"
