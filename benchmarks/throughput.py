@@ -7,7 +7,10 @@ actor 2 layers of 256, as BroNet's 256-wide block), their ratio, and the machine
 measured in the same run.
 
     python benchmarks/throughput.py --threads 2                      # widths 256 512 1024, batch 256
-    python benchmarks/throughput.py --threads 2 --widths 256 512 1024 2048 --batches 256 1024
+    python benchmarks/throughput.py --threads 2 --widths 256 512 1024 2048 --batches 256 1024 --bf16
+    python benchmarks/throughput.py --threads 2 --env-steps          # env steps/s of learn() on DMC
+
+``--bf16`` adds BRCSAC with ``mixed_precision=True`` (bf16 autocast); its GFLOP/s can exceed the fp32 peak.
 """
 
 import argparse
@@ -47,8 +50,9 @@ def peak_matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
 
 
 def make_model(algo: str, width: int, batch: int):
+    """``algo``: "brc", "brc-bf16" (BRCSAC with mixed_precision=True) or "sac"."""
     env = RandomEnv()
-    if algo == "brc":
+    if algo.startswith("brc"):
         model = BRCSAC(
             "MlpPolicy",
             env,
@@ -57,6 +61,7 @@ def make_model(algo: str, width: int, batch: int):
             buffer_size=10_000,
             policy_kwargs=dict(net_arch=dict(pi=[256], qf=[width, width])),
             seed=0,
+            mixed_precision=algo == "brc-bf16",
         )
     else:
         model = SAC(
@@ -86,28 +91,60 @@ def measure(model, batch: int, seconds: float) -> tuple[float, float]:
     return steps / (time.perf_counter() - start), flops
 
 
+def env_steps_per_second(task: str, seconds: float) -> None:
+    """Env steps/s of BRCSAC.learn() on one DMC task: random warm-up, then training (default sizes)."""
+    from sb3_brc import MultiTaskVecEnv
+
+    env = MultiTaskVecEnv([task], seed=0)
+    model = BRCSAC("MlpPolicy", env, learning_starts=1000, seed=0)
+    start = time.perf_counter()
+    model.learn(1000)
+    warmup = 1000 / (time.perf_counter() - start)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        model.learn(20, reset_num_timesteps=False)
+        steps += 20
+    training = steps / (time.perf_counter() - start)
+    print(
+        f"learn() on {task}, default sizes (critic 512, batch 256, 2 updates per step): "
+        f"{warmup:.0f} env steps/s during random warm-up, {training:.1f} env steps/s while training"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widths", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--batches", type=int, nargs="+", default=[256])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=5.0, help="timing window per configuration")
+    parser.add_argument("--bf16", action="store_true", help="also time BRCSAC with mixed_precision=True")
+    parser.add_argument("--env-steps", action="store_true", help="only time learn() on a DMC task")
+    parser.add_argument("--task", default="dm_control/walker-walk-v0")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
+    if args.env_steps:
+        env_steps_per_second(args.task, args.seconds)
+        return
     peak = peak_matmul_gflops()
     print(f"torch {th.__version__}, {th.get_num_threads()} threads, peak fp32 matmul (2048^3): {peak:.0f} GFLOP/s\n")
-    print("| width | batch | BRC upd/s | BRC GFLOP/s | BRC % peak | SAC upd/s | SAC GFLOP/s | SAC % peak | BRC/SAC upd/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    header = "| width | batch | BRC upd/s | BRC GFLOP/s | BRC % peak | SAC upd/s | SAC GFLOP/s | SAC % peak | BRC/SAC upd/s |"
+    if args.bf16:
+        header += " BRC bf16 upd/s | bf16 GFLOP/s | bf16/fp32 |"
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
     for batch in args.batches:
         for width in args.widths:
             brc_ups, brc_flops = measure(make_model("brc", width, batch), batch, args.seconds)
             sac_ups, sac_flops = measure(make_model("sac", width, batch), batch, args.seconds)
             brc_gf, sac_gf = brc_ups * brc_flops / 1e9, sac_ups * sac_flops / 1e9
-            print(
-                f"| {width} | {batch} | {brc_ups:.1f} | {brc_gf:.0f} | {100 * brc_gf / peak:.0f}% | {sac_ups:.1f} "
-                f"| {sac_gf:.0f} | {100 * sac_gf / peak:.0f}% | {brc_ups / sac_ups:.2f} |",
-                flush=True,
+            row = (
+                f"| {width} | {batch} | {brc_ups:.2f} | {brc_gf:.0f} | {100 * brc_gf / peak:.0f}% | {sac_ups:.2f} "
+                f"| {sac_gf:.0f} | {100 * sac_gf / peak:.0f}% | {brc_ups / sac_ups:.2f} |"
             )
+            if args.bf16:
+                bf16_ups, _ = measure(make_model("brc-bf16", width, batch), batch, args.seconds)
+                row += f" {bf16_ups:.2f} | {bf16_ups * brc_flops / 1e9:.0f} | {bf16_ups / brc_ups:.2f} |"
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

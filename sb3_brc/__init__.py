@@ -3,7 +3,9 @@
 import os
 
 from sb3_brc.brc import BRCSAC, BRCPolicy
+from sb3_brc.common.buffers import CompactReplayBuffer
 from sb3_brc.common.callbacks import RewardNormalizationCallback
+from sb3_brc.common.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
 from sb3_brc.common.distributional import categorical_cross_entropy, categorical_projection
 from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks
 from sb3_brc.common.normalizer import ReturnNormalizer
@@ -19,6 +21,8 @@ __all__ = [
     "SUITES",
     "BRCPolicy",
     "BroNet",
+    "CheckpointCallback",
+    "CompactReplayBuffer",
     "MultiTaskEvalCallback",
     "MultiTaskVecEnv",
     "ReturnNormalizer",
@@ -27,5 +31,7 @@ __all__ = [
     "categorical_cross_entropy",
     "categorical_projection",
     "evaluate_tasks",
+    "load_checkpoint",
     "make_suite",
+    "save_checkpoint",
 ]

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -11,9 +12,10 @@ import torch as th
 
 from sb3_brc.brc.brc import BRCSAC
 from sb3_brc.brc.policies import SIZE_PRESETS
+from sb3_brc.common.checkpoint import CheckpointCallback, load_checkpoint
 from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks
 from sb3_brc.common.vec_env import MultiTaskVecEnv
-from sb3_brc.report import write_report
+from sb3_brc.report import read_eval_csv, write_report
 from sb3_brc.suites import describe_suites, make_suite
 
 
@@ -47,48 +49,78 @@ def train(args: argparse.Namespace) -> None:
         learning_starts_per_task=args.learning_starts_per_task,
         eval_episodes=args.eval_episodes,
     )
+    config_path = os.path.join(args.out, "config.json")
+    checkpoints = os.path.join(args.out, "checkpoints")
+    if args.resume:
+        if not os.path.exists(config_path):
+            raise FileNotFoundError(f"--resume: {config_path} not found; run the same command without --resume first.")
+        with open(config_path) as file:
+            saved = json.load(file)
+        if saved != config:
+            changed = sorted(k for k in config if saved.get(k) != config[k])
+            raise ValueError(f"--resume needs the same arguments as the original run; these differ: {changed}")
+    elif os.path.exists(checkpoints) and not args.overwrite:
+        raise ValueError(f"{args.out} already holds a run: add --resume to continue it, --overwrite to replace it.")
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "config.json"), "w") as file:
+    with open(config_path, "w") as file:
         json.dump(config, file, indent=2)
     env = build_env(config, args.seed)
     eval_env = build_env(config, args.seed + 42)  # separate eval envs, seeded seed + 42 as in the reference
-    print(f"Training BRC on {env.num_tasks} task(s): {', '.join(env.task_names)}")
-    print(f"  {args.steps_per_task} env steps per task, critic size {args.size!r} {SIZE_PRESETS[args.size]}, out: {args.out}")
-    baseline = evaluate_tasks(None, eval_env, args.eval_episodes)
-    with open(os.path.join(args.out, "random_baseline.json"), "w") as file:
-        json.dump(baseline, file, indent=2)
-    model = BRCSAC(
-        "MlpPolicy",
-        env,
-        batch_size=args.batch_size,
-        learning_starts=args.learning_starts_per_task * env.num_tasks,
-        buffer_size=min(1_000_000, args.steps_per_task) * env.num_tasks,
-        policy_kwargs=dict(net_arch=SIZE_PRESETS[args.size], n_atoms=args.n_atoms),
-        tensorboard_log=os.path.join(args.out, "tb"),
-        seed=args.seed,
-        device=args.device,
-        verbose=args.verbose,
-    )
+    total = args.steps_per_task * env.num_tasks
     eval_csv = os.path.join(args.out, "eval.csv")
-    if os.path.exists(eval_csv):
-        os.remove(eval_csv)
+    baseline_path = os.path.join(args.out, "random_baseline.json")
+    if args.resume:
+        model = load_checkpoint(checkpoints, env, device=args.device)
+        with open(baseline_path) as file:
+            baseline = json.load(file)
+        print(f"Resuming from {model.num_timesteps // env.num_tasks} of {args.steps_per_task} env steps per task")
+    else:
+        print(f"Training BRC on {env.num_tasks} task(s): {', '.join(env.task_names)}")
+        print(f"  {args.steps_per_task} env steps per task, size {args.size!r} {SIZE_PRESETS[args.size]}, out: {args.out}")
+        baseline = evaluate_tasks(None, eval_env, args.eval_episodes)
+        with open(baseline_path, "w") as file:
+            json.dump(baseline, file, indent=2)
+        if os.path.exists(eval_csv):
+            os.remove(eval_csv)
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        model = BRCSAC(
+            "MlpPolicy",
+            env,
+            batch_size=args.batch_size,
+            learning_starts=args.learning_starts_per_task * env.num_tasks,
+            buffer_size=min(1_000_000, args.steps_per_task) * env.num_tasks,
+            policy_kwargs=dict(net_arch=SIZE_PRESETS[args.size], n_atoms=args.n_atoms),
+            tensorboard_log=os.path.join(args.out, "tb"),
+            seed=args.seed,
+            device=args.device,
+            verbose=args.verbose,
+        )
     eval_freq = args.eval_freq or max(1, args.steps_per_task // 10)
     evaluation = MultiTaskEvalCallback(eval_env, eval_freq, args.eval_episodes, log_path=eval_csv)
+    checkpointing = CheckpointCallback(checkpoints, args.checkpoint_freq or eval_freq, not args.no_replay_checkpoint)
     start = time.time()
-    model.learn(args.steps_per_task * env.num_tasks, callback=evaluation, progress_bar=not args.no_progress)
-    if not evaluation.history or evaluation.history[-1]["steps_per_task"] != args.steps_per_task:
-        evaluation.evaluate()
+    if model.num_timesteps < total:
+        model.learn(
+            total - model.num_timesteps,
+            callback=[evaluation, checkpointing],
+            progress_bar=not args.no_progress,
+            reset_num_timesteps=not args.resume,
+        )
+    history = read_eval_csv(eval_csv) if os.path.exists(eval_csv) else []
+    if not history or history[-1]["steps_per_task"] != args.steps_per_task:
+        evaluation.init_callback(model)
+        history += evaluation.evaluate()
     minutes = (time.time() - start) / 60
     model.save(os.path.join(args.out, "model.zip"))
     text = write_report(
         args.out,
         f"BRC on {args.suite or ', '.join(env.task_names)}",
         baseline,
-        extra=f"Trained {args.steps_per_task} env steps per task in {minutes:.1f} min; model: `model.zip`; "
-        f"tensorboard logs: `tb/`. Config: `config.json`.",
+        extra=f"Trained {args.steps_per_task} env steps per task ({minutes:.1f} min in this session); model: "
+        "`model.zip`; tensorboard logs: `tb/`; checkpoints: `checkpoints/`; config: `config.json`.",
     )
     print()
-    _print_table(evaluation.history[-env.num_tasks :], baseline)
+    _print_table(history[-env.num_tasks :], baseline)
     print()
     print(text.splitlines()[2])
     print(f"Report: {os.path.join(args.out, 'report.md')} (plots: curves.png, scores.png)")
@@ -128,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     p_train.add_argument("--device", default="auto")
     p_train.add_argument("--verbose", type=int, default=0)
     p_train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_train.add_argument("--checkpoint-freq", type=int, default=None, help="env steps per task (default: eval freq)")
+    p_train.add_argument("--no-replay-checkpoint", action="store_true", help="checkpoints without the replay buffer")
+    p_train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p_train.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     p_train.set_defaults(func=train)
 
     p_eval = sub.add_parser("eval", help="evaluate a trained run per task")
@@ -144,6 +180,6 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MUJOCO_GL", "disable")  # physics only: no display needed
     try:
         args.func(args)
-    except (ValueError, ImportError, FileNotFoundError, TypeError) as error:
+    except (ValueError, ImportError, FileNotFoundError, TypeError) as error:  # bad input: message, no traceback
         print(f"sb3-brc: error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -21,7 +21,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 
 from sb3_brc.brc.policies import BRCPolicy, BroNetActor, CategoricalCritic, MlpPolicy, MultiInputPolicy
 from sb3_brc.common.callbacks import RewardNormalizationCallback, TaskProgressBarCallback
-from sb3_brc.common.distributional import categorical_cross_entropy, categorical_projection, expected_value
+from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection, expected_value
 from sb3_brc.common.normalizer import ReturnNormalizer
 from sb3_brc.common.utils import check_finite
 
@@ -142,6 +142,10 @@ class BRCSAC(SAC):
     :param target_entropy: Target entropy when learning ``ent_coef`` (``"auto"``: ``-|A|/2``, BRC)
     :param normalize_rewards: BRC return normalisation: ``True`` (default), ``False`` (raw rewards), or a
         configured :class:`RewardNormalizationCallback`
+    :param mixed_precision: Run the forward passes of the update under bf16 autocast (CPU and GPU); losses,
+        the target projection and the optimiser state stay float32
+    :param compile_update: ``torch.compile`` the critic and actor loss functions (first updates are slow
+        while it compiles)
     :param use_sde: Not supported by BRC policies
     :param sde_sample_freq: Unused (gSDE)
     :param use_sde_at_warmup: Unused (gSDE)
@@ -185,6 +189,8 @@ class BRCSAC(SAC):
         target_update_interval: int = 1,
         target_entropy: str | float = "auto",
         normalize_rewards: bool | RewardNormalizationCallback = True,
+        mixed_precision: bool = False,
+        compile_update: bool = False,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         use_sde_at_warmup: bool = False,
@@ -243,6 +249,8 @@ class BRCSAC(SAC):
         )
         # Set here, not in _setup_model(): load() restores them from the save file before calling _setup_model()
         self.task_layout: dict[str, Any] | None = task_layout_of(env)
+        self.mixed_precision = mixed_precision
+        self.compile_update = compile_update
         self.return_normalizer: ReturnNormalizer | None = None
         if normalize_rewards is not False:
             config = (
@@ -273,6 +281,9 @@ class BRCSAC(SAC):
         if self.log_ent_coef is not None:
             # BRC optimises the temperature with Adam(beta1=0.5)
             self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1), betas=(0.5, 0.999))
+        self._loss_fns = (self._critic_loss, self._actor_loss)
+        if self.compile_update:
+            self._loss_fns = (th.compile(self._critic_loss), th.compile(self._actor_loss))
         if self.return_normalizer is not None and self.return_normalizer.num_tasks != self.num_tasks:
             raise ValueError(
                 f"The return normaliser tracks {self.return_normalizer.num_tasks} tasks, the policy {self.num_tasks}."
@@ -301,11 +312,13 @@ class BRCSAC(SAC):
         with th.no_grad():
             next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
             # Mean (not min) of the target heads' probabilities
-            next_probs = th.softmax(self.critic_target(replay_data.next_observations, next_actions), dim=-1).mean(1)
+            next_logits = at_least_fp32(self.critic_target(replay_data.next_observations, next_actions))
+            next_probs = th.softmax(next_logits, dim=-1).mean(1)
             discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
             masks = 1.0 - replay_data.dones  # dones exclude time-limit truncations: those bootstrap
             # Soft target support: r + gamma * mask * (z - alpha * log pi(a'|s')), projected back onto z
-            target_atoms = rewards + discounts * masks * (self.critic.support - ent_coef * next_log_prob.unsqueeze(-1))
+            next_log_prob = at_least_fp32(next_log_prob).unsqueeze(-1)
+            target_atoms = rewards + discounts * masks * (self.critic.support - ent_coef * next_log_prob)
             target_probs = categorical_projection(next_probs, target_atoms, self.critic.support)
         logits = self.critic(replay_data.observations, replay_data.actions)
         return categorical_cross_entropy(logits, target_probs), logits
@@ -333,6 +346,8 @@ class BRCSAC(SAC):
         reward_scale = self.reward_scale()
         all_rewards = all_data.rewards * reward_scale[all_task_ids].unsqueeze(-1)
 
+        critic_loss_fn, actor_loss_fn = self._loss_fns
+        autocast = th.autocast(self.device.type, dtype=th.bfloat16, enabled=self.mixed_precision)
         stats: dict[str, list[th.Tensor]] = {
             key: [] for key in ("critic_loss", "actor_loss", "ent_coef", "ent_coef_loss", "q", "h")
         }
@@ -343,7 +358,8 @@ class BRCSAC(SAC):
             )
             ent_coef = self._current_ent_coef()
 
-            critic_loss, logits = self._critic_loss(replay_data, all_rewards[rows], ent_coef)
+            with autocast:
+                critic_loss, logits = critic_loss_fn(replay_data, all_rewards[rows], ent_coef)
             self.critic.optimizer.zero_grad()
             critic_loss.backward()
             self.critic.optimizer.step()
@@ -352,7 +368,8 @@ class BRCSAC(SAC):
                 with th.no_grad():
                     th._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
 
-            actor_loss, log_prob = self._actor_loss(replay_data.observations, ent_coef)
+            with autocast:
+                actor_loss, log_prob = actor_loss_fn(replay_data.observations, ent_coef)
             self.actor.optimizer.zero_grad()
             actor_loss.backward()
             self.actor.optimizer.step()
@@ -425,7 +442,7 @@ class BRCSAC(SAC):
         super().dump_logs()
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_task_episodes", "_task_successes"]
+        return [*super()._excluded_save_params(), "_task_episodes", "_task_successes", "_loss_fns"]
 
     def _store_transition(
         self,

@@ -1,5 +1,6 @@
 """BRC policies: BroNet actor and categorical BroNet critic ensemble with a critic-owned task embedding."""
 
+import math
 from typing import Any
 
 import torch as th
@@ -50,7 +51,7 @@ class StableSquashedDiagGaussianDistribution(SquashedDiagGaussianDistribution):
         if gaussian_actions is None:
             gaussian_actions = TanhBijector.inverse(actions)
         log_prob = DiagGaussianDistribution.log_prob(self, gaussian_actions)
-        log_det = 2.0 * (th.log(th.tensor(2.0)) - gaussian_actions - F.softplus(-2.0 * gaussian_actions))
+        log_det = 2.0 * (math.log(2.0) - gaussian_actions - F.softplus(-2.0 * gaussian_actions))
         return log_prob - log_det.sum(dim=-1)
 
 
@@ -214,7 +215,9 @@ class BRCPolicy(SACPolicy):
     :param features_extractor_kwargs: Keyword arguments to pass to the features extractor
     :param normalize_images: Whether to divide image observations by 255
     :param optimizer_class: Optimizer of actor and critic (AdamW, as in the reference)
-    :param optimizer_kwargs: Its keyword arguments (default ``weight_decay=1e-4``, optax's AdamW default)
+    :param optimizer_kwargs: Its keyword arguments (default ``weight_decay=1e-4``, optax's AdamW default, and
+        ``fused=True``: on CPU, PyTorch's default AdamW loops over parameters, which cost 11% of a width-1024
+        update; pass ``dict(weight_decay=1e-4)`` on devices without a fused AdamW)
     :param n_critics: Number of critic heads
     :param share_features_extractor: Must be False: BRC's shared part is the critic-owned task embedding
     :param n_atoms: Number of atoms of the categorical critic
@@ -285,7 +288,7 @@ class BRCPolicy(SACPolicy):
             features_extractor_kwargs=features_extractor_kwargs,
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=dict(weight_decay=1e-4) if optimizer_kwargs is None else optimizer_kwargs,
+            optimizer_kwargs=dict(weight_decay=1e-4, fused=True) if optimizer_kwargs is None else optimizer_kwargs,
             n_critics=n_critics,
         )
 

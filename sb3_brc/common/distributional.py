@@ -3,6 +3,11 @@
 import torch as th
 
 
+def at_least_fp32(x: th.Tensor) -> th.Tensor:
+    """Half-precision tensors (from bf16 autocast) go to float32 before softmaxes and losses."""
+    return x.float() if x.dtype in (th.bfloat16, th.float16) else x
+
+
 def categorical_projection(probs: th.Tensor, target_atoms: th.Tensor, support: th.Tensor) -> th.Tensor:
     """Project a distribution with mass ``probs`` on shifted atoms ``target_atoms`` onto a fixed ``support``.
 
@@ -40,7 +45,7 @@ def categorical_cross_entropy(logits: th.Tensor, target_probs: th.Tensor) -> th.
     :param target_probs: ``(batch, n_atoms)`` target distribution (no gradient)
     :return: scalar loss
     """
-    log_probs = th.log_softmax(logits, dim=-1)
+    log_probs = th.log_softmax(at_least_fp32(logits), dim=-1)
     return -(target_probs.unsqueeze(1) * log_probs).sum(-1).mean(0).sum()
 
 
@@ -51,4 +56,4 @@ def expected_value(logits: th.Tensor, support: th.Tensor) -> th.Tensor:
     :param support: ``(n_atoms,)``
     :return: ``(batch,)``
     """
-    return th.softmax(logits, dim=-1).mean(1) @ support
+    return th.softmax(at_least_fp32(logits), dim=-1).mean(1) @ support

@@ -103,7 +103,8 @@ class MultiTaskEvalCallback(BaseCallback):
             os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
 
     def _on_step(self) -> bool:
-        if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
+        # Scheduled on the step count, not on calls, so a resumed run keeps the same schedule
+        if self.eval_freq > 0 and (self.num_timesteps // self.training_env.num_envs) % self.eval_freq == 0:
             self.evaluate()
         return True
 

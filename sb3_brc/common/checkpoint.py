@@ -1,0 +1,135 @@
+"""Crash-safe checkpoints: model, optimisers, alpha, normaliser, replay buffer and RNG states.
+
+A checkpoint is a directory ``<root>/step-<N>`` written under a temporary name and renamed into place when
+complete; ``<root>/latest`` (replaced atomically) names the newest one. A crash while saving leaves the
+previous checkpoint untouched, so a run can always resume from the last complete checkpoint.
+"""
+
+import json
+import os
+import pickle
+import random
+import shutil
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.type_aliases import GymEnv
+
+from sb3_brc.brc.brc import BRCSAC
+
+LATEST = "latest"
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": th.get_rng_state()}
+    if th.cuda.is_available():
+        state["cuda"] = th.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    th.set_rng_state(state["torch"])
+    if "cuda" in state and th.cuda.is_available():
+        th.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(model: BRCSAC, root: str, replay_buffer: bool = True, keep: int = 1) -> str:
+    """Write a complete checkpoint of ``model`` under ``root`` and return its directory.
+
+    :param model: The model (its policy, optimisers, temperature and return normaliser go into ``model.zip``)
+    :param root: Checkpoint root directory
+    :param replay_buffer: Also save the replay buffer (large, but resuming without it restarts the data)
+    :param keep: How many complete checkpoints to keep (older ones are deleted after the new one is in place)
+    """
+    os.makedirs(root, exist_ok=True)
+    name = f"step-{model.num_timesteps}"
+    final_dir = os.path.join(root, name)
+    tmp_dir = os.path.join(root, f".{name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    os.makedirs(tmp_dir)
+    try:
+        model.save(os.path.join(tmp_dir, "model.zip"))
+        if replay_buffer and model.replay_buffer is not None:
+            model.save_replay_buffer(os.path.join(tmp_dir, "replay_buffer.pkl"))
+        with open(os.path.join(tmp_dir, "rng.pkl"), "wb") as file:
+            pickle.dump(rng_state(), file)
+        meta = dict(num_timesteps=model.num_timesteps, replay_buffer=replay_buffer, format=1)
+        with open(os.path.join(tmp_dir, "checkpoint.json"), "w") as file:
+            json.dump(meta, file)
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(tmp_dir, final_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    _write_atomic(os.path.join(root, LATEST), name.encode())
+    complete = sorted((d for d in os.listdir(root) if d.startswith("step-")), key=lambda d: int(d.split("-")[1]))
+    for old in complete[:-keep]:
+        shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+    return final_dir
+
+
+def latest_checkpoint(root: str) -> str | None:
+    """Directory of the newest complete checkpoint under ``root``, or ``None``."""
+    pointer = os.path.join(root, LATEST)
+    if not os.path.exists(pointer):
+        return None
+    with open(pointer) as file:
+        path = os.path.join(root, file.read().strip())
+    return path if os.path.exists(os.path.join(path, "checkpoint.json")) else None
+
+
+def load_checkpoint(root: str, env: GymEnv, **load_kwargs: Any) -> BRCSAC:
+    """Restore the newest checkpoint under ``root`` for ``env``: model, replay buffer and RNG states.
+
+    Continue with ``model.learn(total_timesteps - model.num_timesteps, reset_num_timesteps=False)`` (the
+    schedule and step count carry on from the checkpoint).
+    """
+    path = latest_checkpoint(root)
+    if path is None:
+        raise FileNotFoundError(f"No complete checkpoint under {root!r}: nothing to resume from.")
+    model = BRCSAC.load(os.path.join(path, "model.zip"), env=env, **load_kwargs)
+    if os.path.exists(os.path.join(path, "replay_buffer.pkl")):
+        model.load_replay_buffer(os.path.join(path, "replay_buffer.pkl"))
+    with open(os.path.join(path, "rng.pkl"), "rb") as file:
+        set_rng_state(pickle.load(file))
+    return model
+
+
+class CheckpointCallback(BaseCallback):
+    """Checkpoint every ``save_freq`` env steps per task (vector steps), and at the end of training.
+
+    :param root: Checkpoint root directory
+    :param save_freq: Env steps per task between checkpoints
+    :param replay_buffer: Include the replay buffer
+    :param verbose: Print a line per checkpoint when 1
+    """
+
+    def __init__(self, root: str, save_freq: int, replay_buffer: bool = True, verbose: int = 0):
+        super().__init__(verbose)
+        self.root, self.save_freq, self.replay_buffer = root, save_freq, replay_buffer
+
+    def _on_step(self) -> bool:
+        # Scheduled on the step count, not on calls, so a resumed run keeps the same schedule
+        if (self.num_timesteps // self.training_env.num_envs) % self.save_freq == 0:
+            self._save()
+        return True
+
+    def _on_training_end(self) -> None:
+        self._save()
+
+    def _save(self) -> None:
+        path = save_checkpoint(self.model, self.root, self.replay_buffer)
+        if self.verbose:
+            print(f"checkpoint: {path}")

@@ -1,0 +1,85 @@
+"""The fast paths of the update give the same results as the plain ones.
+
+(The batched critic ensemble against separate networks: ``test_networks.py``.)
+"""
+
+import numpy as np
+import pytest
+import torch as th
+from envs import TargetEnv
+
+from sb3_brc import BRCSAC
+
+
+def filled_model(**kwargs):
+    model = BRCSAC(
+        "MlpPolicy",
+        TargetEnv(obs_dim=4, act_dim=2),
+        learning_starts=400,
+        batch_size=64,
+        seed=0,
+        policy_kwargs=dict(net_arch=dict(pi=[32], qf=[64, 64]), n_atoms=21),
+        **kwargs,
+    )
+    model.learn(400)  # fills the buffer, no update yet
+    return model
+
+
+def test_one_replay_sample_per_train_call():
+    model = filled_model()
+    calls = []
+    original = model.replay_buffer.sample
+
+    def spy(batch_size, env=None):
+        calls.append(batch_size)
+        return original(batch_size, env)
+
+    model.replay_buffer.sample = spy
+    model.train(gradient_steps=3, batch_size=16)
+    assert calls == [48]
+
+
+def test_single_sample_is_uniform_like_per_step_sampling():
+    # One draw of N * B indices, chunked, has the distribution of N independent draws of B: i.i.d. uniform
+    model = filled_model()
+    np.random.seed(0)
+    n_steps, batch, rows = 200, 64, []
+    for _ in range(10):
+        data = model.replay_buffer.sample(n_steps * batch)
+        rows.append(data.observations[:, 0].numpy())
+    # identify each sampled transition by its first observation entry; compare frequency histograms
+    values = np.concatenate(rows)
+    np.random.seed(1)
+    per_step = np.concatenate([model.replay_buffer.sample(batch).observations[:, 0].numpy() for _ in range(10 * n_steps)])
+    edges = np.quantile(values, np.linspace(0, 1, 21))
+    h1, _ = np.histogram(values, edges)
+    h2, _ = np.histogram(per_step, edges)
+    # chi-square two-sample statistic with 19 degrees of freedom: 99.9% quantile is about 43.8
+    chi2 = ((h1 - h2) ** 2 / np.maximum(h1 + h2, 1)).sum()
+    assert chi2 < 43.8
+
+
+def test_bf16_losses_close_to_fp32():
+    model = filled_model()
+    data = model.replay_buffer.sample(256)
+    ent_coef = model._current_ent_coef()
+    th.manual_seed(0)
+    fp32, _ = model._critic_loss(data, data.rewards * 0.1, ent_coef)
+    th.manual_seed(0)
+    with th.autocast("cpu", dtype=th.bfloat16):
+        bf16, _ = model._critic_loss(data, data.rewards * 0.1, ent_coef)
+    assert bf16.dtype == th.float32
+    assert bf16.item() == pytest.approx(fp32.item(), rel=0.02)
+    th.manual_seed(0)
+    actor32, _ = model._actor_loss(data.observations, ent_coef)
+    th.manual_seed(0)
+    with th.autocast("cpu", dtype=th.bfloat16):
+        actor16, _ = model._actor_loss(data.observations, ent_coef)
+    assert actor16.item() == pytest.approx(actor32.item(), rel=0.05, abs=0.02)
+
+
+def test_mixed_precision_training_runs_and_keeps_fp32_state():
+    model = filled_model(mixed_precision=True)
+    model.train(gradient_steps=2, batch_size=32)
+    assert all(p.dtype == th.float32 for p in model.policy.parameters())
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
