@@ -205,27 +205,6 @@ def test_save_load_multitask_and_mismatched_envs(tmp_path):
     loaded.learn(40, reset_num_timesteps=False)
 
 
-def test_clear_errors_unknown_tasks_and_ids():
-    with pytest.raises(ValueError, match="Did you mean 'HalfCheetah-v5'"):
-        MultiTaskVecEnv(["HalfCheeta-v5"])
-    with pytest.raises(ValueError, match="Unknown suite or task"):
-        make_suite("mt11")
-    with pytest.raises(ValueError, match="unique"):
-        MultiTaskVecEnv(["Pendulum-v1", "Pendulum-v1"])
-    with pytest.raises(TypeError, match="Box actions"):
-        MultiTaskVecEnv(["CartPole-v1", "Pendulum-v1"])
-    env = two_tasks()
-    with pytest.raises(ValueError, match="out of range"):
-        env.task_name(2)
-    model = tiny_mt_model(env)
-    bad = env.reset()
-    bad[0, -1] = 7
-    with pytest.raises(ValueError, match=r"Task id\(s\) \[7.0\]"):
-        model.predict(bad)
-    with pytest.raises(ValueError, match="num_tasks"):
-        BRCSAC("MlpPolicy", env, policy_kwargs=dict(num_tasks=3, **TINY_POLICY))
-
-
 def test_evaluation_per_task_and_callback_csv(tmp_path):
     env, eval_env = two_tasks(), two_tasks()
     model = tiny_mt_model(env)

@@ -56,13 +56,6 @@ def test_bronet_init_orthogonal_gain_sqrt2_zero_bias():
             assert th.all(module.weight == 1) and th.all(module.bias == 0)
 
 
-def test_bronet_rejects_uneven_blocks():
-    with pytest.raises(ValueError, match="equal widths"):
-        BroNet(4, [64, 32])
-    with pytest.raises(ValueError, match="residual blocks"):
-        BroNet(4, [])
-
-
 def test_ensemble_init_is_orthogonal_per_member():
     net = BroNet(7, [16, 16], output_dim=11, ensemble_size=3)
     for module in net.modules():
@@ -156,19 +149,3 @@ def test_task_embedding_norm(norm):
     assert emb.embedding.weight.std().item() == pytest.approx(1 / math.sqrt(32), rel=0.3)
     with pytest.raises(ValueError, match="embedding_norm"):
         TaskEmbedding(5, 32, norm="max")
-
-
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        (dict(n_atoms=1), "n_atoms"),
-        (dict(n_atoms=10.5), "n_atoms"),
-        (dict(v_min=5.0, v_max=5.0), "v_min < v_max"),
-        (dict(v_min=10.0, v_max=-10.0), "v_min < v_max"),
-        (dict(use_sde=True), "gSDE"),
-        (dict(share_features_extractor=True), "share"),
-    ],
-)
-def test_invalid_policy_kwargs(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        make_policy(**kwargs)

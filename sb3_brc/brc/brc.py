@@ -23,7 +23,7 @@ from sb3_brc.brc.policies import BRCPolicy, BroNetActor, CategoricalCritic, MlpP
 from sb3_brc.common.callbacks import RewardNormalizationCallback, TaskProgressBarCallback
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection, expected_value
 from sb3_brc.common.normalizer import ReturnNormalizer
-from sb3_brc.common.utils import check_finite
+from sb3_brc.common.utils import NON_FINITE_HINT, check_finite
 
 SelfBRCSAC = TypeVar("SelfBRCSAC", bound="BRCSAC")
 
@@ -52,6 +52,26 @@ def check_same_tasks(expected: dict[str, Any] | None, env: GymEnv) -> None:
             f"The env's tasks {found} differ from the model's {expected}. Build the env with the same tasks in the "
             "same order (e.g. the same make_suite name), or add tasks explicitly for transfer."
         )
+
+
+def _check_hyperparameters(**values: Any) -> None:
+    """Clear errors for values SB3 would accept and then fail on, or silently misuse."""
+    problems = []
+    for name in ("buffer_size", "batch_size"):
+        if values[name] is not None and (not isinstance(values[name], int) or values[name] < 1):
+            problems.append(f"{name} must be a positive integer (got {values[name]!r})")
+    if values["learning_starts"] is not None and values["learning_starts"] < 0:
+        problems.append(f"learning_starts must be >= 0 (got {values['learning_starts']!r})")
+    if not 0.0 < values["tau"] <= 1.0:
+        problems.append(f"tau is the Polyak coefficient, in (0, 1] (got {values['tau']!r}; BRC uses 0.005)")
+    if not 0.0 <= values["gamma"] < 1.0:
+        problems.append(f"gamma must be in [0, 1) (got {values['gamma']!r}; BRC uses 0.99)")
+    if values["gradient_steps"] == 0 or values["gradient_steps"] < -1:
+        problems.append(f"gradient_steps must be >= 1, or -1 for one per env step (got {values['gradient_steps']!r})")
+    if not callable(values["learning_rate"]) and not values["learning_rate"] > 0:
+        problems.append(f"learning_rate must be > 0 (got {values['learning_rate']!r}; BRC uses 3e-4)")
+    if problems:
+        raise ValueError("Invalid BRCSAC hyperparameters: " + "; ".join(problems) + ".")
 
 
 def _check_spaces(env: GymEnv) -> None:
@@ -102,6 +122,12 @@ def check_save_file(path: str | pathlib.Path | io.BufferedIOBase) -> None:
             f"Cannot load {path}: {problem}. The file is truncated or corrupted, or not an SB3 save; "
             "load an intact save or an earlier checkpoint."
         )
+
+
+def _as_rows(obs: np.ndarray | dict[str, np.ndarray], n_rows: int) -> np.ndarray:
+    """Observations (Box or Dict) as one float row per environment."""
+    parts = obs.values() if isinstance(obs, dict) else [obs]
+    return np.concatenate([np.asarray(part, dtype=np.float64).reshape(n_rows, -1) for part in parts], axis=1)
 
 
 def _index(obs: th.Tensor | dict[str, th.Tensor], rows: slice) -> th.Tensor | dict[str, th.Tensor]:
@@ -207,6 +233,15 @@ class BRCSAC(SAC):
                 f"BRCSAC needs a BRCPolicy, got {policy.__name__}. If this comes from BRCSAC.load(), the file was saved "
                 "by another algorithm (e.g. SAC): load it with that algorithm's load()."
             )
+        _check_hyperparameters(
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            gradient_steps=gradient_steps,
+            learning_rate=learning_rate,
+        )
         if env is not None:
             env = maybe_make_env(env, verbose)
             _check_spaces(env)
@@ -394,8 +429,14 @@ class BRCSAC(SAC):
             stats["ent_coef"].append(ent_coef.reshape(()))
 
         self._n_updates += gradient_steps
-        # One host sync for all logged values, after the updates
-        means = {key: th.stack(values).mean().item() for key, values in stats.items() if values}
+        # One host sync, after the updates, for the logged values and the numerical health check
+        keys = [key for key, values in stats.items() if values]
+        per_step = th.stack([th.stack(stats[key]) for key in keys])
+        param_norm = th.stack([p.detach().norm() for p in self.policy.parameters()]).sum()
+        per_step_cpu, param_norm_cpu = per_step.cpu(), param_norm.cpu()
+        if not (th.isfinite(per_step_cpu).all() and th.isfinite(param_norm_cpu)):
+            self._raise_non_finite(keys, per_step_cpu, all_task_ids, reward_scale, batch_size)
+        means = dict(zip(keys, per_step_cpu.mean(1).tolist(), strict=True))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/ent_coef", means["ent_coef"])
         self.logger.record("train/actor_loss", means["actor_loss"])
@@ -405,6 +446,27 @@ class BRCSAC(SAC):
         self.logger.record("train/q_mean", means["q"])
         self.logger.record("train/critic_entropy", means["h"])
         self._record_reward_scale(reward_scale)
+
+    def _raise_non_finite(
+        self, keys: list[str], per_step: th.Tensor, task_ids: th.Tensor, reward_scale: th.Tensor, batch_size: int
+    ) -> None:
+        """Name the first non-finite quantity, the update and the tasks involved, instead of training on NaN."""
+        first_update = self._n_updates - per_step.shape[1] + 1
+        bad = (~th.isfinite(per_step)).nonzero()
+        if len(bad):
+            key, step = keys[int(bad[0, 0])], int(bad[0, 1])
+            what = {"q": "mean Q-value", "h": "critic entropy"}.get(key, key)
+        else:
+            step = per_step.shape[1] - 1
+            what = "parameter " + next(n for n, p in self.policy.named_parameters() if not th.isfinite(p).all())
+        tasks = sorted(set(task_ids[step * batch_size : (step + 1) * batch_size].tolist()))
+        scales = {self.task_names[t]: round(float(reward_scale[t]), 6) for t in tasks}
+        raise FloatingPointError(
+            f"Non-finite {what} at gradient update {first_update + step} (num_timesteps={self.num_timesteps}); "
+            f"tasks in that batch: {[self.task_names[t] for t in tasks]}, their reward scales: {scales}. "
+            "Training stopped: the parameters from that update on are unusable, resume from the last checkpoint. "
+            "Lower the learning rate, check the env's rewards and observations, or turn off mixed_precision."
+        )
 
     def _record_reward_scale(self, reward_scale: th.Tensor) -> None:
         scales = reward_scale.tolist()
@@ -454,10 +516,12 @@ class BRCSAC(SAC):
         infos: list[dict[str, Any]],
     ) -> None:
         # A NaN stored in the replay buffer would silently poison every later update: stop at the source
-        hint = "Fix the environment, or wrap it (e.g. clip or replace non-finite values) before training."
-        check_finite("reward", reward, hint)
-        for value in new_obs.values() if isinstance(new_obs, dict) else [new_obs]:
-            check_finite("observation", value, hint)
+        check_finite("reward", reward, NON_FINITE_HINT)
+        check_finite("observation", _as_rows(new_obs, len(dones)), NON_FINITE_HINT)
+        ended = [i for i, info in enumerate(infos) if "terminal_observation" in info]
+        if ended:
+            terminal = np.concatenate([_as_rows(infos[i]["terminal_observation"], 1) for i in ended])
+            check_finite("terminal observation", terminal, NON_FINITE_HINT, ended)
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
@@ -525,7 +589,15 @@ class BRCSAC(SAC):
         **kwargs: Any,
     ) -> SelfBRCSAC:
         check_save_file(path)
-        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        try:
+            model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        except ValueError as error:
+            if "spaces do not match" not in str(error):
+                raise
+            raise ValueError(
+                f"{error}. Load with an env that has the same observation and action spaces as the training env "
+                "(multi-task: the same tasks in the same order)."
+            ) from error
         if env is not None:
             check_same_tasks(model.task_layout, env)
         return model

@@ -12,6 +12,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Combine
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.sac.policies import Actor, SACPolicy
 from torch import nn
+from torch.distributions import Normal
 from torch.nn import functional as F
 
 from sb3_brc.common.distributional import expected_value
@@ -46,6 +47,12 @@ class StableSquashedDiagGaussianDistribution(SquashedDiagGaussianDistribution):
 
     SB3's version uses ``log(1 - tanh(u)^2 + 1e-6)``, which is biased near the action bounds.
     """
+
+    def proba_distribution(self, mean_actions: th.Tensor, log_std: th.Tensor) -> "StableSquashedDiagGaussianDistribution":
+        # No argument validation: it costs a host sync per forward pass, and non-finite values are caught by
+        # BRCSAC.train() once per call, with the update and tasks named
+        self.distribution = Normal(mean_actions, th.ones_like(mean_actions) * log_std.exp(), validate_args=False)
+        return self
 
     def log_prob(self, actions: th.Tensor, gaussian_actions: th.Tensor | None = None) -> th.Tensor:
         if gaussian_actions is None:

@@ -26,6 +26,8 @@ def categorical_projection(probs: th.Tensor, target_atoms: th.Tensor, support: t
     delta_z = (v_max - v_min) / (n_atoms - 1)
     # Clamp the position too: rounding in (Tz - v_min) / dz can land a hair outside [0, n_atoms - 1]
     b = ((target_atoms.clamp(v_min, v_max) - v_min) / delta_z).clamp(0, n_atoms - 1)
+    # A NaN position (from a diverged actor) must not index out of bounds; BRCSAC.train() reports the NaN
+    b = th.nan_to_num(b, nan=0.0)
     lower = b.floor()
     upper = b.ceil()
     lower_mass = probs * (upper - b + (lower == upper).to(probs.dtype))

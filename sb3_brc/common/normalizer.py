@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch as th
 
-from sb3_brc.common.utils import check_finite
+from sb3_brc.common.utils import NON_FINITE_HINT, check_finite
 
 ENTROPY_TERMS = ("fixed", "per_task")
 
@@ -67,7 +67,7 @@ class ReturnNormalizer:
         :param task_ids: ``(n_envs,)`` task of each environment
         """
         rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
-        check_finite("reward", rewards, "BRC's return normalisation needs finite rewards; fix or clip the env's reward.")
+        check_finite("reward", rewards, NON_FINITE_HINT)
         for env_idx, task in enumerate(np.asarray(task_ids).reshape(-1)):
             if not 0 <= task < self.num_tasks:
                 raise ValueError(f"Task id {task} (environment {env_idx}) is outside [0, {self.num_tasks}).")

@@ -2,17 +2,20 @@
 
 import numpy as np
 
+NON_FINITE_HINT = "Fix the environment, or wrap it (e.g. clip or replace non-finite values) before training."
 
-def check_finite(name: str, values: np.ndarray, hint: str) -> None:
+
+def check_finite(name: str, values: np.ndarray, hint: str, env_indices: list[int] | None = None) -> None:
     """Raise a ``ValueError`` naming ``name``, the bad entries and a fix when ``values`` holds NaN or inf.
 
     :param name: What the values are ("reward", "observation", ...)
     :param values: Array to check; the first axis is the environment index
     :param hint: How to fix it, appended to the message
+    :param env_indices: Environment index of each row, when rows are not all environments in order
     """
-    values = np.asarray(values)
+    values = np.atleast_1d(np.asarray(values))
     if values.dtype.kind not in "fc" or np.isfinite(values).all():
         return
-    bad = np.argwhere(~np.isfinite(values.reshape(len(values), -1)) if values.ndim else ~np.isfinite(values[None]))
-    envs = sorted({int(i) for i in bad[:, 0]})
+    rows = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    envs = sorted(int(env_indices[r]) if env_indices is not None else int(r) for r in rows)
     raise ValueError(f"Non-finite {name} (NaN or inf) from environment index(es) {envs}: {values.tolist()!s:.200}. {hint}")

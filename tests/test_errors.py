@@ -1,0 +1,203 @@
+"""Bad input gets a clear error: the right exception type, naming the problem and the fix."""
+
+import importlib
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from conftest import TINY_POLICY
+from envs import TargetEnv
+from stable_baselines3 import SAC
+
+from sb3_brc import BRCSAC, MultiTaskVecEnv, ReturnNormalizer, TaskEmbedding, make_suite
+from sb3_brc.common.checkpoint import load_checkpoint
+from sb3_brc.common.torch_layers import BroNet
+
+
+def tiny(env=None, **kwargs):
+    kwargs = dict(learning_starts=30, batch_size=16, policy_kwargs=TINY_POLICY, seed=0) | kwargs
+    return BRCSAC("MlpPolicy", env if env is not None else TargetEnv(), **kwargs)
+
+
+def two_tasks(names=("a", "b")):
+    return MultiTaskVecEnv(
+        [lambda: TargetEnv(obs_dim=3, act_dim=2), lambda: TargetEnv(obs_dim=5, act_dim=1)], task_names=list(names)
+    )
+
+
+def unbounded_env():
+    env = TargetEnv()
+    env.action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    return env
+
+
+def tuple_obs_env():
+    env = TargetEnv()
+    env.observation_space = gym.spaces.Tuple([gym.spaces.Box(-1, 1, (2,))])
+    return env
+
+
+def predict_with_bad_task_id():
+    env = two_tasks()
+    obs = env.reset()
+    obs[0, -1] = 7
+    tiny(env).predict(obs)
+
+
+def saved(tmp_path, model=None):
+    (model or tiny()).save(tmp_path / "good.zip")
+    return tmp_path / "good.zip"
+
+
+def truncated_zip(tmp_path):
+    data = saved(tmp_path).read_bytes()
+    (tmp_path / "bad.zip").write_bytes(data[: len(data) // 2])
+    BRCSAC.load(tmp_path / "bad.zip")
+
+
+def text_file_as_zip(tmp_path):
+    (tmp_path / "notes.zip").write_text("not a model")
+    BRCSAC.load(tmp_path / "notes")
+
+
+def sac_zip(tmp_path):
+    SAC("MlpPolicy", TargetEnv(), policy_kwargs=dict(net_arch=[8])).save(tmp_path / "sac.zip")
+    BRCSAC.load(tmp_path / "sac.zip")
+
+
+def nan_from_env(bad):
+    tiny(TargetEnv(bad_step=40, bad=bad)).learn(60)
+
+
+def missing_metaworld(monkeypatch):
+    real = importlib.import_module
+
+    def no_metaworld(name, *args):
+        if name == "metaworld":
+            raise ImportError("No module named 'metaworld'")
+        return real(name, *args)
+
+    import sb3_brc.suites
+
+    monkeypatch.setattr(sb3_brc.suites.importlib, "import_module", no_metaworld)
+    sb3_brc.suites._metaworld_benchmark_envs.cache_clear()
+    make_suite("mt10")
+
+
+# id: (action, exception type, the problem, the fix)
+CASES = {
+    "discrete-actions": (
+        lambda tp, mp: BRCSAC("MlpPolicy", "CartPole-v1"),
+        TypeError,
+        "continuous Box action space",
+        "DQN-style|wrap the env",
+    ),
+    "unbounded-actions": (
+        lambda tp, mp: BRCSAC("MlpPolicy", unbounded_env()),
+        ValueError,
+        "bounded Box action space",
+        "ClipAction",
+    ),
+    "tuple-observations": (
+        lambda tp, mp: BRCSAC("MlpPolicy", tuple_obs_env()),
+        TypeError,
+        "observation space",
+        "Box \\(MlpPolicy\\) or Dict",
+    ),
+    "n_atoms-1": (lambda tp, mp: tiny(policy_kwargs=dict(n_atoms=1)), ValueError, "n_atoms must be", "integer >= 2"),
+    "n_atoms-float": (lambda tp, mp: tiny(policy_kwargs=dict(n_atoms=10.5)), ValueError, "n_atoms", "integer >= 2"),
+    "v_min>=v_max": (
+        lambda tp, mp: tiny(policy_kwargs=dict(v_min=5.0, v_max=5.0)),
+        ValueError,
+        "v_min=5.0, v_max=5.0",
+        "v_min < v_max",
+    ),
+    "gSDE": (lambda tp, mp: tiny(use_sde=True), ValueError, "gSDE", "samples? its policy|sampling"),
+    "shared-extractor": (
+        lambda tp, mp: tiny(policy_kwargs=dict(share_features_extractor=True, **TINY_POLICY)),
+        ValueError,
+        "does not share",
+        "share_features_extractor=False",
+    ),
+    "uneven-blocks": (lambda tp, mp: BroNet(4, [64, 32]), ValueError, "\\[64, 32\\]", "equal widths"),
+    "embedding-norm": (lambda tp, mp: TaskEmbedding(3, 8, norm="max"), ValueError, "'max'", "'l1' or 'l2'"),
+    "tau": (lambda tp, mp: tiny(tau=0.0), ValueError, "tau", "\\(0, 1\\]"),
+    "gamma": (lambda tp, mp: tiny(gamma=1.0), ValueError, "gamma", "\\[0, 1\\)"),
+    "batch_size": (lambda tp, mp: tiny(batch_size=0), ValueError, "batch_size", "positive integer"),
+    "learning_rate": (lambda tp, mp: tiny(learning_rate=-1.0), ValueError, "learning_rate", "> 0"),
+    "nan-reward": (lambda tp, mp: nan_from_env("reward"), ValueError, "Non-finite reward", "Fix the environment"),
+    "inf-observation": (
+        lambda tp, mp: nan_from_env("obs"),
+        ValueError,
+        "Non-finite (terminal )?observation",
+        "Fix the environment",
+    ),
+    "unknown-task": (
+        lambda tp, mp: MultiTaskVecEnv(["HalfCheeta-v5"]),
+        ValueError,
+        "Unknown task 'HalfCheeta-v5'",
+        "Did you mean 'HalfCheetah-v5'.*sb3-brc suites",
+    ),
+    "unknown-suite": (lambda tp, mp: make_suite("mt11"), ValueError, "Unknown suite or task 'mt11'", "Suites:"),
+    "duplicate-tasks": (lambda tp, mp: MultiTaskVecEnv(["Pendulum-v1", "Pendulum-v1"]), ValueError, "unique", "task_names="),
+    "discrete-task": (
+        lambda tp, mp: MultiTaskVecEnv(["CartPole-v1", "Pendulum-v1"]),
+        TypeError,
+        "CartPole-v1",
+        "needs Box actions",
+    ),
+    "task-id-out-of-range": (lambda tp, mp: two_tasks().task_name(2), ValueError, "Task id 2 is out of range", "tasks 0..1"),
+    "predict-bad-task-id": (
+        lambda tp, mp: predict_with_bad_task_id(),
+        ValueError,
+        "Task id\\(s\\) \\[7.0\\]",
+        "MultiTaskVecEnv the model was trained on",
+    ),
+    "num_tasks-mismatch": (
+        lambda tp, mp: tiny(two_tasks(), policy_kwargs=dict(num_tasks=3, **TINY_POLICY)),
+        ValueError,
+        "num_tasks=3",
+        "env has 2 tasks",
+    ),
+    "normaliser-task-id": (
+        lambda tp, mp: ReturnNormalizer(2).update(np.zeros(1), [False], [False], [5]),
+        ValueError,
+        "Task id 5",
+        "outside \\[0, 2\\)",
+    ),
+    "truncated-zip": (lambda tp, mp: truncated_zip(tp), ValueError, "truncated or corrupted", "earlier checkpoint"),
+    "not-a-zip": (lambda tp, mp: text_file_as_zip(tp), ValueError, "not a readable zip", "intact save"),
+    "sac-zip": (lambda tp, mp: sac_zip(tp), ValueError, "saved by another algorithm", "that algorithm's load"),
+    "other-observation-size": (
+        lambda tp, mp: BRCSAC.load(saved(tp), env=TargetEnv(obs_dim=4)),
+        ValueError,
+        "Observation spaces do not match",
+        "same observation and action spaces",
+    ),
+    "other-task-set": (
+        lambda tp, mp: BRCSAC.load(saved(tp, tiny(two_tasks())), env=two_tasks(("a", "c"))),
+        ValueError,
+        "differ from the model",
+        "same tasks in the same order",
+    ),
+    "missing-metaworld": (
+        lambda tp, mp: missing_metaworld(mp),
+        ImportError,
+        "metaworld",
+        "pip install 'sb3-brc\\[metaworld\\]'",
+    ),
+    "no-checkpoint": (
+        lambda tp, mp: load_checkpoint(str(tp), TargetEnv()),
+        FileNotFoundError,
+        "No complete checkpoint",
+        "nothing to resume",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gets_a_clear_error(case, tmp_path, monkeypatch):
+    action, error_type, problem, fix = CASES[case]
+    with pytest.raises(error_type, match=problem) as info:
+        action(tmp_path, monkeypatch)
+    assert pytest.importorskip("re").search(fix, str(info.value)), f"no fix named in: {info.value}"
