@@ -1,6 +1,7 @@
 """Command line: ``sb3-brc train | eval | suites`` (also ``python -m sb3_brc``)."""
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import torch as th
 from sb3_brc.brc.brc import BRCSAC
 from sb3_brc.brc.policies import SIZE_PRESETS
 from sb3_brc.common.checkpoint import CheckpointCallback, load_checkpoint
-from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks
+from sb3_brc.common.evaluation import CSV_FIELDS, MultiTaskEvalCallback, evaluate_tasks
 from sb3_brc.common.vec_env import MultiTaskVecEnv
 from sb3_brc.report import read_eval_csv, write_report
 from sb3_brc.suites import describe_suites, make_suite
@@ -24,6 +25,17 @@ def build_env(config: dict[str, Any], seed: int) -> MultiTaskVecEnv:
     if config.get("suite"):
         return make_suite(config["suite"], seed=seed)
     return MultiTaskVecEnv(config["tasks"], seed=seed)
+
+
+def drop_evaluations_after(eval_csv: str, timesteps: int) -> None:
+    """Remove evaluation rows written after ``timesteps`` (between a checkpoint and a crash)."""
+    if not os.path.exists(eval_csv):
+        return
+    rows = [row for row in read_eval_csv(eval_csv) if row["timesteps"] <= timesteps]
+    with open(eval_csv, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _print_table(results: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None) -> None:
@@ -71,6 +83,7 @@ def train(args: argparse.Namespace) -> None:
     baseline_path = os.path.join(args.out, "random_baseline.json")
     if args.resume:
         model = load_checkpoint(checkpoints, env, device=args.device)
+        drop_evaluations_after(eval_csv, model.num_timesteps)  # they are redone after the checkpoint
         with open(baseline_path) as file:
             baseline = json.load(file)
         print(f"Resuming from {model.num_timesteps // env.num_tasks} of {args.steps_per_task} env steps per task")

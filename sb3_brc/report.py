@@ -94,7 +94,7 @@ def write_report(out_dir: str, title: str, baseline_rows: list[dict[str, Any]], 
         f"# {title}",
         "",
         f"{len(beat)} of {len(final)} tasks beat the random policy after {last_step} env steps per task "
-        f"(deterministic evaluation, {final[0]['episodes']} episodes per task).",
+        f"(deterministic evaluation, {final[0]['episodes']} episode(s) per task).",
         "",
         "| task | random return | final return (± std) | best return | success rate | score |",
         "|---|---|---|---|---|---|",
