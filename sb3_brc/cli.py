@@ -90,7 +90,7 @@ def train(args: argparse.Namespace) -> None:
     else:
         print(f"Training BRC on {env.num_tasks} task(s): {', '.join(env.task_names)}")
         print(f"  {args.steps_per_task} env steps per task, size {args.size!r} {SIZE_PRESETS[args.size]}, out: {args.out}")
-        baseline = evaluate_tasks(None, eval_env, args.eval_episodes)
+        baseline = evaluate_tasks(None, eval_env, args.eval_episodes, seed=args.seed)
         with open(baseline_path, "w") as file:
             json.dump(baseline, file, indent=2)
         if os.path.exists(eval_csv):

@@ -18,6 +18,7 @@ def evaluate_tasks(
     env: MultiTaskVecEnv,
     n_eval_episodes: int = 10,
     deterministic: bool = True,
+    seed: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``n_eval_episodes`` complete episodes of every task and report each task separately.
 
@@ -28,6 +29,7 @@ def evaluate_tasks(
     :param env: The evaluation env (a separate instance from the training env)
     :param n_eval_episodes: Episodes per task
     :param deterministic: Use the mean action (BRC evaluates deterministically)
+    :param seed: Seed for the random baseline's actions (``model=None``), for a reproducible baseline
     :return: One dict per task: ``task``, ``mean_return``, ``std_return``, ``success_rate`` (``None`` if the
         task reports no success), ``score`` (normalised, ``None`` if undefined), ``episodes``
     """
@@ -35,6 +37,8 @@ def evaluate_tasks(
         raise ValueError(f"n_eval_episodes must be >= 1, got {n_eval_episodes}")
     returns: list[list[float]] = [[] for _ in range(env.num_tasks)]
     successes: list[list[float]] = [[] for _ in range(env.num_tasks)]
+    if seed is not None:
+        env.action_space.seed(seed)
     obs = env.reset()
     while min(len(r) for r in returns) < n_eval_episodes:
         if model is None:
