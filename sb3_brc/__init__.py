@@ -6,6 +6,7 @@ from sb3_brc.brc import BRCSAC, BRCPolicy
 from sb3_brc.common.buffers import CompactReplayBuffer
 from sb3_brc.common.callbacks import RewardNormalizationCallback
 from sb3_brc.common.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
+from sb3_brc.common.diagnostics import DiagnosticsCallback, task_diagnostics
 from sb3_brc.common.distributional import categorical_cross_entropy, categorical_projection
 from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks
 from sb3_brc.common.normalizer import ReturnNormalizer
@@ -23,6 +24,7 @@ __all__ = [
     "BroNet",
     "CheckpointCallback",
     "CompactReplayBuffer",
+    "DiagnosticsCallback",
     "MultiTaskEvalCallback",
     "MultiTaskVecEnv",
     "ReturnNormalizer",
@@ -34,4 +36,5 @@ __all__ = [
     "load_checkpoint",
     "make_suite",
     "save_checkpoint",
+    "task_diagnostics",
 ]

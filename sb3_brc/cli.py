@@ -14,6 +14,7 @@ import torch as th
 from sb3_brc.brc.brc import BRCSAC
 from sb3_brc.brc.policies import SIZE_PRESETS
 from sb3_brc.common.checkpoint import CheckpointCallback, load_checkpoint
+from sb3_brc.common.diagnostics import plot_task_embeddings
 from sb3_brc.common.evaluation import CSV_FIELDS, MultiTaskEvalCallback, evaluate_tasks
 from sb3_brc.common.vec_env import MultiTaskVecEnv
 from sb3_brc.report import read_eval_csv, write_report
@@ -125,13 +126,14 @@ def train(args: argparse.Namespace) -> None:
         history += evaluation.evaluate()
     minutes = (time.time() - start) / 60
     model.save(os.path.join(args.out, "model.zip"))
-    text = write_report(
-        args.out,
-        f"BRC on {args.suite or ', '.join(env.task_names)}",
-        baseline,
-        extra=f"Trained {args.steps_per_task} env steps per task ({minutes:.1f} min in this session); model: "
-        "`model.zip`; tensorboard logs: `tb/`; checkpoints: `checkpoints/`; config: `config.json`.",
+    extra = (
+        f"Trained {args.steps_per_task} env steps per task ({minutes:.1f} min in this session); model: `model.zip`; "
+        "tensorboard logs: `tb/`; checkpoints: `checkpoints/`; config: `config.json`."
     )
+    if model.num_tasks > 1:
+        plot_task_embeddings(model, os.path.join(args.out, "embeddings.png"))
+        extra += "\n\n![task embeddings (PCA)](embeddings.png)"
+    text = write_report(args.out, f"BRC on {args.suite or ', '.join(env.task_names)}", baseline, extra=extra)
     print()
     _print_table(history[-env.num_tasks :], baseline)
     print()

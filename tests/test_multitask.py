@@ -275,7 +275,16 @@ def test_cli_train_and_eval(tmp_path, capsys):
             "1",
         ]
     )
-    for name in ["model.zip", "eval.csv", "report.md", "curves.png", "scores.png", "config.json", "random_baseline.json"]:
+    for name in [
+        "model.zip",
+        "eval.csv",
+        "report.md",
+        "curves.png",
+        "scores.png",
+        "embeddings.png",
+        "config.json",
+        "random_baseline.json",
+    ]:
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
     assert "| Pendulum-v1 |" in report and "| cartpole-balance |" in report

@@ -50,7 +50,7 @@ def check_same_tasks(expected: dict[str, Any] | None, env: GymEnv) -> None:
     if expected is not None and found is not None and found != expected:
         raise ValueError(
             f"The env's tasks {found} differ from the model's {expected}. Build the env with the same tasks in the "
-            "same order (e.g. the same make_suite name), or add tasks explicitly for transfer."
+            "same order (e.g. the same make_suite name)."
         )
 
 

@@ -1,0 +1,53 @@
+import math
+
+import numpy as np
+import pytest
+import torch as th
+from conftest import TINY_POLICY
+from envs import TargetEnv
+
+from sb3_brc import BRCSAC, MultiTaskVecEnv
+from sb3_brc.common.diagnostics import DiagnosticsCallback, gradient_conflict_rate, plot_task_embeddings, task_diagnostics
+
+
+def test_conflict_rate_on_hand_built_gradients():
+    # directions at 0, 60, 120 and 200 degrees in the plane: the cosine of each pair is known
+    angles = [0, 60, 120, 200]
+    grads = [th.tensor([math.cos(math.radians(a)), math.sin(math.radians(a))]) * (k + 1) for k, a in enumerate(angles)]
+    rate, cosines = gradient_conflict_rate(grads)
+    expected = np.cos(np.radians(np.subtract.outer(angles, angles)))
+    np.testing.assert_allclose(cosines, expected, atol=1e-12)
+    # pairs: (0,60)+ (0,120)- (0,200)- (60,120)+ (60,200)- (120,200)+  -> 3 negative of 6
+    assert rate == pytest.approx(3 / 6)
+    assert gradient_conflict_rate([th.ones(3), th.ones(3)])[0] == 0.0
+    assert gradient_conflict_rate([th.ones(3), -th.ones(3)])[0] == 1.0
+    with pytest.raises(ValueError, match="at least 2 tasks"):
+        gradient_conflict_rate([th.ones(3)])
+
+
+def multi_task_model():
+    env = MultiTaskVecEnv(
+        [
+            lambda: TargetEnv(obs_dim=3, act_dim=2),
+            lambda: TargetEnv(obs_dim=2, act_dim=1),
+            lambda: TargetEnv(obs_dim=4, act_dim=2),
+        ],
+        task_names=["a", "b", "c"],
+        seed=0,
+    )
+    return BRCSAC("MlpPolicy", env, learning_starts=90, batch_size=32, policy_kwargs=TINY_POLICY, seed=0)
+
+
+def test_task_diagnostics_leave_the_model_untouched_and_log(tmp_path):
+    model = multi_task_model()
+    callback = DiagnosticsCallback(every_n_updates=10, samples_per_task=32)
+    model.learn(180, callback=callback)
+    assert callback.history and callback.history[0]["tasks"] == ["a", "b", "c"]
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    result = task_diagnostics(model, samples_per_task=32)
+    assert all(th.equal(p, q) for p, q in zip(before, model.policy.parameters(), strict=True))
+    assert all(p.grad is None or th.isfinite(p.grad).all() for p in model.policy.parameters())
+    assert len(result["critic_loss"]) == 3 and all(np.isfinite(result["grad_norm"]))
+    assert 0.0 <= result["conflict_rate"] <= 1.0 and result["cosines"].shape == (3, 3)
+    coords = plot_task_embeddings(model, str(tmp_path / "emb.png"))
+    assert coords.shape == (3, 2) and (tmp_path / "emb.png").stat().st_size > 0
