@@ -20,6 +20,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_brc.brc.policies import BRCPolicy, BroNetActor, CategoricalCritic, MlpPolicy, MultiInputPolicy
+from sb3_brc.common.buffers import ReplayWithPrevious
 from sb3_brc.common.callbacks import RewardNormalizationCallback, TaskProgressBarCallback
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection, expected_value
 from sb3_brc.common.normalizer import ReturnNormalizer
@@ -44,13 +45,22 @@ def task_layout_of(env: GymEnv | None) -> dict[str, Any] | None:
     return getattr(env, "layout", None) if env is not None else None
 
 
+LAYOUT_KEYS = ("task_names", "obs_dims", "act_dims")
+
+
 def check_same_tasks(expected: dict[str, Any] | None, env: GymEnv) -> None:
-    """A model only works on the task set, order and padded layout it was trained on."""
+    """A model only works on the tasks, task ids and padded layout it was trained on; an env may hold a
+    contiguous run of them (``first_task_id``), e.g. the tasks added by :meth:`BRCSAC.add_tasks`."""
     found = task_layout_of(env)
-    if expected is not None and found is not None and found != expected:
+    if expected is None or found is None:
+        return
+    first, count = found.get("first_task_id", 0), len(found["task_names"])
+    window = {key: list(expected[key][first : first + count]) for key in LAYOUT_KEYS}
+    if any(list(found[key]) != window[key] for key in LAYOUT_KEYS):
         raise ValueError(
-            f"The env's tasks {found} differ from the model's {expected}. Build the env with the same tasks in the "
-            "same order (e.g. the same make_suite name)."
+            f"The env's tasks { ({k: found[k] for k in LAYOUT_KEYS}) } (ids from {first}) differ from the model's "
+            f"{ ({k: expected[k] for k in LAYOUT_KEYS}) }. Build the env with the same tasks in the same order "
+            "(e.g. the same make_suite name); new tasks go through model.add_tasks()."
         )
 
 
@@ -246,6 +256,11 @@ class BRCSAC(SAC):
             env = maybe_make_env(env, verbose)
             _check_spaces(env)
         num_tasks = num_tasks_of(env)
+        if getattr(env, "first_task_id", 0) != 0 and _init_setup_model:
+            raise ValueError(
+                f"This env's task ids start at {env.first_task_id}: it continues a trained model's tasks. "
+                "Add it to that model with model.add_tasks(env), or build it with first_task_id=0 for a new model."
+            )
         policy_kwargs = dict(policy_kwargs or {})
         if num_tasks > 1:
             if policy_kwargs.setdefault("num_tasks", num_tasks) != num_tasks:
@@ -362,9 +377,12 @@ class BRCSAC(SAC):
         """``mean(alpha * log pi(a|s) - Q(s, a))`` with Q the expected value under the freshly updated critic."""
         actions_pi, log_prob = self.actor.action_log_prob(observations)
         # The actor loss must not train the critic: skip computing critic weight gradients altogether
-        self.critic.requires_grad_(False)
+        trainable = [p for p in self.critic.parameters() if p.requires_grad]  # frozen ones stay frozen
+        for param in trainable:
+            param.requires_grad_(False)
         q_value = expected_value(self.critic(observations, actions_pi), self.critic.support)
-        self.critic.requires_grad_(True)
+        for param in trainable:
+            param.requires_grad_(True)
         return (ent_coef * log_prob - q_value).mean(), log_prob
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
@@ -382,6 +400,7 @@ class BRCSAC(SAC):
         all_rewards = all_data.rewards * reward_scale[all_task_ids].unsqueeze(-1)
 
         critic_loss_fn, actor_loss_fn = self._loss_fns
+        actor_trainable = any(p.requires_grad for p in self.actor.parameters())
         autocast = th.autocast(self.device.type, dtype=th.bfloat16, enabled=self.mixed_precision)
         stats: dict[str, list[th.Tensor]] = {
             key: [] for key in ("critic_loss", "actor_loss", "ent_coef", "ent_coef_loss", "q", "h")
@@ -403,11 +422,12 @@ class BRCSAC(SAC):
                 with th.no_grad():
                     th._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
 
-            with autocast:
+            with autocast, th.set_grad_enabled(actor_trainable):
                 actor_loss, log_prob = actor_loss_fn(replay_data.observations, ent_coef)
-            self.actor.optimizer.zero_grad()
-            actor_loss.backward()
-            self.actor.optimizer.step()
+            if actor_trainable:  # frozen after add_tasks(freeze=["actor"]): log_prob still drives alpha
+                self.actor.optimizer.zero_grad()
+                actor_loss.backward()
+                self.actor.optimizer.step()
 
             if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
                 # BRC temperature loss alpha * (H - H_target); its gradient wrt log(alpha) is alpha * (H - H_target)
@@ -603,10 +623,100 @@ class BRCSAC(SAC):
         return model
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
-        if num_tasks_of(env) != self.num_tasks:
+        if self.num_tasks > 1 and task_layout_of(env) is None:
             raise ValueError(
-                f"This model was built for {self.num_tasks} task(s) but the env has {num_tasks_of(env)}. "
-                "Use an env with the same task set and layout as the one the model was trained on."
+                f"This model was trained on {self.num_tasks} tasks: give it a MultiTaskVecEnv with the same tasks."
             )
         check_same_tasks(self.task_layout, env)
         super().set_env(env, force_reset)
+
+    def add_tasks(
+        self,
+        env: GymEnv,
+        keep_replay: bool = False,
+        freeze: Iterable[str] = (),
+        new_rows: str = "mean",
+        learning_starts: int | None = None,
+    ) -> None:
+        """Transfer: continue training this multi-task model on new tasks, then call ``learn()``.
+
+        The embedding tables (online and target critic) grow by one row per new task; existing rows and all
+        network weights are kept, and the normaliser tracks the new tasks. Build the env to continue this model's
+        ids and padded layout: ``MultiTaskVecEnv(tasks, first_task_id=model.num_tasks, obs_dim=..., act_dim=...)``
+        (``model.new_task_env(tasks)`` does it). Also works after ``load()``.
+
+        :param env: A ``MultiTaskVecEnv`` holding only the new tasks
+        :param keep_replay: ``True``: "data transfer", old tasks' transitions keep being replayed next to the new
+            ones (uniform over tasks); ``False``: "model transfer", a fresh buffer with the new tasks only
+        :param freeze: Parts not to train any more: ``"actor"`` and/or ``"critic"`` (the critic network; the
+            task embeddings always train, so new tasks can be placed)
+        :param new_rows: Start of the new embedding rows: ``"mean"`` of the existing rows or ``"random"``
+        :param learning_starts: Random-action warm-up (transitions) on the new tasks; default 5000 per task
+        """
+        layout = task_layout_of(env)
+        if self.num_tasks < 2:
+            raise ValueError("add_tasks needs a multi-task model (one trained with task embeddings on >= 2 tasks).")
+        if layout is None:
+            raise TypeError(f"add_tasks takes a MultiTaskVecEnv of the new tasks, got {type(env).__name__}")
+        hint = f"build it with model.new_task_env(tasks) (first_task_id={self.num_tasks}, obs_dim, act_dim of the model)"
+        if layout["first_task_id"] != self.num_tasks:
+            raise ValueError(f"The new tasks' ids start at {layout['first_task_id']}, not at {self.num_tasks}: {hint}.")
+        if env.observation_space != self.observation_space or env.action_space != self.action_space:
+            raise ValueError(
+                f"The new tasks' padded spaces {env.observation_space.shape}, {env.action_space.shape} differ from the "
+                f"model's {self.observation_space.shape}, {self.action_space.shape}: {hint}."
+            )
+        unknown = set(freeze) - {"actor", "critic"}
+        if unknown:
+            raise ValueError(f"freeze takes 'actor' and/or 'critic', got {sorted(unknown)}")
+        overlap = set(layout["task_names"]) & set(self.task_names)
+        if overlap:
+            raise ValueError(f"Tasks {sorted(overlap)} are already in the model; add only new tasks.")
+        old_tasks, count = self.num_tasks, env.num_envs
+        self.critic.task_embedding.add_rows(count, new_rows)
+        self.critic_target.task_embedding.add_rows(count, new_rows)
+        with th.no_grad():  # online and target start equal on the new rows
+            self.critic_target.task_embedding.embedding.weight[old_tasks:] = self.critic.task_embedding.embedding.weight[
+                old_tasks:
+            ]
+        for module in (self.policy, self.critic, self.critic_target):
+            module.num_tasks = old_tasks + count
+        self.policy_kwargs["num_tasks"] = old_tasks + count
+        self.task_layout = {key: list(self.task_layout[key]) + list(layout[key]) for key in LAYOUT_KEYS}
+        self.task_layout["first_task_id"] = 0
+        if self.return_normalizer is not None:
+            self.return_normalizer.add_tasks(count)
+        self._task_episodes = self._task_successes = None  # per-task rollout stats, rebuilt for the new task count
+        for part in freeze:
+            getattr(self, part).requires_grad_(False)
+        if "critic" in freeze:
+            self.critic.task_embedding.requires_grad_(True)
+        # The embedding parameter was replaced: a new critic optimiser (its moments restart)
+        self.critic.optimizer = self.policy.optimizer_class(
+            self.critic.parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
+        )
+        per_task_capacity = max(self.buffer_size // old_tasks, 1)
+        previous = self.replay_buffer
+        self.n_envs = count  # SB3's set_env insists on an unchanged count; the new buffer below matches it
+        self.set_env(env)
+        buffer_kwargs = dict(self.replay_buffer_kwargs)
+        buffer_class: type[ReplayBuffer] = self.replay_buffer_class
+        if keep_replay:
+            buffer_class, buffer_kwargs = ReplayWithPrevious, dict(buffer_kwargs, previous=previous, previous_tasks=old_tasks)
+        self.buffer_size = per_task_capacity * count
+        self.replay_buffer = buffer_class(
+            self.buffer_size, self.observation_space, self.action_space, device=self.device, n_envs=count, **buffer_kwargs
+        )
+        self.learning_starts = LEARNING_STARTS_PER_TASK * count if learning_starts is None else learning_starts
+
+    def new_task_env(self, tasks: list[Any], **kwargs: Any) -> GymEnv:
+        """A ``MultiTaskVecEnv`` of new ``tasks`` laid out to continue this model (for :meth:`add_tasks`)."""
+        from sb3_brc.common.vec_env import MultiTaskVecEnv
+
+        return MultiTaskVecEnv(
+            tasks,
+            first_task_id=self.num_tasks,
+            obs_dim=self.observation_space.shape[0] - 1,
+            act_dim=self.action_space.shape[0],
+            **kwargs,
+        )

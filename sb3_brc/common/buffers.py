@@ -3,6 +3,7 @@
 from typing import Any
 
 import numpy as np
+import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
@@ -84,3 +85,27 @@ class CompactReplayBuffer(ReplayBuffer):
         """Bytes held by the stored transitions."""
         arrays = (self.observations, self.actions, self.rewards, self.dones, self.timeouts)
         return sum(a.nbytes for a in arrays) + sum(o.nbytes for o in self.final_observations.values())
+
+
+class ReplayWithPrevious(ReplayBuffer):
+    """The new tasks' replay buffer that also replays an earlier buffer (transfer with the old data kept).
+
+    Each batch mixes the two in proportion to their task counts, so sampling stays uniform over tasks as in
+    BRC. The earlier buffer is read only.
+
+    :param previous: The trained model's replay buffer
+    :param previous_tasks: Number of tasks it holds
+    :param args: ``ReplayBuffer`` arguments for the new tasks' buffer
+    :param kwargs: ``ReplayBuffer`` keyword arguments for the new tasks' buffer
+    """
+
+    def __init__(self, *args: Any, previous: ReplayBuffer, previous_tasks: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.previous, self.previous_tasks = previous, previous_tasks
+
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        n_previous = round(batch_size * self.previous_tasks / (self.previous_tasks + self.n_envs))
+        if self.size() == 0:
+            n_previous = batch_size
+        new, old = super().sample(batch_size - n_previous, env), self.previous.sample(n_previous, env)
+        return ReplayBufferSamples(*(None if a is None else th.cat([a, b]) for a, b in zip(new, old, strict=True)))

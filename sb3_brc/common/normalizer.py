@@ -118,6 +118,14 @@ class ReturnNormalizer:
         # The floor only matters if alpha underflows to 0 on an all-zero-reward task (0 / 0 would give NaN)
         return v_max / (g + lam).clamp(min=1e-8)
 
+    def add_tasks(self, count: int) -> None:
+        """Track ``count`` more tasks (no statistics yet: their rewards scale to 0 until an episode ends)."""
+        self.num_tasks += count
+        self.max_returns = np.concatenate([self.max_returns, np.full(count, -np.inf)])
+        self.min_returns = np.concatenate([self.min_returns, np.full(count, np.inf)])
+        self.episodes = np.concatenate([self.episodes, np.zeros(count, dtype=np.int64)])
+        self.task_entropy = np.concatenate([self.task_entropy, np.zeros(count)])
+
     def __getstate__(self) -> dict[str, Any]:
         # Unfinished episodes belong to env instances that do not survive a save; keep only the statistics
         state = self.__dict__.copy()

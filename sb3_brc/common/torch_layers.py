@@ -177,3 +177,20 @@ class TaskEmbedding(nn.Module):
         emb = self.embedding(task_ids)
         # No epsilon, as in the reference: an all-zero row cannot arise from the Gaussian init
         return emb / emb.norm(p=2 if self.norm == "l2" else 1, dim=-1, keepdim=True)
+
+    def add_rows(self, count: int, rule: str = "mean") -> None:
+        """Grow the table by ``count`` tasks, keeping the existing rows (transfer to new tasks).
+
+        :param count: Number of new tasks
+        :param rule: ``"mean"``: each new row starts as the mean of the existing rows (the "average task", so a
+            new task starts from what the critic learned across tasks); ``"random"``: a fresh N(0, 1/dim) row
+        """
+        if rule not in ("mean", "random"):
+            raise ValueError(f"rule must be 'mean' or 'random', got {rule!r}")
+        old = self.embedding.weight.data
+        if rule == "mean":
+            new = old.mean(0, keepdim=True).expand(count, -1).clone()
+        else:
+            new = th.randn(count, old.shape[1], device=old.device, dtype=old.dtype) / math.sqrt(old.shape[1])
+        self.embedding = nn.Embedding(old.shape[0] + count, old.shape[1], device=old.device, dtype=old.dtype)
+        self.embedding.weight.data.copy_(th.cat([old, new]))

@@ -99,6 +99,9 @@ class MultiTaskVecEnv(VecEnvWrapper):
     :param vec_env_cls: ``DummyVecEnv`` (default) or ``SubprocVecEnv`` (one process per task)
     :param vec_env_kwargs: Keyword arguments of ``vec_env_cls``
     :param seed: Seed of the sub-envs (task ``i`` gets ``seed + i``)
+    :param obs_dim: Pad observations to this size instead of the largest task's (to fit a trained model)
+    :param act_dim: Pad actions to this size instead of the largest task's
+    :param first_task_id: Id of the first task (ids continue a trained model's when adding tasks to it)
     """
 
     def __init__(
@@ -109,6 +112,9 @@ class MultiTaskVecEnv(VecEnvWrapper):
         vec_env_cls: type[DummyVecEnv] | type[SubprocVecEnv] = DummyVecEnv,
         vec_env_kwargs: dict[str, Any] | None = None,
         seed: int | None = None,
+        obs_dim: int | None = None,
+        act_dim: int | None = None,
+        first_task_id: int = 0,
     ):
         from sb3_brc.suites import task_factory  # suites import this module
 
@@ -134,6 +140,14 @@ class MultiTaskVecEnv(VecEnvWrapper):
         self.obs_dims = [int(np.prod(env.observation_space.shape)) for env in probes]
         self.act_dims = [int(np.prod(env.action_space.shape)) for env in probes]
         self.max_obs_dim, self.max_act_dim = max(self.obs_dims), max(self.act_dims)
+        for given, largest, what in ((obs_dim, self.max_obs_dim, "observation"), (act_dim, self.max_act_dim, "action")):
+            if given is not None and given < largest:
+                raise ValueError(
+                    f"A task's {what} size ({largest}) exceeds the padded size {given}: these tasks do not fit that "
+                    "layout (a model trained on it cannot take them)."
+                )
+        self.max_obs_dim, self.max_act_dim = obs_dim or self.max_obs_dim, act_dim or self.max_act_dim
+        self.first_task_id = first_task_id
         self.task_id_index = self.max_obs_dim
 
         max_obs_dim, max_act_dim = self.max_obs_dim, self.max_act_dim  # plain values: factories go to subprocesses
@@ -148,7 +162,7 @@ class MultiTaskVecEnv(VecEnvWrapper):
         venv = vec_env_cls(env_fns, **(vec_env_kwargs or {}))
         observation_space = spaces.Box(-np.inf, np.inf, (self.max_obs_dim + 1,), np.float32)
         super().__init__(venv, observation_space=observation_space)
-        self._task_column = np.arange(self.num_tasks, dtype=np.float32)[:, None]
+        self._task_column = np.arange(first_task_id, first_task_id + self.num_tasks, dtype=np.float32)[:, None]
         if seed is not None:
             self.seed(seed)
 
@@ -159,11 +173,17 @@ class MultiTaskVecEnv(VecEnvWrapper):
     @property
     def layout(self) -> dict[str, Any]:
         """What a model trained on this env depends on: task order, names and sizes (saved with the model)."""
-        return dict(task_names=list(self.task_names), obs_dims=list(self.obs_dims), act_dims=list(self.act_dims))
+        return dict(
+            task_names=list(self.task_names),
+            obs_dims=list(self.obs_dims),
+            act_dims=list(self.act_dims),
+            first_task_id=self.first_task_id,
+        )
 
-    def normalized_score(self, task_id: int, mean_return: float, success_rate: float | None) -> float | None:
-        """BRC's per-task score: DMC return / 1000, Meta-World success rate; ``None`` where no scale is defined."""
-        kind = self.task_kinds[task_id]
+    def normalized_score(self, index: int, mean_return: float, success_rate: float | None) -> float | None:
+        """BRC's score of the ``index``-th task: DMC return / 1000, Meta-World success rate; ``None`` where no
+        scale is defined."""
+        kind = self.task_kinds[index]
         if kind == "dmc":
             return mean_return / 1000.0
         if kind == "metaworld":
@@ -174,13 +194,14 @@ class MultiTaskVecEnv(VecEnvWrapper):
         """Index of the task called ``name``."""
         if name not in self.task_names:
             raise ValueError(f"Unknown task {name!r}; this env has {self.task_names}")
-        return self.task_names.index(name)
+        return self.first_task_id + self.task_names.index(name)
 
     def task_name(self, task_id: int) -> str:
         """Name of task ``task_id``."""
-        if not 0 <= task_id < self.num_tasks:
-            raise ValueError(f"Task id {task_id} is out of range: this env has tasks 0..{self.num_tasks - 1}")
-        return self.task_names[task_id]
+        last = self.first_task_id + self.num_tasks - 1
+        if not self.first_task_id <= task_id <= last:
+            raise ValueError(f"Task id {task_id} is out of range: this env has tasks {self.first_task_id}..{last}")
+        return self.task_names[task_id - self.first_task_id]
 
     def tag(self, obs: np.ndarray, task_ids: np.ndarray | None = None) -> np.ndarray:
         """Append the task id column to padded observations (all tasks in order, or ``task_ids``)."""
@@ -192,9 +213,9 @@ class MultiTaskVecEnv(VecEnvWrapper):
 
     def step_wait(self) -> VecEnvStepReturn:
         obs, rewards, dones, infos = self.venv.step_wait()
-        for task, info in enumerate(infos):
-            info["task_id"] = task
-            info["task_name"] = self.task_names[task]
+        for index, info in enumerate(infos):
+            info["task_id"] = self.first_task_id + index
+            info["task_name"] = self.task_names[index]
             if "terminal_observation" in info:
-                info["terminal_observation"] = self.tag(info["terminal_observation"], [task])[0]
+                info["terminal_observation"] = self.tag(info["terminal_observation"], [info["task_id"]])[0]
         return self.tag(obs), rewards, dones, infos
