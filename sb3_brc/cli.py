@@ -1,7 +1,6 @@
 """Command line: ``sb3-brc train | eval | suites`` (also ``python -m sb3_brc``)."""
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from sb3_brc.brc.brc import BRCSAC
 from sb3_brc.brc.policies import SIZE_PRESETS
 from sb3_brc.common.checkpoint import CheckpointCallback, load_checkpoint
 from sb3_brc.common.diagnostics import plot_task_embeddings
-from sb3_brc.common.evaluation import CSV_FIELDS, MultiTaskEvalCallback, evaluate_tasks
+from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
 from sb3_brc.common.vec_env import MultiTaskVecEnv
 from sb3_brc.report import read_eval_csv, write_report
 from sb3_brc.suites import describe_suites, make_suite
@@ -32,11 +31,7 @@ def drop_evaluations_after(eval_csv: str, timesteps: int) -> None:
     """Remove evaluation rows written after ``timesteps`` (between a checkpoint and a crash)."""
     if not os.path.exists(eval_csv):
         return
-    rows = [row for row in read_eval_csv(eval_csv) if row["timesteps"] <= timesteps]
-    with open(eval_csv, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_eval_rows(eval_csv, [row for row in read_eval_csv(eval_csv) if row["timesteps"] <= timesteps], append=False)
 
 
 def _print_table(results: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None) -> None:

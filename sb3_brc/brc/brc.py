@@ -24,7 +24,7 @@ from sb3_brc.common.buffers import ReplayWithPrevious
 from sb3_brc.common.callbacks import RewardNormalizationCallback, TaskProgressBarCallback
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection, expected_value
 from sb3_brc.common.normalizer import ReturnNormalizer
-from sb3_brc.common.utils import NON_FINITE_HINT, check_finite
+from sb3_brc.common.utils import NON_FINITE_HINT, check_finite, select_rows
 
 SelfBRCSAC = TypeVar("SelfBRCSAC", bound="BRCSAC")
 
@@ -138,10 +138,6 @@ def _as_rows(obs: np.ndarray | dict[str, np.ndarray], n_rows: int) -> np.ndarray
     """Observations (Box or Dict) as one float row per environment."""
     parts = obs.values() if isinstance(obs, dict) else [obs]
     return np.concatenate([np.asarray(part, dtype=np.float64).reshape(n_rows, -1) for part in parts], axis=1)
-
-
-def _index(obs: th.Tensor | dict[str, th.Tensor], rows: slice) -> th.Tensor | dict[str, th.Tensor]:
-    return {key: value[rows] for key, value in obs.items()} if isinstance(obs, dict) else obs[rows]
 
 
 class BRCSAC(SAC):
@@ -299,6 +295,9 @@ class BRCSAC(SAC):
         )
         # Set here, not in _setup_model(): load() restores them from the save file before calling _setup_model()
         self.task_layout: dict[str, Any] | None = task_layout_of(env)
+        # Per-task rollout statistics (not saved), built at the first episode for the current task count
+        self._task_episodes: list[deque] | None = None
+        self._task_successes: list[deque] | None = None
         self.mixed_precision = mixed_precision
         self.compile_update = compile_update
         self.return_normalizer: ReturnNormalizer | None = None
@@ -407,9 +406,7 @@ class BRCSAC(SAC):
         }
         for step in range(gradient_steps):
             rows = slice(step * batch_size, (step + 1) * batch_size)
-            replay_data = all_data._replace(
-                **{field: _index(value, rows) for field, value in all_data._asdict().items() if value is not None}
-            )
+            replay_data = select_rows(all_data, rows)
             ent_coef = self._current_ent_coef()
 
             with autocast:
@@ -499,7 +496,7 @@ class BRCSAC(SAC):
         super()._update_info_buffer(infos, dones)
         if self.num_tasks == 1:
             return
-        if getattr(self, "_task_episodes", None) is None:
+        if self._task_episodes is None:
             self._task_episodes = [deque(maxlen=self._stats_window_size) for _ in range(self.num_tasks)]
             self._task_successes = [deque(maxlen=self._stats_window_size) for _ in range(self.num_tasks)]
         for idx, info in enumerate(infos):
@@ -515,7 +512,7 @@ class BRCSAC(SAC):
         if self.num_tasks > 1:
             self.logger.record("time/steps_per_task", self.num_timesteps // self.num_tasks)
             for name, returns, successes in zip(
-                self.task_names, getattr(self, "_task_episodes", []), getattr(self, "_task_successes", []), strict=False
+                self.task_names, self._task_episodes or [], self._task_successes or [], strict=False
             ):
                 if returns:
                     self.logger.record(f"rollout/{name}/ep_rew_mean", float(np.mean(returns)))

@@ -13,6 +13,8 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
+from sb3_brc.common.utils import select_rows
+
 matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt
 
@@ -52,7 +54,7 @@ def task_diagnostics(model: Any, samples_per_task: int = 256) -> dict[str, Any]:
         if len(rows) == 0:
             losses.append(float("nan")), norms.append(float("nan")), entropies.append(float("nan"))
             continue
-        subset = data._replace(**{f: v[rows] for f, v in data._asdict().items() if isinstance(v, th.Tensor)})
+        subset = select_rows(data, rows)
         loss, _ = model._critic_loss(subset, rewards[rows], ent_coef)
         grads = th.autograd.grad(loss, params, allow_unused=True)
         flat = th.cat([(g if g is not None else th.zeros_like(p)).flatten() for g, p in zip(grads, params, strict=True)])

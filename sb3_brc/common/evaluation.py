@@ -13,6 +13,16 @@ from sb3_brc.common.vec_env import MultiTaskVecEnv
 CSV_FIELDS = ["timesteps", "steps_per_task", "task", "mean_return", "std_return", "success_rate", "score", "episodes"]
 
 
+def write_eval_rows(path: str, rows: list[dict[str, Any]], append: bool) -> None:
+    """Write evaluation rows to a CSV file (header included when the file is new or rewritten)."""
+    header = not (append and os.path.exists(path))
+    with open(path, "a" if append else "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
 def evaluate_tasks(
     model: BaseAlgorithm | None,
     env: MultiTaskVecEnv,
@@ -131,10 +141,5 @@ class MultiTaskEvalCallback(BaseCallback):
             self.logger.record("eval/mean_score", float(np.mean(scores)))
         self.logger.dump(self.num_timesteps)
         if self.log_path is not None:
-            new_file = not os.path.exists(self.log_path)
-            with open(self.log_path, "a", newline="") as file:
-                writer = csv.DictWriter(file, fieldnames=CSV_FIELDS)
-                if new_file:
-                    writer.writeheader()
-                writer.writerows(rows)
+            write_eval_rows(self.log_path, rows, append=True)
         return rows
