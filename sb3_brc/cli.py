@@ -1,8 +1,9 @@
-"""Command line: ``sb3-brc train | eval | suites`` (also ``python -m sb3_brc``)."""
+"""Command line: ``sb3-brc train | eval | suites | bench`` (also ``python -m sb3_brc``)."""
 
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -10,6 +11,8 @@ from typing import Any
 
 import torch as th
 
+from sb3_brc.bench import add_arguments as add_bench_arguments
+from sb3_brc.bench import run_from_args as run_bench
 from sb3_brc.brc.brc import BRCSAC
 from sb3_brc.brc.policies import SIZE_PRESETS
 from sb3_brc.common.checkpoint import CheckpointCallback, load_checkpoint
@@ -185,6 +188,13 @@ def main(argv: list[str] | None = None) -> None:
 
     p_suites = sub.add_parser("suites", help="list suites and tasks")
     p_suites.set_defaults(func=lambda _: print(describe_suites()))
+
+    p_bench = sub.add_parser(
+        "bench", help="benchmark grid: algorithms x tasks x seeds in parallel, aggregated with rliable (sb3_brc.bench)"
+    )
+    add_bench_arguments(p_bench)
+    bench_command = "sb3-brc " + shlex.join(sys.argv[1:] if argv is None else argv)  # recorded in the results
+    p_bench.set_defaults(func=lambda parsed: run_bench(parsed, command=bench_command))
 
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "disable")  # physics only: no display needed

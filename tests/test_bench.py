@@ -1,0 +1,131 @@
+"""Benchmark harness (sb3_brc.bench): grid layout, files, resumption, scores, rliable aggregates, plots, Markdown."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from sb3_brc import cli
+from sb3_brc.bench import (
+    ALGOS,
+    BenchAlgo,
+    BenchSettings,
+    Normalization,
+    grid,
+    register_algo,
+    replace_section,
+    resolve_task_set,
+    run_benchmark,
+    task_normalizations,
+)
+from sb3_brc.report import read_eval_csv
+
+pytest.importorskip("rliable")
+
+FLAGS = dict(steps_per_task=200, eval_every=100, eval_episodes=1, learning_starts=100, batch_size=32, width=16)
+SEEDS = [0, 1]
+
+
+def test_min_max_and_native_scores_by_hand():
+    rows = [
+        dict(task="pend", mean_return=-900.0, score=None),
+        dict(task="pend", mean_return=-400.0, score=None),  # best return of the grid
+        dict(task="walker", mean_return=250.0, score=0.25),
+        dict(task="walker", mean_return=600.0, score=0.6),
+    ]
+    norms = task_normalizations(rows, {"pend": [-1100.0, -900.0], "walker": [40.0]})
+    pend, walker = norms["pend"], norms["walker"]
+    assert (pend.method, pend.random_return, pend.best_return) == ("min-max", -1000.0, -400.0)
+    # (R - random) / (best - random): (-700 + 1000) / (-400 + 1000) = 0.5; the best return scores 1, random 0
+    assert pend.score(-700.0, None) == pytest.approx(0.5)
+    assert pend.score(-400.0, None) == pytest.approx(1.0)
+    assert pend.score(-1300.0, None) == pytest.approx(-0.5)  # worse than random: negative, not clipped
+    assert walker.method == "native" and walker.score(600.0, 0.6) == 0.6
+    # No run beat the random policy: no scale, score 0
+    assert Normalization("min-max", -10.0, -10.0).score(-10.0, None) == 0.0
+
+
+def test_grid_layout_suites_and_registry():
+    settings = BenchSettings(**FLAGS)
+    runs = grid("out", ["brc_sac", "sac"], ["pendulum-gravity", "Pendulum-v1"], SEEDS, settings)
+    keys = [run.key for run in runs]
+    # Multi-task BRC: the suite is one run per seed; SAC: one run per task of the suite
+    assert "brc_sac/pendulum-gravity/seed0" in keys and "sac/pendulum-g6/seed1" in keys
+    assert len(runs) == 2 * (1 + 1) + 2 * (3 + 1)
+    assert runs[0].run_dir == os.path.join("out", "brc_sac", "pendulum-gravity", "seed0")
+    assert resolve_task_set("Pendulum-v1").task_names == ("Pendulum-v1",)
+    with pytest.raises(ValueError, match="multiple of eval_every"):
+        grid("out", ["sac"], ["Pendulum-v1"], SEEDS, BenchSettings(steps_per_task=150, eval_every=100))
+    with pytest.raises(ValueError, match="Unknown algorithm"):
+        grid("out", ["nope"], ["Pendulum-v1"], SEEDS, settings)
+    with pytest.raises(ValueError, match="already registered"):
+        register_algo("sac", BenchAlgo("stable_baselines3:SAC"))
+    assert ALGOS["sac"].algo_class().__name__ == "SAC"
+
+
+def test_replace_section(tmp_path):
+    path = str(tmp_path / "RESULTS.md")
+    with open(path, "w") as file:
+        file.write("# Results\n\n## A\n\nold a\n\n## B\n\nb\n")
+    replace_section(path, "A", "new a")
+    replace_section(path, "C", "c")
+    text = open(path).read()
+    assert text == "# Results\n\n## A\n\nnew a\n\n## B\n\nb\n\n## C\n\nc\n"
+
+
+def test_tiny_grid_end_to_end_and_resume(tmp_path):
+    out, results_md = str(tmp_path / "bench"), str(tmp_path / "RESULTS.md")
+    settings = BenchSettings(**FLAGS)
+    result = run_benchmark(
+        out, ["brc_sac", "sac"], ["Pendulum-v1"], SEEDS, settings, workers=2, reps=200, results_md=results_md,
+        results_title="Tiny grid", command="tiny command", progress=False,
+    )  # fmt: skip
+    assert sorted(r["status"] for r in result["runs"]) == ["done"] * 4
+
+    # Files of each run
+    mtimes = {}
+    for algo in ("brc_sac", "sac"):
+        for seed in SEEDS:
+            run_dir = os.path.join(out, algo, "Pendulum-v1", f"seed{seed}")
+            rows = read_eval_csv(os.path.join(run_dir, "evaluations.csv"))
+            assert [r["steps_per_task"] for r in rows] == [100, 200]
+            assert all(r["task"] == "Pendulum-v1" and r["episodes"] == 1 for r in rows)
+            for name in ("config.json", "random.json"):
+                assert os.path.getsize(os.path.join(run_dir, name)) > 0
+            mtimes[run_dir] = os.path.getmtime(os.path.join(run_dir, "evaluations.csv"))
+
+    # Aggregates: finite, CI around the point estimate
+    data, aggregate = result["data"], result["aggregate"]
+    assert data.norms["Pendulum-v1"].method == "min-max" and data.steps == [100, 200]
+    for algo in ("brc_sac", "sac"):
+        assert data.final[algo].shape == (2, 1) and data.curves[algo].shape == (2, 1, 2)
+        for value, (low, high) in zip(aggregate["point"][algo], aggregate["ci"][algo], strict=True):
+            assert all(math.isfinite(v) for v in (value, low, high))
+            assert low - 1e-9 <= value <= high + 1e-9
+        assert np.isfinite(aggregate["curves"][algo][0]).all()
+    p, low, high = aggregate["poi"]["brc_sac,sac"]
+    assert -1e-9 <= low <= p + 1e-9 and p <= high + 1e-9 and high <= 1.0 + 1e-9
+    # The best return of the grid scores exactly 1 somewhere
+    assert max(np.max(c) for c in data.curves.values()) == pytest.approx(1.0)
+
+    # Plots and Markdown
+    for name in ("intervals", "performance_profile", "sample_efficiency", "probability_of_improvement"):
+        assert os.path.getsize(os.path.join(out, f"{name}.png")) > 1000
+    text = open(os.path.join(out, "aggregate.md")).read()
+    assert "# Tiny grid" in text and "tiny command" in text and "| Pendulum-v1 | min-max |" in text
+    assert "![sample_efficiency](sample_efficiency.png)" in text
+    section = open(results_md).read()
+    assert section.startswith("## Tiny grid") and "(bench/performance_profile.png)" in section
+
+    # Same grid through `sb3-brc bench`: every run is complete, so nothing retrains; the aggregate is rewritten
+    cli.main(
+        ["bench", "--algos", "brc_sac", "sac", "--tasks", "Pendulum-v1", "--seeds", "0", "1", "--out", out,
+         "--steps-per-task", "200", "--eval-every", "100", "--eval-episodes", "1", "--learning-starts", "100",
+         "--batch-size", "32", "--width", "16", "--reps", "200", "--no-progress", "--results-md", results_md,
+         "--results-title", "Tiny grid"]
+    )  # fmt: skip
+    for run_dir, mtime in mtimes.items():
+        assert os.path.getmtime(os.path.join(run_dir, "evaluations.csv")) == mtime
+    section = open(results_md).read()
+    assert section.count("## Tiny grid") == 1 and "sb3-brc bench --algos brc_sac sac" in section
