@@ -751,7 +751,8 @@ def run_benchmark(
     failed = [s for s in statuses if s["status"] == "failed"]
     data = load_grid(runs)
     result = aggregate(data, out, reference=reference, reps=reps)
-    command = command or " ".join(shlex.quote(arg) for arg in sys.argv)
+    if command is None:
+        command = ("python " if sys.argv[0].endswith(".py") else "") + shlex.join(sys.argv)
     title = results_title or f"Benchmark: {', '.join(algos)} on {', '.join(tasks)}"
 
     def section(image_prefix: str) -> str:

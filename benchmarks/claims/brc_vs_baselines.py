@@ -1,0 +1,70 @@
+"""Claim (paper, Figure 1): BRC is competitive with optimised single-task learners, here SB3 SAC and sb3-contrib TQC
+(and CrossQ when affordable) on single tasks at a fixed budget.
+
+    MUJOCO_GL=disable python benchmarks/claims/brc_vs_baselines.py --algos brc_sac sac tqc \
+        --tasks Pendulum-v1 InvertedPendulum-v5 --steps-per-task 4000 --seeds 0 1 2 \
+        --out benchmarks/results/brc_vs_baselines --results-md benchmarks/RESULTS.md
+
+A run of the benchmark harness (:mod:`sb3_brc.bench`): every algorithm with its own default hyperparameters
+(BRC: BroNet critic blocks from ``--size``, 2 updates per env step; SAC/TQC: 256 x 256 MLPs, 1 update per env
+step), the same warm-up, budget and evaluation. The aggregate table and plots go to ``--out`` (and into
+``--results-md``); this script prints the conclusion from them.
+"""
+
+import argparse
+import os
+
+from sb3_brc.bench import BenchSettings, run_benchmark
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algos", nargs="+", default=["brc_sac", "sac", "tqc"])
+    parser.add_argument("--tasks", nargs="+", default=["Pendulum-v1", "InvertedPendulum-v5"])
+    parser.add_argument("--steps-per-task", type=int, default=4000)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--learning-starts", type=int, default=500)
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="runs/brc_vs_baselines")
+    parser.add_argument("--results-md", default=None)
+    args = parser.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "disable")
+    settings = BenchSettings(
+        steps_per_task=args.steps_per_task,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        learning_starts=args.learning_starts,
+        size=args.size,
+        threads=args.threads,
+    )
+    result = run_benchmark(
+        args.out,
+        args.algos,
+        args.tasks,
+        args.seeds,
+        settings,
+        workers=args.workers,
+        reference="brc_sac",
+        results_md=args.results_md,
+        results_title="Claim: BRC vs SAC and TQC on single tasks at a fixed budget (harness run)",
+    )
+    data, agg = result["data"], result["aggregate"]
+    print(f"plots: {', '.join(os.path.join(args.out, name) for name in agg['plots'])}")
+    for algo in data.algos:
+        point, (low, high) = agg["point"][algo][0], agg["ci"][algo][0]
+        print(
+            f"{algo:8s} final IQM {point:.3f} [{low:.3f}, {high:.3f}], mean score over all evaluations "
+            f"{float(data.curves[algo].mean()):.3f}"
+        )
+    for pair, (p, low, high) in agg["poi"].items():
+        x, y = pair.split(",")
+        verdict = "better" if low > 0.5 else "worse" if high < 0.5 else "not distinguishable"
+        print(f"P({x} > {y}) = {p:.2f} [{low:.2f}, {high:.2f}]: {x} {verdict} than {y} at this budget")
+
+
+if __name__ == "__main__":
+    main()
