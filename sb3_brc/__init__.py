@@ -3,7 +3,7 @@
 import os
 
 from sb3_brc.brc import BRCSAC, BRCPolicy
-from sb3_brc.common.buffers import CompactReplayBuffer
+from sb3_brc.common.buffers import CompactNStepReplayBuffer, CompactReplayBuffer
 from sb3_brc.common.callbacks import RewardNormalizationCallback
 from sb3_brc.common.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
 from sb3_brc.common.diagnostics import DiagnosticsCallback, task_diagnostics
@@ -11,20 +11,25 @@ from sb3_brc.common.distributional import categorical_cross_entropy, categorical
 from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks
 from sb3_brc.common.normalizer import ReturnNormalizer
 from sb3_brc.common.torch_layers import BroNet, TaskEmbedding
-from sb3_brc.common.vec_env import MultiTaskVecEnv
-from sb3_brc.suites import SUITES, make_suite
+from sb3_brc.common.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv
+from sb3_brc.dqn import BRCDQN, BRCDQNPolicy
+from sb3_brc.suites import SUITES, make_atari_suite, make_suite
 
 with open(os.path.join(os.path.dirname(__file__), "version.txt")) as file_handler:
     __version__ = file_handler.read().strip()
 
 __all__ = [
+    "BRCDQN",
     "BRCSAC",
     "SUITES",
+    "BRCDQNPolicy",
     "BRCPolicy",
     "BroNet",
     "CheckpointCallback",
+    "CompactNStepReplayBuffer",
     "CompactReplayBuffer",
     "DiagnosticsCallback",
+    "DiscreteMultiTaskVecEnv",
     "MultiTaskEvalCallback",
     "MultiTaskVecEnv",
     "ReturnNormalizer",
@@ -34,6 +39,7 @@ __all__ = [
     "categorical_projection",
     "evaluate_tasks",
     "load_checkpoint",
+    "make_atari_suite",
     "make_suite",
     "save_checkpoint",
     "task_diagnostics",

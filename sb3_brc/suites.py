@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 
-from sb3_brc.common.vec_env import MultiTaskVecEnv, TaskSpec
+from sb3_brc.common.atari import ATARI_5, ATARI_100K, atari_factory, atari_game
+from sb3_brc.common.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv, TaskSpec
 
 DMC_DOGS = ["dog-stand", "dog-walk", "dog-trot", "dog-run"]
 DMC_HUMANOIDS = ["humanoid-stand", "humanoid-walk", "humanoid-run"]
@@ -25,6 +26,7 @@ class Suite:
     description: str
     tasks: list[str] = field(default_factory=list)
     metaworld: str | None = None
+    atari: bool = False
 
 
 SUITES: dict[str, Suite] = {
@@ -49,9 +51,12 @@ SUITES: dict[str, Suite] = {
         "Mixed heterogeneous demo (CPU minutes): InvertedPendulum-v5, Reacher-v5, DMC cartpole-balance",
         ["InvertedPendulum-v5", "Reacher-v5", "dm_control/cartpole-balance-v0"],
     ),
+    "atari-5": Suite("Atari, 5 games (BRCDQN): Pong, Breakout, Boxing, Freeway, MsPacman", ATARI_5, atari=True),
+    "atari-2": Suite("Atari, 2 games for quick checks (BRCDQN): Pong, Breakout", ["Pong", "Breakout"], atari=True),
+    "atari-100k": Suite("Atari-100k's 26 games (BRCDQN), human-normalised scores", ATARI_100K, atari=True),
 }
 
-EXTRAS = {"shimmy": "dmc", "dm_control": "dmc", "metaworld": "metaworld", "ale_py": "atari"}
+EXTRAS = {"shimmy": "dmc", "dm_control": "dmc", "metaworld": "metaworld", "ale_py": "atari", "cv2": "atari"}
 
 
 def require(module: str) -> object:
@@ -128,12 +133,42 @@ def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], 
     raise ValueError(f"Unknown task {task!r}.{hint} Run `sb3-brc suites` to list suites and tasks.")
 
 
-def make_suite(name: str, seed: int | None = None, **vec_env_kwargs) -> MultiTaskVecEnv:
-    """Build a :class:`MultiTaskVecEnv` for a suite (``mt10``, ``dmc-hard``, ...) or a single task name.
+def make_atari_suite(
+    games: list[str],
+    training: bool = True,
+    seed: int | None = None,
+    max_frames: int = 108_000,
+    sticky_actions: float = 0.0,
+    **vec_env_kwargs,
+) -> DiscreteMultiTaskVecEnv:
+    """A :class:`DiscreteMultiTaskVecEnv` of preprocessed Atari games (``sb3_brc.common.atari.make_atari``).
+
+    :param games: Game names (``"Pong"``, ``"MsPacman"``, ...)
+    :param training: Loss of a life ends the episode (training envs); ``False`` plays whole games (evaluation)
+    :param seed: Seed of the envs
+    :param max_frames: Emulator frames per game before truncation (108k: ALE's 30 minutes)
+    :param sticky_actions: ALE's repeat-action probability (0 by default, as in DrQ(eps))
+    :param vec_env_kwargs: Passed to :class:`DiscreteMultiTaskVecEnv`
+    """
+    names = [atari_game(game) for game in games]
+    return DiscreteMultiTaskVecEnv(
+        [atari_factory(game, training, max_frames=max_frames, sticky_actions=sticky_actions) for game in names],
+        task_names=names,
+        task_kinds=["atari"] * len(names),
+        seed=seed,
+        **vec_env_kwargs,
+    )
+
+
+def make_suite(name: str, seed: int | None = None, training: bool = True, **vec_env_kwargs) -> MultiTaskVecEnv:
+    """Build a :class:`MultiTaskVecEnv` for a suite (``mt10``, ``dmc-hard``, ...) or a single task name; Atari
+    suites (``atari-5``, ...) give a :class:`DiscreteMultiTaskVecEnv` (for ``BRCDQN``).
 
     :param name: A key of :data:`SUITES`, or any single task :func:`task_factory` accepts
     :param seed: Seed of the envs
-    :param vec_env_kwargs: Passed to :class:`MultiTaskVecEnv` (``vec_env_cls``, ...)
+    :param training: Atari suites only: ``True`` ends episodes at a lost life (training), ``False`` plays whole
+        games (evaluation envs)
+    :param vec_env_kwargs: Passed to the vector env (``vec_env_cls``, ...)
     """
     suite = SUITES.get(name)
     if suite is None:
@@ -144,6 +179,8 @@ def make_suite(name: str, seed: int | None = None, **vec_env_kwargs) -> MultiTas
             hint = f" Close suites: {close}." if close else ""
             raise ValueError(f"Unknown suite or task {name!r}.{hint} Suites: {sorted(SUITES)}.") from error
         return MultiTaskVecEnv([name], seed=seed, **vec_env_kwargs)
+    if suite.atari:
+        return make_atari_suite(suite.tasks, training=training, seed=seed, **vec_env_kwargs)
     if suite.metaworld is not None:
         names = [_metaworld_class_names()[type(env.unwrapped)] for env in _metaworld_benchmark_envs(suite.metaworld, seed)]
         tasks = [functools.partial(_metaworld_vector_task, suite.metaworld, i, seed) for i in range(len(names))]

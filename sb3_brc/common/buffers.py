@@ -5,7 +5,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -109,3 +109,133 @@ class ReplayWithPrevious(ReplayBuffer):
             n_previous = batch_size
         new, old = super().sample(batch_size - n_previous, env), self.previous.sample(n_previous, env)
         return ReplayBufferSamples(*(None if a is None else th.cat([a, b]) for a, b in zip(new, old, strict=True)))
+
+
+class CompactNStepReplayBuffer(BaseBuffer):
+    """Replay for pixels and n-step returns: each observation stored once, ``Box`` or ``Dict`` observations.
+
+    Storage is as in :class:`CompactReplayBuffer` (the next observation is the following slot's, final
+    observations of finished episodes kept aside), so a ``(4, 84, 84)`` uint8 frame stack costs 28 KB per
+    transition instead of 56 KB. Sampling returns n-step transitions: the discounted sum of up to ``n_steps``
+    rewards, cut at the first episode end (termination or truncation) and at the newest transition, the
+    observation after the last of them, ``dones`` = terminated at that last step, and ``discounts`` =
+    ``gamma ** k`` for the ``k`` rewards summed (the bootstrap discount). BRCDQN uses it by default.
+
+    :param buffer_size: Max number of transitions (over all envs)
+    :param observation_space: Observation space (``Box`` or ``Dict`` of ``Box``)
+    :param action_space: Action space
+    :param device: PyTorch device
+    :param n_envs: Number of parallel environments
+    :param optimize_memory_usage: Ignored (this buffer always stores observations once)
+    :param handle_timeout_termination: Bootstrap time-limit truncations (SB3's flag)
+    :param n_steps: Rewards summed per sampled transition
+    :param gamma: Discount of the n-step sum
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: Any = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+        n_steps: int = 1,
+        gamma: float = 0.99,
+    ):
+        super().__init__(buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        self.buffer_size = max(buffer_size // n_envs, 1)  # slots per env, as in SB3's ReplayBuffer
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        self.n_steps, self.gamma = n_steps, gamma
+        self.handle_timeout_termination = handle_timeout_termination
+        self.is_dict = isinstance(observation_space, spaces.Dict)
+        parts = observation_space.spaces if self.is_dict else {"": observation_space}
+        self.observations = {
+            key: np.zeros((self.buffer_size, n_envs, *space.shape), dtype=space.dtype) for key, space in parts.items()
+        }
+        self.actions = np.zeros((self.buffer_size, n_envs, self.action_dim), dtype=action_space.dtype)
+        self.rewards = np.zeros((self.buffer_size, n_envs), dtype=np.float32)
+        self.dones = np.zeros((self.buffer_size, n_envs), dtype=np.float32)
+        self.timeouts = np.zeros((self.buffer_size, n_envs), dtype=np.float32)
+        self.final_observations: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+
+    def _parts(self, obs: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return obs if self.is_dict else {"": obs}
+
+    def _unparts(self, parts: dict[str, Any]) -> Any:
+        return parts if self.is_dict else parts[""]
+
+    def add(
+        self,
+        obs: np.ndarray | dict[str, np.ndarray],
+        next_obs: np.ndarray | dict[str, np.ndarray],
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        obs_parts, next_parts = self._parts(obs), self._parts(next_obs)
+        for env_idx in range(self.n_envs):
+            self.final_observations.pop((self.pos, env_idx), None)  # the slot is overwritten
+        for env_idx in np.flatnonzero(done):
+            self.final_observations[(self.pos, int(env_idx))] = {k: np.array(v[env_idx]) for k, v in next_parts.items()}
+        following = (self.pos + 1) % self.buffer_size
+        for key, storage in self.observations.items():
+            storage[self.pos] = np.asarray(obs_parts[key]).reshape(storage.shape[1:])
+            storage[following] = np.asarray(next_parts[key]).reshape(storage.shape[1:])
+        self.actions[self.pos] = np.asarray(action).reshape(self.n_envs, self.action_dim)
+        self.rewards[self.pos] = np.asarray(reward).reshape(-1)
+        self.dones[self.pos] = np.asarray(done).reshape(-1)
+        if self.handle_timeout_termination:
+            self.timeouts[self.pos] = np.array([info.get("TimeLimit.truncated", False) for info in infos])
+        self.pos += 1
+        if self.pos == self.buffer_size:
+            self.full, self.pos = True, 0
+
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        if self.full:
+            # Slot ``pos`` holds the newest transition's next observation, not its own first observation
+            batch_inds = (np.random.randint(1, self.buffer_size, size=batch_size) + self.pos) % self.buffer_size
+        else:
+            batch_inds = np.random.randint(0, self.pos, size=batch_size)
+        return self._get_samples(batch_inds, env=env)
+
+    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
+        env_inds = np.random.randint(0, self.n_envs, size=len(batch_inds))
+        offsets = np.arange(self.n_steps)
+        sequence = (batch_inds[:, None] + offsets) % self.buffer_size  # (batch, n_steps)
+        # A sequence ends at an episode end or at the newest transition (nothing was recorded after it)
+        ends = (self.dones[sequence, env_inds[:, None]] > 0) | (sequence == (self.pos - 1) % self.buffer_size)
+        last = np.where(ends.any(axis=1), ends.argmax(axis=1), self.n_steps - 1)
+        summed = offsets[None, :] <= last[:, None]
+        rewards = self._normalize_reward(self.rewards[sequence, env_inds[:, None]], env)
+        returns = (rewards * self.gamma ** offsets[None, :] * summed).sum(axis=1, keepdims=True)
+        last_inds = sequence[np.arange(len(batch_inds)), last]
+        next_parts = {key: storage[(last_inds + 1) % self.buffer_size, env_inds] for key, storage in self.observations.items()}
+        for row in np.flatnonzero(self.dones[last_inds, env_inds]):
+            final = self.final_observations[(int(last_inds[row]), int(env_inds[row]))]
+            for key, value in final.items():
+                next_parts[key][row] = value
+        terminated = self.dones[last_inds, env_inds] * (1.0 - self.timeouts[last_inds, env_inds])
+        obs = self._normalize_obs(self._unparts({k: s[batch_inds, env_inds] for k, s in self.observations.items()}), env)
+        next_obs = self._normalize_obs(self._unparts(next_parts), env)
+        return ReplayBufferSamples(
+            observations=self._to_torch_obs(obs),
+            actions=self.to_torch(self.actions[batch_inds, env_inds]),
+            next_observations=self._to_torch_obs(next_obs),
+            dones=self.to_torch(terminated.reshape(-1, 1)),
+            rewards=self.to_torch(returns.astype(np.float32)),
+            discounts=self.to_torch((self.gamma ** (last + 1.0)).astype(np.float32).reshape(-1, 1)),
+        )
+
+    def _to_torch_obs(self, obs: np.ndarray | dict[str, np.ndarray]) -> th.Tensor | dict[str, th.Tensor]:
+        return {k: self.to_torch(v) for k, v in obs.items()} if isinstance(obs, dict) else self.to_torch(obs)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the stored transitions."""
+        arrays = [*self.observations.values(), self.actions, self.rewards, self.dones, self.timeouts]
+        finals = sum(v.nbytes for final in self.final_observations.values() for v in final.values())
+        return sum(a.nbytes for a in arrays) + finals

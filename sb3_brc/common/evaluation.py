@@ -52,7 +52,7 @@ def evaluate_tasks(
     obs = env.reset()
     while min(len(r) for r in returns) < n_eval_episodes:
         if model is None:
-            actions = np.stack([env.action_space.sample() for _ in range(env.num_tasks)])
+            actions = env.sample_actions()
         else:
             actions, _ = model.predict(obs, deterministic=deterministic)
         obs, _, dones, infos = env.step(actions)

@@ -82,6 +82,34 @@ def _flatten(env: gym.Env) -> gym.Env:
     return gym.wrappers.FlattenObservation(env) if isinstance(env.observation_space, spaces.Dict) else env
 
 
+def _resolve_tasks(
+    tasks: Sequence[TaskSpec],
+    task_names: Sequence[str] | None,
+    task_kinds: Sequence[str] | None,
+    seed: int | None,
+    transform: Callable[[gym.Env], gym.Env] = lambda env: env,
+) -> tuple[list[Callable[[], gym.Env]], list[gym.Env], list[str], list[str]]:
+    """Factories, one built instance (probe) of each task, unique names and score kinds."""
+    from sb3_brc.suites import task_factory  # suites import this module
+
+    if isinstance(tasks, str) or len(tasks) == 0:
+        raise ValueError(f"A multi-task env needs a non-empty list of tasks, got {tasks!r}")
+    factories, names, kinds = zip(*(task_factory(task, seed) for task in tasks), strict=True)
+    for given, what in ((task_names, "task names"), (task_kinds, "task kinds")):
+        if given is not None and len(given) != len(factories):
+            raise ValueError(f"{len(factories)} tasks but {len(given)} {what}")
+    # Build each task once to read its spaces (and keep it, for in-process vectorisation)
+    probes = [transform(factory()) for factory in factories]
+    if task_names is None:
+        task_names = [
+            name or getattr(env.spec, "id", None) or f"task{i}"
+            for i, (name, env) in enumerate(zip(names, probes, strict=True))
+        ]
+    if len(set(task_names)) != len(task_names):
+        raise ValueError(f"Task names must be unique, got {list(task_names)}; pass task_names=[...] to tell them apart.")
+    return list(factories), probes, list(task_names), list(task_kinds) if task_kinds is not None else list(kinds)
+
+
 class MultiTaskVecEnv(VecEnvWrapper):
     """Many tasks in one SB3 VecEnv: sub-env ``i`` runs task ``i``, observations carry the task id.
 
@@ -116,27 +144,11 @@ class MultiTaskVecEnv(VecEnvWrapper):
         act_dim: int | None = None,
         first_task_id: int = 0,
     ):
-        from sb3_brc.suites import task_factory  # suites import this module
-
-        if isinstance(tasks, str) or len(tasks) == 0:
-            raise ValueError(f"MultiTaskVecEnv needs a non-empty list of tasks, got {tasks!r}")
-        factories, names, kinds = zip(*(task_factory(task, seed) for task in tasks), strict=True)
-        for given, what in ((task_names, "task names"), (task_kinds, "task kinds")):
-            if given is not None and len(given) != len(factories):
-                raise ValueError(f"{len(factories)} tasks but {len(given)} {what}")
-        # Build each task once to read its spaces (and keep it, for in-process vectorisation)
-        probes = [_flatten(factory()) for factory in factories]
-        if task_names is None:
-            task_names = [
-                name or getattr(env.spec, "id", None) or f"task{i}"
-                for i, (name, env) in enumerate(zip(names, probes, strict=True))
-            ]
-        if len(set(task_names)) != len(task_names):
-            raise ValueError(f"Task names must be unique, got {list(task_names)}; pass task_names=[...] to tell them apart.")
+        factories, probes, task_names, kinds = _resolve_tasks(tasks, task_names, task_kinds, seed, _flatten)
         for env, name in zip(probes, task_names, strict=True):
             check_task_spaces(env, name)
-        self.task_names: list[str] = list(task_names)
-        self.task_kinds: list[str] = list(task_kinds) if task_kinds is not None else list(kinds)
+        self.task_names: list[str] = task_names
+        self.task_kinds: list[str] = kinds
         self.obs_dims = [int(np.prod(env.observation_space.shape)) for env in probes]
         self.act_dims = [int(np.prod(env.action_space.shape)) for env in probes]
         self.max_obs_dim, self.max_act_dim = max(self.obs_dims), max(self.act_dims)
@@ -217,5 +229,177 @@ class MultiTaskVecEnv(VecEnvWrapper):
             info["task_id"] = self.first_task_id + index
             info["task_name"] = self.task_names[index]
             if "terminal_observation" in info:
-                info["terminal_observation"] = self.tag(info["terminal_observation"], [info["task_id"]])[0]
+                info["terminal_observation"] = self._tag_one(info["terminal_observation"], info["task_id"])
         return self.tag(obs), rewards, dones, infos
+
+    def _tag_one(self, obs: np.ndarray, task_id: int) -> Any:
+        return self.tag(obs, [task_id])[0]
+
+    def sample_actions(self) -> np.ndarray:
+        """One uniformly random action per task (the random baseline of evaluations)."""
+        return np.stack([self.action_space.sample() for _ in range(self.num_envs)])
+
+
+class UnionActions(gym.Wrapper):
+    """One discrete task inside a shared ``Discrete(n_actions)`` space: union action ``legal[k]`` is the task's
+    action ``k``; any other action is illegal and raises (mask it out with ``action_masks()``). Vector
+    observations are zero-padded to ``obs_dim`` (float32); image observations pass through unchanged.
+
+    :param env: The task's env (``Discrete`` actions)
+    :param legal: Union ids of the task's actions, in the task's own order
+    :param n_actions: Size of the union action space
+    :param obs_dim: Padded size of vector observations (``None`` for images)
+    """
+
+    def __init__(self, env: gym.Env, legal: list[int], n_actions: int, obs_dim: int | None):
+        super().__init__(env)
+        self.legal = list(legal)
+        self._task_action = {union: own for own, union in enumerate(self.legal)}
+        self.action_space = spaces.Discrete(n_actions)
+        self.obs_dim = obs_dim
+        if obs_dim is not None:
+            self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+
+    def _pad(self, obs: np.ndarray) -> np.ndarray:
+        if self.obs_dim is None:
+            return obs
+        padded = np.zeros(self.obs_dim, np.float32)
+        flat = np.asarray(obs, dtype=np.float32).reshape(-1)
+        padded[: len(flat)] = flat
+        return padded
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        obs, info = self.env.reset(**kwargs)
+        return self._pad(obs), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        union = int(np.asarray(action).reshape(()))
+        if union not in self._task_action:
+            raise ValueError(
+                f"Action {union} is illegal in task {self.env.spec.id if self.env.spec else self.env}: its legal union "
+                f"actions are {self.legal}. Choose actions with the env's action_masks() (BRCDQN does)."
+            )
+        obs, reward, terminated, truncated, info = self.env.step(self._task_action[union])
+        return self._pad(obs), float(reward), terminated, truncated, info
+
+
+def _is_monitored(env: gym.Env) -> bool:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, Monitor):
+            return True
+        env = env.env
+    return False
+
+
+class DiscreteMultiTaskVecEnv(MultiTaskVecEnv):
+    """Many discrete-action tasks (e.g. Atari games) in one SB3 VecEnv, one sub-env per task.
+
+    Observation: ``Dict(obs=..., task_id=Box(1,))``. ``obs`` holds the task's observation: vector observations
+    zero-padded to the largest size (float32), image observations (e.g. ``(4, 84, 84)`` uint8 frame stacks)
+    unchanged, which must then have one shape for all tasks. Action: ``Discrete(n_actions)``, the union of the
+    tasks' actions (Atari: ALE's 18 actions, each game's minimal set mapped in by name; other tasks: ``0..n-1``).
+    :meth:`action_masks` gives each sub-env's legal actions (the sb3-contrib ``MaskablePPO`` convention).
+
+    :param tasks: Callables returning an env, or Gymnasium ids, one per task (``Discrete`` actions)
+    :param task_names: Names for the tasks (default: from the ids)
+    :param task_kinds: ``"atari"`` (human-normalised score) or ``"gym"``/``"custom"`` per task
+    :param vec_env_cls: ``DummyVecEnv`` (default) or ``SubprocVecEnv``
+    :param vec_env_kwargs: Keyword arguments of ``vec_env_cls``
+    :param seed: Seed of the sub-envs (task ``i`` gets ``seed + i``)
+    :param first_task_id: Id of the first task
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[TaskSpec],
+        task_names: Sequence[str] | None = None,
+        task_kinds: Sequence[str] | None = None,
+        vec_env_cls: type[DummyVecEnv] | type[SubprocVecEnv] = DummyVecEnv,
+        vec_env_kwargs: dict[str, Any] | None = None,
+        seed: int | None = None,
+        first_task_id: int = 0,
+    ):
+        from sb3_brc.common.atari import legal_union_actions
+
+        factories, probes, task_names, kinds = _resolve_tasks(tasks, task_names, task_kinds, seed)
+        shapes = []
+        for env, name in zip(probes, task_names, strict=True):
+            if not isinstance(env.action_space, spaces.Discrete):
+                raise TypeError(
+                    f"Task {name!r} has a {type(env.action_space).__name__} action space; DiscreteMultiTaskVecEnv needs "
+                    "Discrete actions (continuous tasks go into MultiTaskVecEnv)."
+                )
+            if not isinstance(env.observation_space, spaces.Box):
+                raise TypeError(f"Task {name!r} has observation space {env.observation_space}; a Box is needed.")
+            shapes.append(tuple(env.observation_space.shape))
+        images = [len(shape) > 1 for shape in shapes]
+        if any(images) and (not all(images) or len(set(shapes)) > 1):
+            raise ValueError(
+                f"Image tasks must all have one observation shape (no padding for images), got {shapes} for {task_names}."
+            )
+        self.task_names, self.task_kinds = task_names, kinds
+        self.obs_shapes = [list(shape) for shape in shapes]
+        legal_and_sizes = [legal_union_actions(env) for env in probes]
+        self.legal_actions = [legal for legal, _ in legal_and_sizes]
+        self.n_actions = max(size for _, size in legal_and_sizes)
+        self.first_task_id = first_task_id
+        obs_dim = None if images[0] else max(int(np.prod(shape)) for shape in shapes)
+        n_actions = self.n_actions
+
+        def wrapped(make: Callable[[], gym.Env], legal: list[int]) -> Callable[[], gym.Env]:
+            def build() -> gym.Env:
+                env = make()
+                return UnionActions(env if _is_monitored(env) else Monitor(env), legal, n_actions, obs_dim)
+
+            return build
+
+        in_process = vec_env_cls is DummyVecEnv
+        env_fns = [
+            wrapped((lambda env=env: env) if in_process else make, legal)
+            for env, make, legal in zip(probes, factories, self.legal_actions, strict=True)
+        ]
+        del probes
+        venv = vec_env_cls(env_fns, **(vec_env_kwargs or {}))
+        last_id = first_task_id + len(env_fns) - 1
+        observation_space = spaces.Dict(obs=venv.observation_space, task_id=spaces.Box(0, max(last_id, 1), (1,), np.float32))
+        VecEnvWrapper.__init__(self, venv, observation_space=observation_space)
+        self._task_column = np.arange(first_task_id, last_id + 1, dtype=np.float32)[:, None]
+        self._masks = np.zeros((self.num_tasks, self.n_actions), dtype=bool)
+        for row, legal in enumerate(self.legal_actions):
+            self._masks[row, legal] = True
+        if seed is not None:
+            self.seed(seed)
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        return dict(
+            task_names=list(self.task_names),
+            obs_shapes=[list(s) for s in self.obs_shapes],
+            legal_actions=[list(a) for a in self.legal_actions],
+            first_task_id=self.first_task_id,
+        )
+
+    def action_masks(self) -> np.ndarray:
+        """``(num_envs, n_actions)`` booleans: the legal union actions of each sub-env's task."""
+        return self._masks.copy()
+
+    def sample_actions(self) -> np.ndarray:
+        """One uniformly random legal action per task."""
+        rng = self.action_space.np_random
+        return np.array([legal[rng.integers(len(legal))] for legal in self.legal_actions])
+
+    def normalized_score(self, index: int, mean_return: float, success_rate: float | None) -> float | None:
+        """Atari: human-normalised score ``(R - random) / (human - random)``; otherwise as ``MultiTaskVecEnv``."""
+        if self.task_kinds[index] == "atari":
+            from sb3_brc.common.atari import ATARI_SCORES, atari_game, human_normalized_score
+
+            game = atari_game(self.task_names[index])
+            return human_normalized_score(game, mean_return) if game in ATARI_SCORES else None
+        return super().normalized_score(index, mean_return, success_rate)
+
+    def tag(self, obs: Any, task_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        column = self._task_column if task_ids is None else np.asarray(task_ids, np.float32).reshape(-1, 1)
+        return {"obs": np.asarray(obs).reshape(len(column), *self.venv.observation_space.shape), "task_id": column}
+
+    def _tag_one(self, obs: np.ndarray, task_id: int) -> dict[str, np.ndarray]:
+        return {key: value[0] for key, value in self.tag(np.asarray(obs)[None], [task_id]).items()}

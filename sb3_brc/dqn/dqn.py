@@ -1,0 +1,335 @@
+"""BRCDQN: BRC for discrete actions and pixels (DrQ(eps) with a categorical BroNet head and task embeddings)."""
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import DQN
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_brc.common.augmentation import random_shift
+from sb3_brc.common.buffers import CompactNStepReplayBuffer
+from sb3_brc.common.callbacks import RewardNormalizationCallback
+from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection
+from sb3_brc.common.multitask import MultiTaskAlgorithm, num_tasks_of, task_layout_of
+from sb3_brc.common.normalizer import ReturnNormalizer
+from sb3_brc.dqn.policies import BRCDQNPolicy, CategoricalQNetwork, CnnPolicy, MlpPolicy, MultiInputPolicy
+
+SelfBRCDQN = TypeVar("SelfBRCDQN", bound="BRCDQN")
+
+# DrQ(eps) (dopamine atari_100k DrQ_eps.gin), per task: replay warm-up, epsilon decay, minibatch
+LEARNING_STARTS_PER_TASK = 1_600
+BUFFER_SIZE_PER_TASK = 100_000
+BATCH_SIZE_PER_TASK = 32
+
+
+class BRCDQN(MultiTaskAlgorithm, DQN):
+    """BRC for discrete actions: DrQ(eps) with the DQN regression replaced by BRC's categorical cross-entropy,
+    a BroNet head on a convolutional encoder, critic-owned task embeddings and per-task return normalisation.
+
+    The released BRC code has no Atari part (``BRC.md`` Part A.4, section 6), so these choices are ours:
+    the DrQ(eps) recipe (n-step 10, gamma 0.99, Adam 1e-4 with eps 1.5e-4, batch 32, target = online
+    network copied every step, epsilon 1 -> 0.01 over 5000 steps after the warm-up, evaluation epsilon 0.001,
+    random-shift augmentation with pad 4, double-Q action selection), a Nature-CNN encoder followed by a
+    2-block BroNet head with 101 atoms on [-10, 10] per action, the task embedding concatenated after the
+    encoder, no dueling head (BRC's critic has none), no reward clipping (returns are normalised per task
+    instead), and in multi-game runs a batch of 32 per task and an 18-action union space whose illegal
+    actions are masked in action selection and in the target.
+
+    Step accounting is per task as in BRCSAC: ``learning_starts``, ``buffer_size`` and the epsilon decay count
+    steps of each task (``total_timesteps`` counts transitions over all tasks).
+
+    :param policy: ``"CnnPolicy"``, ``"MlpPolicy"`` or ``"MultiInputPolicy"`` (all :class:`BRCDQNPolicy`)
+    :param env: The environment (a ``DiscreteMultiTaskVecEnv`` for several tasks)
+    :param learning_rate: Adam learning rate (can be a function of progress)
+    :param buffer_size: Replay capacity (``None``: 100k transitions per task)
+    :param learning_starts: Transitions of uniform random legal actions first (``None``: 1600 per task)
+    :param batch_size: Minibatch size (``None``: 32 per task)
+    :param tau: Target update coefficient (1: copy)
+    :param gamma: Discount factor
+    :param train_freq: Update every ``train_freq`` steps
+    :param gradient_steps: Gradient steps per update
+    :param replay_buffer_class: Replay buffer class (default :class:`CompactNStepReplayBuffer`)
+    :param replay_buffer_kwargs: Keyword arguments of the replay buffer
+    :param n_steps: Rewards summed per target (n-step return)
+    :param target_update_interval: Transitions between target copies (``None``: one env step of every task, DrQ(eps)'s
+        every-step copy)
+    :param exploration_initial_eps: Epsilon during the warm-up and at the start of the decay
+    :param exploration_final_eps: Epsilon after the decay
+    :param exploration_decay_steps: Steps per task of the linear epsilon decay after the warm-up
+    :param eval_exploration_rate: Epsilon of ``predict(deterministic=True)`` (the evaluation protocol; 0 for greedy)
+    :param augment: DrQ random shifts of image observations (``None``: on for images, off for vectors)
+    :param augment_pad: Largest shift in pixels
+    :param max_grad_norm: Gradient clipping norm (``None``: off)
+    :param normalize_rewards: BRC per-task return normalisation: ``True``, ``False`` or a configured
+        :class:`RewardNormalizationCallback`
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: The log location for tensorboard (if None, no logging)
+    :param policy_kwargs: Additional arguments for the policy (``net_arch``, ``n_atoms``, ``features_extractor_class``, ...)
+    :param verbose: Verbosity level: 0 no output, 1 info, 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    policy: BRCDQNPolicy
+    q_net: CategoricalQNetwork
+    q_net_target: CategoricalQNetwork
+
+    def __init__(
+        self,
+        policy: str | type[BRCDQNPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-4,
+        buffer_size: int | None = None,
+        learning_starts: int | None = None,
+        batch_size: int | None = None,
+        tau: float = 1.0,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        replay_buffer_class: type[ReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        n_steps: int = 10,
+        target_update_interval: int | None = None,
+        exploration_initial_eps: float = 1.0,
+        exploration_final_eps: float = 0.01,
+        exploration_decay_steps: int = 5_000,
+        eval_exploration_rate: float = 0.001,
+        augment: bool | None = None,
+        augment_pad: int = 4,
+        max_grad_norm: float | None = 10.0,
+        normalize_rewards: bool | RewardNormalizationCallback = True,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        if isinstance(policy, str):
+            # All aliases are one policy that takes Box or Dict observations; resolving the name here skips
+            # SB3's "use MultiInputPolicy for Dict observations" check, so "CnnPolicy" works on multi-game envs
+            if policy not in self.policy_aliases:
+                raise ValueError(f"Unknown policy {policy!r}; BRCDQN takes {sorted(self.policy_aliases)}")
+            policy = self.policy_aliases[policy]
+        if not issubclass(policy, BRCDQNPolicy):
+            raise ValueError(
+                f"BRCDQN needs a BRCDQNPolicy, got {policy.__name__}. If this comes from BRCDQN.load(), the file was "
+                "saved by another algorithm: load it with that algorithm's load()."
+            )
+        if env is not None:
+            env = maybe_make_env(env, verbose)
+            _check_spaces(env)
+        if getattr(env, "first_task_id", 0) != 0 and _init_setup_model:
+            raise ValueError(f"This env's task ids start at {env.first_task_id}; a new BRCDQN needs ids from 0.")
+        num_tasks = num_tasks_of(env)
+        layout = task_layout_of(env)
+        policy_kwargs = dict(policy_kwargs or {})
+        if num_tasks > 1 and policy_kwargs.setdefault("num_tasks", num_tasks) != num_tasks:
+            raise ValueError(f"policy_kwargs num_tasks={policy_kwargs['num_tasks']} but the env has {num_tasks} tasks.")
+        if layout is not None and "legal_actions" in layout:
+            policy_kwargs.setdefault("legal_actions", layout["legal_actions"])
+        if n_steps < 1 or exploration_decay_steps < 1 or augment_pad < 0:
+            raise ValueError(
+                f"n_steps and exploration_decay_steps must be >= 1 and augment_pad >= 0, got {n_steps}, "
+                f"{exploration_decay_steps}, {augment_pad}"
+            )
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            buffer_size=BUFFER_SIZE_PER_TASK * num_tasks if buffer_size is None else buffer_size,
+            learning_starts=LEARNING_STARTS_PER_TASK * num_tasks if learning_starts is None else learning_starts,
+            batch_size=BATCH_SIZE_PER_TASK * num_tasks if batch_size is None else batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            n_steps=n_steps,
+            target_update_interval=num_tasks if target_update_interval is None else target_update_interval,
+            exploration_initial_eps=exploration_initial_eps,
+            exploration_final_eps=exploration_final_eps,
+            max_grad_norm=max_grad_norm,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        self.exploration_decay_steps = exploration_decay_steps
+        self.eval_exploration_rate = eval_exploration_rate
+        self.augment, self.augment_pad = augment, augment_pad
+        self.task_layout: dict[str, Any] | None = layout
+        self._task_episodes = self._task_successes = None
+        self.return_normalizer: ReturnNormalizer | None = None
+        if normalize_rewards is not False:
+            config = (
+                normalize_rewards
+                if isinstance(normalize_rewards, RewardNormalizationCallback)
+                else RewardNormalizationCallback()
+            )
+            self.return_normalizer = config.normalizer or ReturnNormalizer(num_tasks, gamma)
+        if _init_setup_model:
+            self._setup_model()
+
+    @property
+    def num_tasks(self) -> int:
+        return self.policy.num_tasks
+
+    def _setup_model(self) -> None:
+        if self.replay_buffer_class is None:
+            self.replay_buffer_class = CompactNStepReplayBuffer
+            self.replay_buffer_kwargs = {"n_steps": self.n_steps, "gamma": self.gamma, **self.replay_buffer_kwargs}
+        # SB3 warns that n_steps is ignored with a custom buffer class; here the buffer above takes it
+        n_steps, self.n_steps = self.n_steps, 1
+        super()._setup_model()
+        self.n_steps = n_steps
+        if self.augment is None:
+            self.augment = len(self.policy.encoder_space.shape) == 3
+        if self.return_normalizer is not None and self.return_normalizer.num_tasks != self.num_tasks:
+            raise ValueError(
+                f"The return normaliser tracks {self.return_normalizer.num_tasks} tasks, the policy {self.num_tasks}."
+            )
+
+    def reward_scale(self) -> th.Tensor:
+        """Per-task reward multiplier ``v_max / G_i`` (no entropy term without a temperature); ones when off."""
+        if self.return_normalizer is None:
+            return th.ones(self.num_tasks, device=self.device)
+        return self.return_normalizer.reward_scale(th.zeros((), device=self.device), 0.0, self.policy.v_max)
+
+    def _target_distribution(self, replay_data: Any, next_obs: th.Tensor, rewards: th.Tensor) -> th.Tensor:
+        """Projected n-step double-Q target ``R_n + gamma^k * (1 - terminated) * z`` of each transition."""
+        _, next_task_ids = self.policy.split_observation(replay_data.next_observations)
+        rows = th.arange(len(next_task_ids), device=next_task_ids.device)
+        # Double Q: the online network picks the next action among the task's legal ones, the target rates it
+        next_q = self.q_net.q_values(next_obs, next_task_ids)
+        next_actions = next_q.masked_fill(~self.policy.legal_actions[next_task_ids], -th.inf).argmax(dim=1)
+        next_probs = th.softmax(at_least_fp32(self.q_net_target(next_obs, next_task_ids)[rows, next_actions]), dim=-1)
+        target_atoms = rewards + replay_data.discounts * (1.0 - replay_data.dones) * self.q_net.support
+        return categorical_projection(next_probs, target_atoms, self.q_net.support)
+
+    def _q_loss(self, replay_data: Any, reward_scale: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Categorical cross-entropy of the taken actions' logits against the projected target (``BRC.md``
+        section 2, with DrQ(eps)'s n-step double-Q target). Returns the loss and those logits (for logging)."""
+        obs, task_ids = self.policy.split_observation(replay_data.observations)
+        next_obs, _ = self.policy.split_observation(replay_data.next_observations)
+        if self.augment:
+            obs, next_obs = random_shift(obs, self.augment_pad), random_shift(next_obs, self.augment_pad)
+        with th.no_grad():
+            rewards = replay_data.rewards * reward_scale[task_ids].unsqueeze(-1)
+            target_probs = self._target_distribution(replay_data, next_obs, rewards)
+        rows = th.arange(len(task_ids), device=task_ids.device)
+        logits = self.q_net(obs, task_ids)[rows, replay_data.actions.long().reshape(-1)]
+        return categorical_cross_entropy(logits.unsqueeze(1), target_probs), logits
+
+    def train(self, gradient_steps: int, batch_size: int = 32) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        reward_scale = self.reward_scale()
+        losses = []
+        for _ in range(gradient_steps):
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            loss, _ = self._q_loss(replay_data, reward_scale)
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            if self.max_grad_norm is not None:
+                th.nn.utils.clip_grad_norm_(self.policy.q_net.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+            losses.append(loss.detach())
+        self._n_updates += gradient_steps
+        loss_values = th.stack(losses).cpu()  # one host sync per call
+        if not th.isfinite(loss_values).all():
+            raise FloatingPointError(
+                f"Non-finite Q loss at gradient update {self._n_updates} (num_timesteps={self.num_timesteps}); reward "
+                f"scales {dict(zip(self.task_names, reward_scale.tolist(), strict=True))}. Training stopped: lower the "
+                "learning rate or check the env's rewards and observations, and resume from the last checkpoint."
+            )
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", float(loss_values.mean()))
+        self._record_reward_scale(reward_scale)
+
+    def _on_step(self) -> None:
+        super()._on_step()  # target update
+        # DrQ(eps)/dopamine schedule in steps per task: initial epsilon through the warm-up, then a linear decay
+        steps, warmup = self.num_timesteps / self.n_envs, self.learning_starts / self.n_envs
+        remaining = np.clip((self.exploration_decay_steps + warmup - steps) / self.exploration_decay_steps, 0.0, 1.0)
+        self.exploration_rate = (
+            self.exploration_final_eps + (self.exploration_initial_eps - self.exploration_final_eps) * remaining
+        )
+        self.logger.record("rollout/exploration_rate", self.exploration_rate)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Epsilon-greedy over the legal actions of each observation's task: the training epsilon, or
+        ``eval_exploration_rate`` with ``deterministic=True`` (the Atari evaluation protocol)."""
+        epsilon = self.eval_exploration_rate if deterministic else self.exploration_rate
+        self.policy.set_training_mode(False)
+        obs_tensor, vectorized = self.policy.obs_to_tensor(observation)
+        with th.no_grad():
+            actions = self.policy.act(obs_tensor, epsilon).cpu().numpy()
+        return (actions if vectorized else actions.squeeze(0)), state
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # The warm-up's random actions are uniform over each task's legal actions, not over the union space
+        if self.num_timesteps < learning_starts:
+            obs_tensor, _ = self.policy.obs_to_tensor(self._last_obs)
+            with th.no_grad():
+                action = self.policy.act(obs_tensor, epsilon=1.0).cpu().numpy()
+        else:
+            action, _ = self.predict(self._last_obs, deterministic=False)
+        return action, action
+
+    def learn(
+        self: SelfBRCDQN,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "BRCDQN",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfBRCDQN:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+
+def _check_spaces(env: GymEnv) -> None:
+    if not isinstance(env.action_space, spaces.Discrete):
+        raise TypeError(f"BRCDQN needs a Discrete action space, got {env.action_space}. For continuous actions use BRCSAC.")
+    observation_space = env.observation_space
+    if isinstance(observation_space, spaces.Dict):
+        if set(observation_space.spaces) != {"obs", "task_id"}:
+            raise TypeError(
+                f"BRCDQN takes Dict observations as Dict(obs, task_id) (DiscreteMultiTaskVecEnv), not {observation_space}."
+            )
+        observation_space = observation_space["obs"]
+    if not isinstance(observation_space, spaces.Box):
+        raise TypeError(f"BRCDQN needs Box observations (images or vectors), got {observation_space}.")

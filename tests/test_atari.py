@@ -1,0 +1,85 @@
+"""Multi-game Atari: preprocessing, union action space and masks, human-normalised scores, a BRCDQN smoke run."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ale_py")
+
+from sb3_brc import make_suite
+from sb3_brc.common.atari import ATARI_SCORES, FULL_ACTION_MEANINGS, human_normalized_score, make_atari
+from sb3_brc.common.evaluation import evaluate_tasks
+from sb3_brc.dqn import BRCDQN
+from sb3_brc.suites import make_atari_suite
+
+
+def test_preprocessing_and_life_loss_only_in_training():
+    train, whole = make_atari("Breakout", training=True), make_atari("Breakout", training=False)
+    for env in (train, whole):
+        obs, _ = env.reset(seed=0)
+        assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8
+    lengths = {}
+    for name, env in (("train", train), ("whole", whole)):
+        env.reset(seed=0)
+        steps, done = 0, False
+        while not done:
+            _, _, terminated, truncated, info = env.step(1)  # FIRE: Breakout needs it to launch the ball
+            done, steps = terminated or truncated, steps + 1
+        lengths[name] = steps
+        # Monitor sits inside the life-loss wrapper: its episode statistic is a whole game only
+        assert ("episode" in info) == (name == "whole")
+    assert lengths["train"] < lengths["whole"]  # training episodes end at the first lost life
+
+
+def test_union_action_space_and_masks_by_name():
+    env = make_suite("atari-2", seed=0)
+    assert env.action_space.n == len(FULL_ACTION_MEANINGS) == 18
+    masks = env.action_masks()
+    assert masks.shape == (2, 18)
+    pong, breakout = env.task_names.index("Pong"), env.task_names.index("Breakout")
+    legal = {
+        name: [FULL_ACTION_MEANINGS[a] for a in np.flatnonzero(masks[i])]
+        for name, i in (("Pong", pong), ("Breakout", breakout))
+    }
+    assert legal["Breakout"] == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    assert set(legal["Pong"]) == {"NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"}
+    obs = env.reset()
+    assert obs["obs"].shape == (2, 4, 84, 84) and obs["task_id"].ravel().tolist() == [0.0, 1.0]
+    for _ in range(20):
+        actions = env.sample_actions()
+        assert masks[np.arange(2), actions].all()
+        env.step(actions)
+    with pytest.raises(ValueError, match="illegal"):
+        env.step(np.array([0, FULL_ACTION_MEANINGS.index("RIGHTFIRE")]))  # legal in Pong, not in Breakout
+
+
+def test_human_normalized_score():
+    random, human = ATARI_SCORES["Pong"]
+    assert human_normalized_score("Pong", random) == 0.0
+    assert human_normalized_score("Pong", human) == pytest.approx(1.0)
+    assert human_normalized_score("Breakout", 30.5) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="No random/human scores"):
+        human_normalized_score("NotAGame", 1.0)
+
+
+def test_smoke_run_on_two_games(tmp_path):
+    env = make_suite("atari-2", seed=0)
+    model = BRCDQN(
+        "CnnPolicy",
+        env,
+        learning_starts=100,
+        batch_size=8,
+        buffer_size=1000,
+        policy_kwargs=dict(net_arch=[32, 32], n_atoms=11),
+        seed=0,
+    )
+    assert model.num_tasks == 2 and model.augment
+    model.learn(300)
+    assert model._n_updates == 100
+    assert (model.reward_scale() > 0).all() or model.return_normalizer.episodes.min() == 0
+    model.save(tmp_path / "atari")
+    loaded = BRCDQN.load(tmp_path / "atari", env=env)
+    short_games = make_atari_suite(["Pong", "Breakout"], training=False, seed=1, max_frames=1000)
+    rows = evaluate_tasks(loaded, short_games, n_eval_episodes=1)
+    assert [row["task"] for row in rows] == ["Pong", "Breakout"]
+    for row in rows:
+        assert row["score"] == pytest.approx(human_normalized_score(row["task"], row["mean_return"]))

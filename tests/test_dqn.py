@@ -1,0 +1,251 @@
+"""BRCDQN: n-step replay against a brute-force walk, augmentation, action masks, save/load, learning on CartPole."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from sb3_brc.common.augmentation import random_shift
+from sb3_brc.common.buffers import CompactNStepReplayBuffer
+from sb3_brc.common.vec_env import DiscreteMultiTaskVecEnv
+from sb3_brc.dqn import BRCDQN, ImpalaCNN
+
+TINY_DQN = dict(net_arch=[16, 16], n_atoms=11)
+GAMMA = 0.9
+
+
+def _two_discrete_tasks(seed: int = 0) -> DiscreteMultiTaskVecEnv:
+    # CartPole: 2 actions, obs 4; Acrobot: 3 actions, obs 6 -> union of 3 actions, CartPole's action 2 is illegal
+    return DiscreteMultiTaskVecEnv(["CartPole-v1", "Acrobot-v1"], seed=seed)
+
+
+def _fill(buffer: CompactNStepReplayBuffer, n_adds: int, rng: np.random.Generator) -> list[list[dict]]:
+    """Random transitions with terminations and truncations; returns each env's full history."""
+    n_envs = buffer.n_envs
+    history: list[list[dict]] = [[] for _ in range(n_envs)]
+    obs = rng.normal(size=(n_envs, 3)).astype(np.float32)
+    for _ in range(n_adds):
+        next_obs = rng.normal(size=(n_envs, 3)).astype(np.float32)
+        rewards = rng.normal(size=n_envs).astype(np.float32)
+        dones = rng.random(n_envs) < 0.2
+        timeouts = dones & (rng.random(n_envs) < 0.5)
+        actions = rng.integers(0, 4, size=n_envs)
+        infos = [{"TimeLimit.truncated": bool(t)} for t in timeouts]
+        buffer.add(obs, next_obs, actions, rewards, dones, infos)
+        for e in range(n_envs):
+            history[e].append(
+                dict(obs=obs[e], next_obs=next_obs[e], reward=float(rewards[e]), done=dones[e], timeout=timeouts[e])
+            )
+        # After an episode end the env resets: the next transition starts from a fresh observation
+        reset_obs = rng.normal(size=(n_envs, 3)).astype(np.float32)
+        obs = np.where(dones[:, None], reset_obs, next_obs)
+    return history
+
+
+def _brute_force(history: list[dict], t: int, n_steps: int) -> tuple[float, np.ndarray, float, float]:
+    """Walk forward from transition ``t``: sum rewards until an episode end, the newest transition or n steps."""
+    total, k = 0.0, 0
+    while True:
+        step = history[t + k]
+        total += GAMMA**k * step["reward"]
+        if step["done"] or t + k == len(history) - 1 or k == n_steps - 1:
+            break
+        k += 1
+    last = history[t + k]
+    terminated = float(last["done"] and not last["timeout"])
+    return total, last["next_obs"], terminated, GAMMA ** (k + 1)
+
+
+@pytest.mark.parametrize("n_adds", [30, 95])  # 95 adds into 40 slots: wrapped around twice
+@pytest.mark.parametrize("n_envs", [1, 2])
+def test_n_step_samples_match_brute_force(n_adds, n_envs):
+    n_steps, slots = 5, 40
+    obs_space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    buffer = CompactNStepReplayBuffer(
+        slots * n_envs, obs_space, spaces.Discrete(4), device="cpu", n_envs=n_envs, n_steps=n_steps, gamma=GAMMA
+    )
+    history = _fill(buffer, n_adds, np.random.default_rng(n_adds + n_envs))
+    oldest = max(0, n_adds - slots + 1)  # the oldest slot's own observation was overwritten by the newest next_obs
+    for t in range(oldest, n_adds):
+        batch_inds = np.array([t % slots] * 4)
+        np.random.seed(t)
+        env_inds = np.random.randint(0, n_envs, size=4)  # the buffer draws the same env indices next
+        np.random.seed(t)
+        data = buffer._get_samples(batch_inds)
+        for row, e in enumerate(env_inds):
+            ret, next_obs, terminated, discount = _brute_force(history[e], t, n_steps)
+            np.testing.assert_allclose(data.observations[row].numpy(), history[e][t]["obs"])
+            np.testing.assert_allclose(data.rewards[row, 0].item(), ret, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(data.next_observations[row].numpy(), next_obs)
+            assert data.dones[row, 0].item() == terminated
+            np.testing.assert_allclose(data.discounts[row, 0].item(), discount, rtol=1e-6)
+
+
+def test_sample_never_returns_the_overwritten_slot():
+    buffer = CompactNStepReplayBuffer(
+        10, spaces.Box(-np.inf, np.inf, (1,), np.float32), spaces.Discrete(2), device="cpu", n_steps=3, gamma=GAMMA
+    )
+    for i in range(25):
+        buffer.add(np.array([[i]]), np.array([[i + 1]]), np.array([0]), np.array([1.0]), np.array([False]), [{}])
+    observations = buffer.sample(2000).observations.numpy().ravel()
+    # Slots hold transitions 15..24; slot 5 (transition 15) lost its observation to transition 24's next one
+    assert set(observations.astype(int)) == set(range(16, 25))
+
+
+def test_buffer_stores_each_frame_stack_once():
+    space = spaces.Dict(obs=spaces.Box(0, 255, (4, 84, 84), np.uint8), task_id=spaces.Box(0, 1, (1,), np.float32))
+    buffer = CompactNStepReplayBuffer(1000, space, spaces.Discrete(18), device="cpu", n_envs=2, n_steps=10)
+    assert buffer.nbytes / 1000 < 4 * 84 * 84 * 1.01 + 64  # about 28 KB per transition, not 2x (obs and next_obs)
+
+
+def test_random_shift_shapes_offsets_and_independence():
+    th.manual_seed(0)
+    image = th.arange(2 * 12 * 12, dtype=th.float32).view(1, 2, 12, 12).expand(64, -1, -1, -1)
+    shifted = random_shift(image.to(th.uint8), pad=2)
+    assert shifted.shape == image.shape and shifted.dtype == th.float32
+    padded = th.nn.functional.pad(image.to(th.uint8).float(), (2, 2, 2, 2), mode="replicate")
+    offsets = set()
+    for b in range(64):
+        # Each sample is one crop of the replicate-padded image, the same offset for all its channels
+        matches = [
+            (dy, dx) for dy in range(5) for dx in range(5) if th.equal(shifted[b], padded[b, :, dy : dy + 12, dx : dx + 12])
+        ]
+        assert len(matches) >= 1
+        offsets.add(matches[0])
+    assert len(offsets) > 10  # offsets differ between the samples of one batch
+    assert th.equal(random_shift(image, pad=0), image)
+
+
+def test_masked_actions_never_chosen_even_when_their_q_is_highest():
+    env = _two_discrete_tasks()
+    model = BRCDQN("MlpPolicy", env, learning_starts=0, policy_kwargs=TINY_DQN, seed=0)
+    # Make action 2 (illegal for CartPole, task 0) the best action everywhere: all its mass on v_max
+    head = model.q_net.head.head
+    with th.no_grad():
+        head.bias.view(3, 11)[2, -1] = 100.0
+    obs = {"obs": th.randn(256, 6), "task_id": th.tensor([[0.0], [1.0]]).repeat(128, 1)}
+    for epsilon in (0.0, 0.3, 1.0):
+        actions = model.policy.act(obs, epsilon).numpy()
+        task0 = actions[obs["task_id"][:, 0].numpy() == 0]
+        assert set(task0) <= {0, 1}
+        if epsilon == 0.0:
+            assert (actions[obs["task_id"][:, 0].numpy() == 1] == 2).all()  # legal for Acrobot: chosen
+        if epsilon == 1.0:
+            assert set(task0) == {0, 1}  # uniform over the legal actions
+    # The target's next action is masked too: CartPole's target uses its best *legal* action
+    data = type("Data", (), {})()
+    data.next_observations = {"obs": th.randn(8, 6), "task_id": th.zeros(8, 1)}
+    data.discounts, data.dones = th.full((8, 1), 0.9), th.zeros(8, 1)
+    target = model._target_distribution(data, data.next_observations["obs"], th.zeros(8, 1))
+    with th.no_grad():
+        logits = model.q_net_target(data.next_observations["obs"], th.zeros(8, dtype=th.long))
+        q = th.softmax(logits, -1) @ model.q_net.support
+        best_legal = q[:, :2].argmax(1)
+        expected = th.softmax(logits[th.arange(8), best_legal], -1)
+    from sb3_brc.common.distributional import categorical_projection
+
+    expected = categorical_projection(expected, 0.9 * model.q_net.support.expand(8, -1), model.q_net.support)
+    th.testing.assert_close(target, expected)
+
+
+def test_training_on_the_union_space_only_takes_legal_actions():
+    # UnionActions raises on an illegal action: warm-up, epsilon-greedy and greedy phases all run here
+    env = _two_discrete_tasks()
+    model = BRCDQN("MlpPolicy", env, learning_starts=100, exploration_decay_steps=50, policy_kwargs=TINY_DQN, seed=0)
+    model.learn(600)
+    assert model.exploration_rate == pytest.approx(0.01)
+    assert model._n_updates > 0
+    assert model.policy.legal_actions.tolist() == [[True, True, False], [True, True, True]]
+
+
+def test_epsilon_schedule_counts_steps_per_task():
+    model = BRCDQN(
+        "MlpPolicy", _two_discrete_tasks(), learning_starts=200, exploration_decay_steps=1000, policy_kwargs=TINY_DQN
+    )
+    model._logger = __import__("stable_baselines3.common.logger", fromlist=["configure"]).configure(None, [""])
+    for timesteps, expected in ((100, 1.0), (200, 1.0), (200 + 2 * 500, 0.505), (200 + 2 * 1000, 0.01), (10_000, 0.01)):
+        model.num_timesteps = timesteps
+        model._on_step()
+        assert model.exploration_rate == pytest.approx(expected)
+
+
+def test_save_load_round_trip(tmp_path):
+    env = _two_discrete_tasks()
+    model = BRCDQN("MlpPolicy", env, learning_starts=50, policy_kwargs=TINY_DQN, seed=0)
+    model.learn(300)
+    model.save(tmp_path / "model")
+    loaded = BRCDQN.load(tmp_path / "model", env=env)
+    obs = env.reset()
+    for key, value in model.policy.state_dict().items():
+        th.testing.assert_close(loaded.policy.state_dict()[key], value)
+    assert loaded.predict(obs, deterministic=True)[0].tolist() == model.predict(obs, deterministic=True)[0].tolist()
+    np.testing.assert_array_equal(loaded.return_normalizer.max_returns, model.return_normalizer.max_returns)
+    saved_moments = model.policy.optimizer.state_dict()["state"]
+    loaded_moments = loaded.policy.optimizer.state_dict()["state"]
+    th.testing.assert_close(loaded_moments[0]["exp_avg"], saved_moments[0]["exp_avg"])
+    assert loaded.policy.legal_actions.tolist() == model.policy.legal_actions.tolist()
+    assert loaded.task_names == ["CartPole-v1", "Acrobot-v1"]
+    loaded.learn(100)  # keeps training
+    # Another task set with the same spaces is refused
+    other = DiscreteMultiTaskVecEnv(["Acrobot-v1", "CartPole-v1"])
+    with pytest.raises(ValueError, match="differ from the model"):
+        BRCDQN.load(tmp_path / "model", env=other)
+
+
+def test_clear_errors():
+    with pytest.raises(TypeError, match="Discrete action space"):
+        BRCDQN("MlpPolicy", "Pendulum-v1")
+    model = BRCDQN("MlpPolicy", _two_discrete_tasks(), policy_kwargs=TINY_DQN)
+    with pytest.raises(ValueError, match="outside"):
+        model.predict({"obs": np.zeros((1, 6), np.float32), "task_id": np.array([[5.0]], np.float32)})
+    with pytest.raises(ValueError, match="n_atoms >= 2"):
+        BRCDQN("MlpPolicy", "CartPole-v1", policy_kwargs=dict(n_atoms=1))
+    with pytest.raises(ValueError, match="illegal"):
+        env = _two_discrete_tasks()
+        env.reset()
+        env.step(np.array([2, 0]))
+
+
+def test_impala_encoder_on_images():
+    class Frames(gym.Env):
+        observation_space = spaces.Box(0, 255, (4, 36, 36), np.uint8)
+        action_space = spaces.Discrete(3)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            self.t += 1
+            return self.observation_space.sample(), float(action == 1), self.t >= 10, False, {}
+
+    model = BRCDQN(
+        "CnnPolicy",
+        DummyVecEnv([Frames]),
+        learning_starts=20,
+        batch_size=4,
+        policy_kwargs=dict(TINY_DQN, features_extractor_class=ImpalaCNN, features_extractor_kwargs=dict(features_dim=32)),
+    )
+    assert model.augment
+    model.learn(60)
+    assert model._n_updates == 40
+
+
+def test_cartpole_learning_beats_random():
+    env = gym.make("CartPole-v1")
+    model = BRCDQN(
+        "MlpPolicy",
+        env,
+        learning_starts=500,
+        exploration_decay_steps=1000,
+        policy_kwargs=dict(net_arch=[64, 64], n_atoms=51),
+        seed=0,
+    )
+    model.learn(4000)
+    trained, _ = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=10, deterministic=True, warn=False)
+    random_return = 22.0  # uniform random actions average about 22 steps
+    assert trained > 5 * random_return
