@@ -8,12 +8,15 @@ Reacher-v5): 6 task pairs. Multi-task BRCSAC with critic blocks ``[w, w]`` (acto
 steps per task, warm-up and batch for every width. The conflict rate is the share of task pairs whose critic
 gradients (:func:`sb3_brc.task_diagnostics`) have a negative cosine; it is measured every ``--diag-every``
 gradient updates during training, and ``--final-samples`` times on fresh replay samples at the end (the
-reported value is the mean of those). The mean pairwise cosine is reported next to it, since with 6 pairs the
-rate moves in steps of 1/6.
+end value is the mean of those); both the mean over the training-time points and the end value are reported.
+The mean pairwise cosine is reported next to it, since with 6 pairs the rate moves in steps of 1/6. The raw
+numbers go to a JSON file next to the plot.
 """
 
 import argparse
 import itertools
+import json
+import os
 import time
 
 import matplotlib
@@ -93,22 +96,29 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.out, dpi=100)
     print(f"plot: {args.out}\n")
-    print("| critic width | seeds | final conflict rate (per seed) | mean | mean pairwise cosine |")
-    print("|---|---|---|---|---|")
-    summary = []
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as file:  # raw numbers behind the plot
+        json.dump([dict(width=w, seed=s, final_rate=r, final_cosine=c, curve=k) for w, s, r, c, k in rows], file, indent=1)
+    print(
+        "| critic width | seeds | conflict rate during training (mean of points) | final conflict rate (per seed) "
+        "| final mean | final mean pairwise cosine |"
+    )
+    print("|---|---|---|---|---|---|")
+    during, final = [], []
     for width in args.widths:
         mine = [r for r in rows if r[0] == width]
         rates = [r[2] for r in mine]
-        summary.append(np.mean(rates))
+        during.append(float(np.mean([c for r in mine for _, c in r[4]])))
+        final.append(float(np.mean(rates)))
         print(
-            f"| {width} | {len(mine)} | {', '.join(f'{v:.2f}' for v in rates)} | {np.mean(rates):.3f} "
+            f"| {width} | {len(mine)} | {during[-1]:.3f} | {', '.join(f'{v:.2f}' for v in rates)} | {final[-1]:.3f} "
             f"| {np.mean([r[3] for r in mine]):.3f} |"
         )
-    falling = all(a >= b for a, b in itertools.pairwise(summary))
-    print(
-        f"\nconflict rate {'falls (monotonically)' if falling else 'does NOT fall monotonically'} with width: "
-        + " -> ".join(f"{v:.3f}" for v in summary)
-    )
+    for label, values in (("during training", during), ("at the end", final)):
+        falling = all(a >= b for a, b in itertools.pairwise(values))
+        print(
+            f"conflict rate {label} {'falls (monotonically)' if falling else 'does NOT fall monotonically'} with width: "
+            + " -> ".join(f"{v:.3f}" for v in values)
+        )
 
 
 if __name__ == "__main__":
