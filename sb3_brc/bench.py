@@ -521,6 +521,8 @@ def load_grid(runs: Sequence[RunSpec]) -> GridData:
     tasks = sorted({task for (_, _, task) in table})
     # Tasks and evaluation points every algorithm has, so that all score matrices line up
     tasks = [t for t in tasks if all(any(k[0] == a and k[2] == t for k in table) for a in algos)]
+    if not tasks:
+        raise ValueError(f"No task has complete runs of every algorithm ({algos}); nothing to compare")
     steps = sorted(set.intersection(*(set(points) for points in table.values())))
     final, curves, returns = {}, {}, {}
     for algo in algos:
