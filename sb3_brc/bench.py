@@ -23,9 +23,10 @@ discrete-action BRC for Atari would be registered as::
 
     register_algo("brc_dqn", BenchAlgo(
         "sb3_brc.dqn:BRCDQN", "CnnPolicy", multi_task=True, make_env=make_atari_env_for_bench,
-        policy_kwargs=lambda size, width: {}, description="BRC for discrete actions (Atari)"))
+        policy_kwargs=dqn_policy_kwargs, description="BRC for discrete actions (Atari)"))
 
-where ``make_atari_env_for_bench(tasks, task_names, seed)`` returns a vector env with the interface
+where ``dqn_policy_kwargs(size, width)`` maps the size flags to policy kwargs and
+``make_atari_env_for_bench(tasks, task_names, seed, suite)`` returns a vector env with the interface
 :func:`sb3_brc.common.evaluation.evaluate_tasks` needs (``num_tasks``, ``task_names``, ``normalized_score``, and
 ``info["episode"]`` at episode ends), as :class:`~sb3_brc.common.vec_env.MultiTaskVecEnv` has.
 """
@@ -105,7 +106,9 @@ class BenchAlgo:
     :param multi_task: ``True``: a suite is one run on all its tasks; ``False``: one run per task of the suite
     :param policy_kwargs: ``(size, width) -> policy_kwargs`` from the ``--size`` / ``--width`` flags
     :param make_env: ``(tasks, task_names, seed, suite) -> VecEnv`` with the interface ``evaluate_tasks`` needs
-    :param description: One line for ``--help`` and ``aggregate.md``
+    :param description: One line for ``--help``
+
+    The entry travels to spawned worker processes, so its functions must be picklable (module-level, no lambdas).
     """
 
     cls: type | str
@@ -571,8 +574,9 @@ def aggregate(data: GridData, out: str, reference: str | None = None, reps: int 
     )
     colors = dict(zip(data.algos, plt.get_cmap("tab10").colors, strict=False))
 
+    # Metric names carry the unit: rliable places its x label in figure coordinates, over the ticks in short plots
     axes = plot_utils.plot_interval_estimates(
-        point, ci, metric_names=["IQM", "Mean", "Median"], algorithms=data.algos, colors=colors, xlabel="normalised score"
+        point, ci, metric_names=["IQM score", "Mean score", "Median score"], algorithms=data.algos, colors=colors, xlabel=""
     )
     _save(axes, os.path.join(out, "intervals.png"), result)
 
