@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import torch as th
+from gymnasium import spaces
 
 from sb3_brc.bench import add_arguments as add_bench_arguments
 from sb3_brc.bench import run_from_args as run_bench
@@ -18,16 +19,27 @@ from sb3_brc.brc.policies import SIZE_PRESETS
 from sb3_brc.common.checkpoint import CheckpointCallback, load_checkpoint
 from sb3_brc.common.diagnostics import plot_task_embeddings
 from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
-from sb3_brc.common.vec_env import MultiTaskVecEnv
+from sb3_brc.common.multitask import MultiTaskAlgorithm
+from sb3_brc.common.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv
+from sb3_brc.dqn.dqn import BRCDQN
 from sb3_brc.report import read_eval_csv, write_report
-from sb3_brc.suites import describe_suites, make_suite
+from sb3_brc.suites import describe_suites, make_suite, task_factory
 
 
-def build_env(config: dict[str, Any], seed: int) -> MultiTaskVecEnv:
-    """The env a run config names: a suite, or an explicit task list."""
+def build_env(config: dict[str, Any], seed: int, training: bool = True) -> MultiTaskVecEnv:
+    """The env a run config names: a suite, or an explicit task list (discrete tasks: a
+    ``DiscreteMultiTaskVecEnv``). ``training=False`` builds evaluation envs (Atari: whole games)."""
     if config.get("suite"):
-        return make_suite(config["suite"], seed=seed)
-    return MultiTaskVecEnv(config["tasks"], seed=seed)
+        return make_suite(config["suite"], seed=seed, training=training)
+    first_task = task_factory(config["tasks"][0])[0]()
+    discrete = isinstance(first_task.action_space, spaces.Discrete)
+    first_task.close()
+    return (DiscreteMultiTaskVecEnv if discrete else MultiTaskVecEnv)(config["tasks"], seed=seed)
+
+
+def algorithm_for(env: MultiTaskVecEnv) -> type[MultiTaskAlgorithm]:
+    """BRCDQN for discrete actions (Atari, CartPole, ...), BRCSAC for continuous control."""
+    return BRCDQN if isinstance(env.action_space, spaces.Discrete) else BRCSAC
 
 
 def drop_evaluations_after(eval_csv: str, timesteps: int) -> None:
@@ -76,7 +88,8 @@ def train(args: argparse.Namespace) -> None:
     with open(config_path, "w") as file:
         json.dump(config, file, indent=2)
     env = build_env(config, args.seed)
-    eval_env = build_env(config, args.seed + 42)  # separate eval envs, seeded seed + 42 as in the reference
+    eval_env = build_env(config, args.seed + 42, training=False)  # separate eval envs, seed + 42 as in the reference
+    algorithm = algorithm_for(env)
     total = args.steps_per_task * env.num_tasks
     eval_csv = os.path.join(args.out, "eval.csv")
     baseline_path = os.path.join(args.out, "random_baseline.json")
@@ -87,7 +100,7 @@ def train(args: argparse.Namespace) -> None:
             baseline = json.load(file)
         print(f"Resuming from {model.num_timesteps // env.num_tasks} of {args.steps_per_task} env steps per task")
     else:
-        print(f"Training BRC on {env.num_tasks} task(s): {', '.join(env.task_names)}")
+        print(f"Training {algorithm.__name__} on {env.num_tasks} task(s): {', '.join(env.task_names)}")
         print(f"  {args.steps_per_task} env steps per task, size {args.size!r} {SIZE_PRESETS[args.size]}, out: {args.out}")
         baseline = evaluate_tasks(None, eval_env, args.eval_episodes, seed=args.seed)
         with open(baseline_path, "w") as file:
@@ -95,13 +108,19 @@ def train(args: argparse.Namespace) -> None:
         if os.path.exists(eval_csv):
             os.remove(eval_csv)
         shutil.rmtree(checkpoints, ignore_errors=True)
-        model = BRCSAC(
+        if algorithm is BRCDQN:  # the preset's critic width and depth for the BroNet head
+            learning_starts, capacity, net_arch = 1600, 100_000, SIZE_PRESETS[args.size]["qf"]
+        else:
+            learning_starts, capacity, net_arch = 5000, 1_000_000, SIZE_PRESETS[args.size]
+        if args.learning_starts_per_task is not None:
+            learning_starts = args.learning_starts_per_task
+        model = algorithm(
             "MlpPolicy",
             env,
             batch_size=args.batch_size,
-            learning_starts=args.learning_starts_per_task * env.num_tasks,
-            buffer_size=min(1_000_000, args.steps_per_task) * env.num_tasks,
-            policy_kwargs=dict(net_arch=SIZE_PRESETS[args.size], n_atoms=args.n_atoms),
+            learning_starts=learning_starts * env.num_tasks,
+            buffer_size=min(capacity, args.steps_per_task) * env.num_tasks,
+            policy_kwargs=dict(net_arch=net_arch, n_atoms=args.n_atoms),
             tensorboard_log=os.path.join(args.out, "tb"),
             seed=args.seed,
             device=args.device,
@@ -147,8 +166,8 @@ def evaluate(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"{config_path} not found: pass a run directory written by `sb3-brc train`")
     with open(config_path) as file:
         config = json.load(file)
-    env = build_env(config, args.seed)
-    model = BRCSAC.load(model_path, env=env, device=args.device, buffer_size=1)
+    env = build_env(config, args.seed, training=False)
+    model = algorithm_for(env).load(model_path, env=env, device=args.device, buffer_size=1)
     _print_table(evaluate_tasks(model, env, args.episodes))
 
 
@@ -156,7 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sb3-brc", description="BRC multi-task RL on Stable-Baselines3")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_train = sub.add_parser("train", help="train on a suite or task list, evaluate per task, write a report")
+    p_train = sub.add_parser(
+        "train",
+        help="train on a suite or task list (BRCSAC; BRCDQN for discrete tasks such as Atari), evaluate, write a report",
+    )
     which = p_train.add_mutually_exclusive_group(required=True)
     which.add_argument("--suite", help="suite name (see `sb3-brc suites`)")
     which.add_argument("--tasks", nargs="+", help="task ids or names, one env per task")
@@ -165,8 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     p_train.add_argument("--seed", type=int, default=0)
     p_train.add_argument("--size", choices=list(SIZE_PRESETS), default="tiny", help="network size preset")
     p_train.add_argument("--n-atoms", type=int, default=101)
-    p_train.add_argument("--batch-size", type=int, default=None, help="default: 256 single-task, 1024 multi-task")
-    p_train.add_argument("--learning-starts-per-task", type=int, default=5000)
+    p_train.add_argument(
+        "--batch-size", type=int, default=None, help="default: BRCSAC 256 single-task, 1024 multi-task; BRCDQN 32 per task"
+    )
+    p_train.add_argument("--learning-starts-per-task", type=int, default=None, help="default: BRCSAC 5000, BRCDQN 1600")
     p_train.add_argument("--eval-freq", type=int, default=None, help="env steps per task between evaluations")
     p_train.add_argument("--eval-episodes", type=int, default=10)
     p_train.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="torch threads")

@@ -269,3 +269,24 @@ def test_multi_task_learning_on_two_discrete_tasks():
     random = {row["task"]: row["mean_return"] for row in evaluate_tasks(None, eval_env, n_eval_episodes=10, seed=0)}
     assert trained["CartPole-v1"] > 3 * random["CartPole-v1"]  # measured: 360 vs 17
     assert trained["Acrobot-v1"] > random["Acrobot-v1"] + 100  # measured: -276 vs -500 (random never swings up)
+
+
+def test_checkpoint_and_cli_with_discrete_tasks(tmp_path, capsys):
+    from sb3_brc.cli import main as cli_main
+    from sb3_brc.common.checkpoint import load_checkpoint, save_checkpoint
+
+    env = _two_discrete_tasks()
+    model = BRCDQN("MlpPolicy", env, learning_starts=50, policy_kwargs=TINY_DQN, seed=0)
+    model.learn(200)
+    save_checkpoint(model, str(tmp_path / "ckpt"))
+    restored = load_checkpoint(str(tmp_path / "ckpt"), env)
+    assert isinstance(restored, BRCDQN) and restored.num_timesteps == model.num_timesteps
+    assert restored.replay_buffer.size() == model.replay_buffer.size()
+
+    out = tmp_path / "run"
+    args = ["--tasks", "CartPole-v1", "Acrobot-v1", "--steps-per-task", "150", "--learning-starts-per-task", "50"]
+    cli_main(["train", *args, "--eval-episodes", "1", "--out", str(out), "--no-progress", "--threads", "1"])
+    assert "Training BRCDQN on 2 task(s)" in capsys.readouterr().out
+    assert (out / "report.md").exists() and (out / "embeddings.png").exists()
+    cli_main(["eval", str(out), "--episodes", "1"])
+    assert "Acrobot-v1" in capsys.readouterr().out

@@ -111,7 +111,7 @@ class ReplayWithPrevious(ReplayBuffer):
         return ReplayBufferSamples(*(None if a is None else th.cat([a, b]) for a, b in zip(new, old, strict=True)))
 
 
-class CompactNStepReplayBuffer(BaseBuffer):
+class CompactNStepReplayBuffer(ReplayBuffer):
     """Replay for pixels and n-step returns: each observation stored once, ``Box`` or ``Dict`` observations.
 
     Storage is as in :class:`CompactReplayBuffer` (the next observation is the following slot's, final
@@ -144,8 +144,11 @@ class CompactNStepReplayBuffer(BaseBuffer):
         n_steps: int = 1,
         gamma: float = 0.99,
     ):
-        super().__init__(buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        # A ReplayBuffer for SB3 (load_replay_buffer insists), but with its own storage: ReplayBuffer.__init__
+        # would allocate obs and next_obs arrays and cannot hold Dict observations
+        BaseBuffer.__init__(self, buffer_size, observation_space, action_space, device, n_envs=n_envs)
         self.buffer_size = max(buffer_size // n_envs, 1)  # slots per env, as in SB3's ReplayBuffer
+        self.optimize_memory_usage = False
         if n_steps < 1:
             raise ValueError(f"n_steps must be >= 1, got {n_steps}")
         self.n_steps, self.gamma = n_steps, gamma

@@ -18,6 +18,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_brc.brc.brc import BRCSAC
+from sb3_brc.common.multitask import MultiTaskAlgorithm
+from sb3_brc.dqn.dqn import BRCDQN
+
+ALGORITHMS: dict[str, type[MultiTaskAlgorithm]] = {"BRCSAC": BRCSAC, "BRCDQN": BRCDQN}
 
 LATEST = "latest"
 
@@ -46,7 +50,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         th.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(model: BRCSAC, root: str, replay_buffer: bool = True, keep: int = 1) -> str:
+def save_checkpoint(model: MultiTaskAlgorithm, root: str, replay_buffer: bool = True, keep: int = 1) -> str:
     """Write a complete checkpoint of ``model`` under ``root`` and return its directory.
 
     :param model: The model (its policy, optimisers, temperature and return normaliser go into ``model.zip``)
@@ -66,7 +70,7 @@ def save_checkpoint(model: BRCSAC, root: str, replay_buffer: bool = True, keep: 
             model.save_replay_buffer(os.path.join(tmp_dir, "replay_buffer.pkl"))
         with open(os.path.join(tmp_dir, "rng.pkl"), "wb") as file:
             pickle.dump(rng_state(), file)
-        meta = dict(num_timesteps=model.num_timesteps, replay_buffer=replay_buffer, format=1)
+        meta = dict(num_timesteps=model.num_timesteps, replay_buffer=replay_buffer, algorithm=type(model).__name__, format=1)
         with open(os.path.join(tmp_dir, "checkpoint.json"), "w") as file:
             json.dump(meta, file)
         shutil.rmtree(final_dir, ignore_errors=True)
@@ -90,7 +94,7 @@ def latest_checkpoint(root: str) -> str | None:
     return path if os.path.exists(os.path.join(path, "checkpoint.json")) else None
 
 
-def load_checkpoint(root: str, env: GymEnv, **load_kwargs: Any) -> BRCSAC:
+def load_checkpoint(root: str, env: GymEnv, **load_kwargs: Any) -> MultiTaskAlgorithm:
     """Restore the newest checkpoint under ``root`` for ``env``: model, replay buffer and RNG states.
 
     Continue with ``model.learn(total_timesteps - model.num_timesteps, reset_num_timesteps=False)`` (the
@@ -99,7 +103,9 @@ def load_checkpoint(root: str, env: GymEnv, **load_kwargs: Any) -> BRCSAC:
     path = latest_checkpoint(root)
     if path is None:
         raise FileNotFoundError(f"No complete checkpoint under {root!r}: nothing to resume from.")
-    model = BRCSAC.load(os.path.join(path, "model.zip"), env=env, **load_kwargs)
+    with open(os.path.join(path, "checkpoint.json")) as file:
+        algorithm = ALGORITHMS[json.load(file).get("algorithm", "BRCSAC")]  # checkpoints before BRCDQN: BRCSAC
+    model = algorithm.load(os.path.join(path, "model.zip"), env=env, **load_kwargs)
     if os.path.exists(os.path.join(path, "replay_buffer.pkl")):
         model.load_replay_buffer(os.path.join(path, "replay_buffer.pkl"))
     with open(os.path.join(path, "rng.pkl"), "rb") as file:

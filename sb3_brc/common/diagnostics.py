@@ -107,7 +107,7 @@ def plot_task_embeddings(model: Any, path: str) -> np.ndarray:
 
     :return: the ``(num_tasks, 2)`` projected coordinates
     """
-    embedding = model.critic.task_embedding
+    embedding = (model.critic if hasattr(model, "critic") else model.q_net).task_embedding  # BRCSAC / BRCDQN
     if embedding is None:
         raise ValueError("This model has no task embeddings (single-task run)")
     with th.no_grad():
