@@ -290,3 +290,18 @@ def test_checkpoint_and_cli_with_discrete_tasks(tmp_path, capsys):
     assert (out / "report.md").exists() and (out / "embeddings.png").exists()
     cli_main(["eval", str(out), "--episodes", "1"])
     assert "Acrobot-v1" in capsys.readouterr().out
+
+
+def test_target_shortcut_after_a_hard_copy_gives_the_double_q_target():
+    model = BRCDQN("MlpPolicy", _two_discrete_tasks(), learning_starts=20, policy_kwargs=TINY_DQN, seed=0)
+    model.learn(60)  # the last call is an update: the online network moved away from the target
+    assert not model._target_is_online
+    model._on_step()  # what learn() does after each env step: DrQ(eps)'s hard copy
+    assert model._target_is_online
+    data = model.replay_buffer.sample(32)
+    next_obs = data.next_observations["obs"]
+    shortcut = model._target_distribution(data, next_obs, data.rewards)
+    model._target_is_online = False
+    th.testing.assert_close(model._target_distribution(data, next_obs, data.rewards), shortcut)
+    model.train(1, 8)
+    assert not model._target_is_online

@@ -175,6 +175,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         self.exploration_decay_steps = exploration_decay_steps
         self.eval_exploration_rate = eval_exploration_rate
         self.augment, self.augment_pad = augment, augment_pad
+        self._target_is_online = False  # the target network equals the online one (set after a hard copy)
         self.task_layout: dict[str, Any] | None = layout
         self._task_episodes = self._task_successes = None
         self.return_normalizer: ReturnNormalizer | None = None
@@ -217,10 +218,15 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         """Projected n-step double-Q target ``R_n + gamma^k * (1 - terminated) * z`` of each transition."""
         _, next_task_ids = self.policy.split_observation(replay_data.next_observations)
         rows = th.arange(len(next_task_ids), device=next_task_ids.device)
-        # Double Q: the online network picks the next action among the task's legal ones, the target rates it
-        next_q = self.q_net.q_values(next_obs, next_task_ids)
+        # Double Q: the online network picks the next action among the task's legal ones, the target rates it.
+        # Right after a hard copy (DrQ(eps) copies every step) both networks are equal: one forward pass does both
+        target_logits = at_least_fp32(self.q_net_target(next_obs, next_task_ids))
+        if self._target_is_online:
+            next_q = th.softmax(target_logits, dim=-1) @ self.q_net.support
+        else:
+            next_q = self.q_net.q_values(next_obs, next_task_ids)
         next_actions = next_q.masked_fill(~self.policy.legal_actions[next_task_ids], -th.inf).argmax(dim=1)
-        next_probs = th.softmax(at_least_fp32(self.q_net_target(next_obs, next_task_ids)[rows, next_actions]), dim=-1)
+        next_probs = th.softmax(target_logits[rows, next_actions], dim=-1)
         target_atoms = rewards + replay_data.discounts * (1.0 - replay_data.dones) * self.q_net.support
         return categorical_projection(next_probs, target_atoms, self.q_net.support)
 
@@ -251,6 +257,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             if self.max_grad_norm is not None:
                 th.nn.utils.clip_grad_norm_(self.policy.q_net.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
+            self._target_is_online = False
             losses.append(loss.detach())
         self._n_updates += gradient_steps
         loss_values = th.stack(losses).cpu()  # one host sync per call
@@ -266,6 +273,8 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
 
     def _on_step(self) -> None:
         super()._on_step()  # target update
+        if self.tau == 1.0 and self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
+            self._target_is_online = True  # DQN._on_step just copied the online network
         # DrQ(eps)/dopamine schedule in steps per task: initial epsilon through the warm-up, then a linear decay
         steps, warmup = self.num_timesteps / self.n_envs, self.learning_starts / self.n_envs
         remaining = np.clip((self.exploration_decay_steps + warmup - steps) / self.exploration_decay_steps, 0.0, 1.0)
@@ -273,6 +282,10 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             self.exploration_final_eps + (self.exploration_initial_eps - self.exploration_final_eps) * remaining
         )
         self.logger.record("rollout/exploration_rate", self.exploration_rate)
+
+    def set_parameters(self, *args: Any, **kwargs: Any) -> None:
+        super().set_parameters(*args, **kwargs)
+        self._target_is_online = False  # the loaded target may differ from the loaded online network
 
     def predict(
         self,
