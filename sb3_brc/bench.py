@@ -18,17 +18,9 @@ otherwise min-max normalisation per task, ``(R - R_random) / (R_best - R_random)
 random policy's mean return and ``R_best`` the best evaluation return any run of the grid reached on that task
 (so min-max scores are relative to this grid, not absolute). ``aggregate.md`` lists which one each task used.
 
-Algorithms live in :data:`ALGOS`, name -> :class:`BenchAlgo`. Adding one is one entry; for example a
-discrete-action BRC for Atari would be registered as::
-
-    register_algo("brc_dqn", BenchAlgo(
-        "sb3_brc.dqn:BRCDQN", "CnnPolicy", multi_task=True, make_env=make_atari_env_for_bench,
-        policy_kwargs=dqn_policy_kwargs, description="BRC for discrete actions (Atari)"))
-
-where ``dqn_policy_kwargs(size, width)`` maps the size flags to policy kwargs and
-``make_atari_env_for_bench(tasks, task_names, seed, suite)`` returns a vector env with the interface
-:func:`sb3_brc.common.evaluation.evaluate_tasks` needs (``num_tasks``, ``task_names``, ``normalized_score``, and
-``info["episode"]`` at episode ends), as :class:`~sb3_brc.common.vec_env.MultiTaskVecEnv` has.
+Algorithms live in :data:`ALGOS`, name -> :class:`BenchAlgo`; adding one is one entry (:func:`register_algo`).
+``brc_dqn`` (BRCDQN, discrete actions) runs on the Atari suites (``atari-2``, ``atari-5``) and other discrete
+tasks; its evaluation envs play whole games and its scores are human-normalised.
 """
 
 from __future__ import annotations
@@ -56,7 +48,7 @@ import numpy as np
 
 from sb3_brc.brc.policies import SIZE_PRESETS
 from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks
-from sb3_brc.common.vec_env import MultiTaskVecEnv, TaskSpec
+from sb3_brc.common.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv, TaskSpec
 from sb3_brc.report import read_eval_csv
 
 matplotlib.use("Agg")  # headless
@@ -83,15 +75,32 @@ def crossq_policy_kwargs(size: str, width: int | None) -> dict[str, Any]:
     return {} if width is None else dict(net_arch=dict(pi=[width, width], qf=[width, width]))
 
 
-def make_multi_task_env(tasks: Sequence[TaskSpec], task_names: Sequence[str] | None, seed: int, suite: str | None = None):
+def make_multi_task_env(
+    tasks: Sequence[TaskSpec], task_names: Sequence[str] | None, seed: int, suite: str | None = None, training: bool = True
+):
     """The default env builder of the harness: a :class:`MultiTaskVecEnv` of the tasks (one task for a
     single-task run: the task id column it appends is then a constant 0). ``suite`` builds a named suite with
-    :func:`sb3_brc.suites.make_suite` instead (Meta-World suites only exist as such)."""
+    :func:`sb3_brc.suites.make_suite` instead (Meta-World and Atari suites only exist as such); ``training=False``
+    builds evaluation envs (Atari: whole games instead of episodes ending at a lost life)."""
     if suite is not None:
         from sb3_brc.suites import make_suite
 
-        return make_suite(suite, seed=seed)
+        return make_suite(suite, seed=seed, training=training)
     return MultiTaskVecEnv(list(tasks), task_names=list(task_names) if task_names else None, seed=seed)
+
+
+def discrete_multi_task_env(
+    tasks: Sequence[TaskSpec], task_names: Sequence[str] | None, seed: int, suite: str | None = None, training: bool = True
+):
+    """Env builder of discrete-action algorithms: a suite (Atari) or a :class:`DiscreteMultiTaskVecEnv`."""
+    if suite is not None:
+        return make_multi_task_env(tasks, task_names, seed, suite, training)
+    return DiscreteMultiTaskVecEnv(list(tasks), task_names=list(task_names) if task_names else None, seed=seed)
+
+
+def dqn_policy_kwargs(size: str, width: int | None) -> dict[str, Any]:
+    """BRCDQN's BroNet head: the size preset's critic blocks, or ``[width, width]``."""
+    return dict(net_arch=[width, width] if width is not None else SIZE_PRESETS[size]["qf"])
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,8 @@ class BenchAlgo:
         ``learning_starts``, ``buffer_size``, ``policy_kwargs`` and, when given, ``batch_size`` / ``gradient_steps``)
     :param multi_task: ``True``: a suite is one run on all its tasks; ``False``: one run per task of the suite
     :param policy_kwargs: ``(size, width) -> policy_kwargs`` from the ``--size`` / ``--width`` flags
-    :param make_env: ``(tasks, task_names, seed, suite) -> VecEnv`` with the interface ``evaluate_tasks`` needs
+    :param make_env: ``(tasks, task_names, seed, suite, training) -> VecEnv`` with the interface ``evaluate_tasks``
+        needs (``training=False``: the evaluation env)
     :param description: One line for ``--help``
 
     The entry travels to spawned worker processes, so its functions must be picklable (module-level, no lambdas).
@@ -139,6 +149,14 @@ ALGOS: dict[str, BenchAlgo] = {
         multi_task=False,
         policy_kwargs=brc_policy_kwargs,
         description="single-task BRC: sb3_brc.BRCSAC trained separately on each task of a suite",
+    ),
+    "brc_dqn": BenchAlgo(
+        "sb3_brc.dqn.dqn:BRCDQN",
+        "CnnPolicy",
+        multi_task=True,
+        policy_kwargs=dqn_policy_kwargs,
+        make_env=discrete_multi_task_env,
+        description="BRC for discrete actions (sb3_brc.BRCDQN): Atari suites, CartPole, ...",
     ),
     "sac": BenchAlgo("stable_baselines3:SAC", description="SB3 SAC, its default hyperparameters"),
     "tqc": BenchAlgo("sb3_contrib:TQC", description="sb3-contrib TQC, its default hyperparameters"),
@@ -198,6 +216,11 @@ def resolve_task_set(name: str) -> TaskSet:
         return TaskSet(name, tuple(specs), tuple(names))
     if name in SUITES:
         suite = SUITES[name]
+        if suite.atari:
+            from sb3_brc.common.atari import atari_game
+
+            names = tuple(atari_game(game) for game in suite.tasks)
+            return TaskSet(name, names, names, suite=name)
         if suite.metaworld is not None:
             from sb3_brc.suites import make_suite
 
@@ -368,7 +391,7 @@ def run_one(spec: RunSpec, queue: Any = None) -> dict[str, Any]:
     task_set = spec.task_set
     env = spec.algo.make_env(task_set.tasks, task_set.task_names, spec.seed, task_set.suite)
     # Separate evaluation envs, seeded away from the training envs
-    eval_env = spec.algo.make_env(task_set.tasks, task_set.task_names, spec.seed + 10_000, task_set.suite)
+    eval_env = spec.algo.make_env(task_set.tasks, task_set.task_names, spec.seed + 10_000, task_set.suite, training=False)
     random_rows = evaluate_tasks(None, eval_env, settings.eval_episodes, seed=spec.seed)
     _write_json(os.path.join(spec.run_dir, "random.json"), random_rows)
     model = build_model(spec, env)

@@ -305,3 +305,15 @@ def test_target_shortcut_after_a_hard_copy_gives_the_double_q_target():
     th.testing.assert_close(model._target_distribution(data, next_obs, data.rewards), shortcut)
     model.train(1, 8)
     assert not model._target_is_online
+
+
+def test_benchmark_harness_runs_brc_dqn(tmp_path):
+    from sb3_brc.bench import BenchSettings, run_benchmark
+
+    settings = BenchSettings(steps_per_task=200, eval_every=100, eval_episodes=1, learning_starts=50, size="tiny")
+    result = run_benchmark(
+        str(tmp_path), ["brc_dqn"], ["CartPole-v1"], [0, 1], settings, reference=None, reps=50, progress=False
+    )
+    assert sorted(run["status"] for run in result["runs"]) == ["done", "done"]
+    assert (tmp_path / "brc_dqn" / "CartPole-v1" / "seed0" / "evaluations.csv").exists()
+    assert (tmp_path / "aggregate.md").exists()
