@@ -10,83 +10,6 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
 
-class CompactReplayBuffer(ReplayBuffer):
-    """A ``ReplayBuffer`` that stores each observation once instead of as ``obs`` and ``next_obs``.
-
-    The next observation of a transition is the observation of the following slot, as in SB3's
-    ``optimize_memory_usage``; unlike it, the real final observation of every finished episode is kept aside,
-    so time-limit truncations still bootstrap from the right state (SB3 refuses ``optimize_memory_usage``
-    with ``handle_timeout_termination`` for that reason). Saves almost half the replay memory for
-    truncation-based suites (DMC, Meta-World). Use ``BRCSAC(..., replay_buffer_class=CompactReplayBuffer)``.
-
-    :param buffer_size: Max number of transitions (over all envs)
-    :param observation_space: Observation space
-    :param action_space: Action space
-    :param device: PyTorch device
-    :param n_envs: Number of parallel environments
-    :param optimize_memory_usage: Ignored (this buffer always stores observations once)
-    :param handle_timeout_termination: Bootstrap time-limit truncations (SB3's flag)
-    """
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        device: Any = "auto",
-        n_envs: int = 1,
-        optimize_memory_usage: bool = False,
-        handle_timeout_termination: bool = True,
-    ):
-        super().__init__(
-            buffer_size,
-            observation_space,
-            action_space,
-            device,
-            n_envs,
-            optimize_memory_usage=True,
-            handle_timeout_termination=False,
-        )
-        self.handle_timeout_termination = handle_timeout_termination
-        # (slot, env) -> next observation of a transition that ended an episode
-        self.final_observations: dict[tuple[int, int], np.ndarray] = {}
-
-    def add(
-        self,
-        obs: np.ndarray,
-        next_obs: np.ndarray,
-        action: np.ndarray,
-        reward: np.ndarray,
-        done: np.ndarray,
-        infos: list[dict[str, Any]],
-    ) -> None:
-        for env_idx in range(self.n_envs):
-            self.final_observations.pop((self.pos, env_idx), None)  # the slot is overwritten
-        for env_idx in np.flatnonzero(done):
-            self.final_observations[(self.pos, int(env_idx))] = np.array(next_obs[env_idx])
-        super().add(obs, next_obs, action, reward, done, infos)
-
-    def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> ReplayBufferSamples:
-        env_indices = np.random.randint(0, high=self.n_envs, size=(len(batch_inds),))
-        next_obs = self.observations[(batch_inds + 1) % self.buffer_size, env_indices, :]
-        for row in np.flatnonzero(self.dones[batch_inds, env_indices]):
-            next_obs[row] = self.final_observations[(int(batch_inds[row]), int(env_indices[row]))]
-        data = (
-            self._normalize_obs(self.observations[batch_inds, env_indices, :], env),
-            self.actions[batch_inds, env_indices, :],
-            self._normalize_obs(next_obs, env),
-            (self.dones[batch_inds, env_indices] * (1 - self.timeouts[batch_inds, env_indices])).reshape(-1, 1),
-            self._normalize_reward(self.rewards[batch_inds, env_indices].reshape(-1, 1), env),
-        )
-        return ReplayBufferSamples(*tuple(map(self.to_torch, data)))
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the stored transitions."""
-        arrays = (self.observations, self.actions, self.rewards, self.dones, self.timeouts)
-        return sum(a.nbytes for a in arrays) + sum(o.nbytes for o in self.final_observations.values())
-
-
 class ReplayWithPrevious(ReplayBuffer):
     """The new tasks' replay buffer that also replays an earlier buffer (transfer with the old data kept).
 
@@ -230,7 +153,10 @@ class CompactNStepReplayBuffer(ReplayBuffer):
             next_observations=self._to_torch_obs(next_obs),
             dones=self.to_torch(terminated.reshape(-1, 1)),
             rewards=self.to_torch(returns.astype(np.float32)),
-            discounts=self.to_torch((self.gamma ** (last + 1.0)).astype(np.float32).reshape(-1, 1)),
+            # 1-step samples carry no discount: the algorithm applies its own gamma, as with SB3's ReplayBuffer
+            discounts=self.to_torch((self.gamma ** (last + 1.0)).astype(np.float32).reshape(-1, 1))
+            if self.n_steps > 1
+            else None,
         )
 
     def _to_torch_obs(self, obs: np.ndarray | dict[str, np.ndarray]) -> th.Tensor | dict[str, th.Tensor]:
@@ -242,3 +168,36 @@ class CompactNStepReplayBuffer(ReplayBuffer):
         arrays = [*self.observations.values(), self.actions, self.rewards, self.dones, self.timeouts]
         finals = sum(v.nbytes for final in self.final_observations.values() for v in final.values())
         return sum(a.nbytes for a in arrays) + finals
+
+
+class CompactReplayBuffer(CompactNStepReplayBuffer):
+    """A ``ReplayBuffer`` that stores each observation once instead of as ``obs`` and ``next_obs`` (1-step).
+
+    The next observation of a transition is the observation of the following slot, as in SB3's
+    ``optimize_memory_usage``; unlike it, the real final observation of every finished episode is kept aside,
+    so time-limit truncations still bootstrap from the right state (SB3 refuses ``optimize_memory_usage``
+    with ``handle_timeout_termination`` for that reason). Saves almost half the replay memory for
+    truncation-based suites (DMC, Meta-World). Use ``BRCSAC(..., replay_buffer_class=CompactReplayBuffer)``.
+
+    :param buffer_size: Max number of transitions (over all envs)
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param device: PyTorch device
+    :param n_envs: Number of parallel environments
+    :param optimize_memory_usage: Ignored (this buffer always stores observations once)
+    :param handle_timeout_termination: Bootstrap time-limit truncations (SB3's flag)
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: Any = "auto",
+        n_envs: int = 1,
+        optimize_memory_usage: bool = False,
+        handle_timeout_termination: bool = True,
+    ):
+        super().__init__(
+            buffer_size, observation_space, action_space, device, n_envs, handle_timeout_termination=handle_timeout_termination
+        )

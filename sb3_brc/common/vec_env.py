@@ -20,6 +20,14 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 TaskSpec = str | Callable[[], gym.Env]
 
 
+def pad_vector(obs: np.ndarray, size: int) -> np.ndarray:
+    """A task's observation flattened to float32 and zero-padded at the end to ``size`` entries."""
+    flat = np.asarray(obs, dtype=np.float32).reshape(-1)
+    padded = np.zeros(size, np.float32)
+    padded[: len(flat)] = flat
+    return padded
+
+
 class PadTask(gym.Wrapper):
     """Pads one task to the shared layout and records success at any step of an episode.
 
@@ -40,9 +48,7 @@ class PadTask(gym.Wrapper):
         self._success = False
 
     def _pad(self, obs: np.ndarray) -> np.ndarray:
-        padded = np.zeros(self.observation_space.shape, np.float32)
-        padded[: self.task_obs_dim] = np.asarray(obs, dtype=np.float32).reshape(-1)
-        return padded
+        return pad_vector(obs, self.observation_space.shape[0])
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
         obs, info = self.env.reset(**kwargs)
@@ -261,12 +267,7 @@ class UnionActions(gym.Wrapper):
             self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
 
     def _pad(self, obs: np.ndarray) -> np.ndarray:
-        if self.obs_dim is None:
-            return obs
-        padded = np.zeros(self.obs_dim, np.float32)
-        flat = np.asarray(obs, dtype=np.float32).reshape(-1)
-        padded[: len(flat)] = flat
-        return padded
+        return obs if self.obs_dim is None else pad_vector(obs, self.obs_dim)
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
         obs, info = self.env.reset(**kwargs)
