@@ -584,8 +584,22 @@ def aggregate(data: GridData, out: str, reference: str | None = None, reps: int 
         raise ImportError("Aggregation needs rliable: pip install 'sb3-brc[bench]'") from error
 
     def rng() -> np.random.RandomState:
-        return np.random.RandomState(seed)  # rliable's API takes a RandomState (arch warns that it prefers a Generator)
+        # rliable's stratified bootstrap draws its resamples from numpy's global RNG (the random_state it takes
+        # does not reach them): seed that too, for reproducible CIs; the caller's global state is restored below
+        np.random.seed(seed)
+        return np.random.RandomState(seed)
 
+    global_state = np.random.get_state()
+    try:
+        return _aggregate(data, out, reference, reps, rng, rly, metrics, plot_utils)
+    finally:
+        np.random.set_state(global_state)
+
+
+def _aggregate(
+    data: GridData, out: str, reference: str | None, reps: int, rng: Callable, rly: Any, metrics: Any, plot_utils: Any
+) -> dict[str, Any]:
+    """The body of :func:`aggregate` (its seeded bootstrap RNG and rliable modules passed in)."""
     warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
 
     def summary(scores: np.ndarray) -> np.ndarray:
@@ -605,6 +619,7 @@ def aggregate(data: GridData, out: str, reference: str | None = None, reps: int 
 
     everything = np.concatenate([scores.ravel() for scores in data.final.values()])
     taus = np.linspace(min(0.0, float(everything.min())), max(1.0, float(everything.max())), 101)
+    rng()
     profiles, profile_cis = rly.create_performance_profile(data.final, taus, reps=reps)
     _, ax = plt.subplots(figsize=(6, 4))
     plot_utils.plot_performance_profiles(

@@ -113,6 +113,8 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path):
     for name in ("intervals", "performance_profile", "sample_efficiency", "probability_of_improvement"):
         assert os.path.getsize(os.path.join(out, f"{name}.png")) > 1000
     text = open(os.path.join(out, "aggregate.md")).read()
+    iqm_rows = [line for line in text.splitlines() if line.startswith(("| brc_sac | 2 |", "| sac | 2 |"))]
+    assert len(iqm_rows) == 2
     assert "# Tiny grid" in text and "tiny command" in text and "| Pendulum-v1 | min-max |" in text
     assert "![sample_efficiency](sample_efficiency.png)" in text
     section = open(results_md).read()
@@ -127,5 +129,7 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path):
     )  # fmt: skip
     for run_dir, mtime in mtimes.items():
         assert os.path.getmtime(os.path.join(run_dir, "evaluations.csv")) == mtime
+    # Same bootstrap CIs when aggregated again (seeded)
+    assert all(row in open(os.path.join(out, "aggregate.md")).read() for row in iqm_rows)
     section = open(results_md).read()
     assert section.count("## Tiny grid") == 1 and "sb3-brc bench --algos brc_sac sac" in section

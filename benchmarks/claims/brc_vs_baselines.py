@@ -62,8 +62,8 @@ def main() -> None:
         )
     for pair, (p, low, high) in agg["poi"].items():
         x, y = pair.split(",")
-        verdict = "better" if low > 0.5 else "worse" if high < 0.5 else "not distinguishable"
-        print(f"P({x} > {y}) = {p:.2f} [{low:.2f}, {high:.2f}]: {x} {verdict} than {y} at this budget")
+        verdict = "better than" if low > 0.5 else "worse than" if high < 0.5 else "not distinguishable from"
+        print(f"P({x} > {y}) = {p:.2f} [{low:.2f}, {high:.2f}]: {x} {verdict} {y} at this budget (CI vs 0.5)")
 
 
 if __name__ == "__main__":
