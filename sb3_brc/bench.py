@@ -13,7 +13,8 @@ Then the grid is scored and aggregated (IQM, mean and median with stratified-boo
 profiles, probability of improvement of a reference algorithm over each other one, IQM sample-efficiency
 curves) into ``OUT/aggregate.md`` and PNGs next to it.
 
-Scores: a task's own normalised score where BRC defines one (DMC return / 1000, Meta-World success rate);
+Scores: a task's own normalised score where BRC defines one (DMC return / 1000, Meta-World success rate,
+Atari human-normalised score);
 otherwise min-max normalisation per task, ``(R - R_random) / (R_best - R_random)`` with ``R_random`` the
 random policy's mean return and ``R_best`` the best evaluation return any run of the grid reached on that task
 (so min-max scores are relative to this grid, not absolute). ``aggregate.md`` lists which one each task used.
@@ -698,7 +699,8 @@ def render_markdown(data: GridData, result: dict[str, Any], settings: BenchSetti
         + (f", {settings.gradient_steps} gradient steps per env step" if settings.gradient_steps else "")
         + f"; device `{settings.device}`, {settings.threads} torch thread(s) per run.",
         "",
-        "Score normalisation per task: `native` = the task's own score (DMC return / 1000, Meta-World success rate); "
+        "Score normalisation per task: `native` = the task's own score (DMC return / 1000, Meta-World success rate, "
+        "Atari human-normalised); "
         "`min-max` = (return - random) / (best - random), with the random policy's return and the best evaluation "
         "return of any run in this grid (relative to this grid only).",
         "",
