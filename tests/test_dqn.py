@@ -201,6 +201,10 @@ def test_clear_errors():
     model = BRCDQN("MlpPolicy", _two_discrete_tasks(), policy_kwargs=TINY_DQN)
     with pytest.raises(ValueError, match="outside"):
         model.predict({"obs": np.zeros((1, 6), np.float32), "task_id": np.array([[5.0]], np.float32)})
+    with pytest.raises(ValueError, match="no policy entropy"):
+        from sb3_brc import RewardNormalizationCallback
+
+        BRCDQN("MlpPolicy", "CartPole-v1", normalize_rewards=RewardNormalizationCallback(entropy_term="per_task"))
     with pytest.raises(ValueError, match="n_atoms >= 2"):
         BRCDQN("MlpPolicy", "CartPole-v1", policy_kwargs=dict(n_atoms=1))
     with pytest.raises(ValueError, match="illegal"):

@@ -1,8 +1,7 @@
 """BRCSAC: SAC with a BroNet actor, a categorical BroNet critic ensemble, task embeddings and return normalisation."""
 
-from collections import deque
 from collections.abc import Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
@@ -12,17 +11,14 @@ from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_brc.brc.policies import BRCPolicy, BroNetActor, CategoricalCritic, MlpPolicy, MultiInputPolicy
 from sb3_brc.common.buffers import ReplayWithPrevious
 from sb3_brc.common.callbacks import RewardNormalizationCallback
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection, expected_value
 from sb3_brc.common.multitask import MultiTaskAlgorithm, num_tasks_of, task_layout_of
-from sb3_brc.common.normalizer import ReturnNormalizer
 from sb3_brc.common.utils import select_rows
-
-SelfBRCSAC = TypeVar("SelfBRCSAC", bound="BRCSAC")
 
 # Per-task defaults of the reference (train.py): warm-up steps, replay capacity, batch (single / multi-task)
 LEARNING_STARTS_PER_TASK = 5_000
@@ -225,21 +221,9 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             device=device,
             _init_setup_model=False,
         )
-        # Set here, not in _setup_model(): load() restores them from the save file before calling _setup_model()
-        self.task_layout: dict[str, Any] | None = task_layout_of(env)
-        # Per-task rollout statistics (not saved), built at the first episode for the current task count
-        self._task_episodes: list[deque] | None = None
-        self._task_successes: list[deque] | None = None
         self.mixed_precision = mixed_precision
         self.compile_update = compile_update
-        self.return_normalizer: ReturnNormalizer | None = None
-        if normalize_rewards is not False:
-            config = (
-                normalize_rewards
-                if isinstance(normalize_rewards, RewardNormalizationCallback)
-                else RewardNormalizationCallback()
-            )
-            self.return_normalizer = config.normalizer or ReturnNormalizer(num_tasks, gamma, entropy_term=config.entropy_term)
+        self._init_task_state(env, normalize_rewards, num_tasks, gamma)
         if _init_setup_model:
             self._setup_model()
 
@@ -411,24 +395,6 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             f"tasks in that batch: {[self.task_names[t] for t in tasks]}, their reward scales: {scales}. "
             "Training stopped: the parameters from that update on are unusable, resume from the last checkpoint. "
             "Lower the learning rate, check the env's rewards and observations, or turn off mixed_precision."
-        )
-
-    def learn(
-        self: SelfBRCSAC,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 4,
-        tb_log_name: str = "BRCSAC",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfBRCSAC:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
         )
 
     def add_tasks(

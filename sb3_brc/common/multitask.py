@@ -92,14 +92,51 @@ def _float_rows(obs: np.ndarray | dict[str, np.ndarray], n_rows: int) -> np.ndar
 class MultiTaskAlgorithm:
     """Mixin placed before an SB3 off-policy algorithm (``class BRCSAC(MultiTaskAlgorithm, SAC)``).
 
-    The subclass sets ``task_layout`` (from the env), ``return_normalizer`` (or ``None``) and
-    ``_task_episodes``/``_task_successes`` (``None``) in ``__init__``, and has a ``num_tasks`` property.
+    The subclass calls :meth:`_init_task_state` in ``__init__`` and has a ``num_tasks`` property.
     """
 
     task_layout: dict[str, Any] | None
     return_normalizer: ReturnNormalizer | None
     _task_episodes: list[deque] | None
     _task_successes: list[deque] | None
+
+    def _init_task_state(
+        self, env: GymEnv | None, normalize_rewards: bool | RewardNormalizationCallback, num_tasks: int, gamma: float
+    ) -> None:
+        """Task layout, per-task rollout statistics and the return normaliser, from the constructor's arguments.
+
+        Called in ``__init__``, not in ``_setup_model()``: ``load()`` restores these from the save file first.
+        """
+        self.task_layout = task_layout_of(env)
+        # Per-task rollout statistics (not saved), built at the first episode for the current task count
+        self._task_episodes = self._task_successes = None
+        self.return_normalizer = None
+        if normalize_rewards is not False:
+            config = (
+                normalize_rewards
+                if isinstance(normalize_rewards, RewardNormalizationCallback)
+                else RewardNormalizationCallback()
+            )
+            self.return_normalizer = config.normalizer or ReturnNormalizer(num_tasks, gamma, entropy_term=config.entropy_term)
+
+    def learn(
+        self: SelfMultiTask,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfMultiTask:
+        """SB3's ``learn()``; the tensorboard run is named after the algorithm (``BRCSAC``, ``BRCDQN``) by default."""
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name or type(self).__name__,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
 
     @property
     def task_names(self) -> list[str]:

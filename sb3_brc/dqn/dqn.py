@@ -1,6 +1,6 @@
 """BRCDQN: BRC for discrete actions and pixels (DrQ(eps) with a categorical BroNet head and task embeddings)."""
 
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
@@ -10,17 +10,14 @@ from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_brc.common.augmentation import random_shift
 from sb3_brc.common.buffers import CompactNStepReplayBuffer
 from sb3_brc.common.callbacks import RewardNormalizationCallback
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection
 from sb3_brc.common.multitask import MultiTaskAlgorithm, num_tasks_of, task_layout_of
-from sb3_brc.common.normalizer import ReturnNormalizer
 from sb3_brc.dqn.policies import BRCDQNPolicy, CategoricalQNetwork, CnnPolicy, MlpPolicy, MultiInputPolicy
-
-SelfBRCDQN = TypeVar("SelfBRCDQN", bound="BRCDQN")
 
 # DrQ(eps) (dopamine atari_100k DrQ_eps.gin), per task: replay warm-up, epsilon decay, minibatch
 LEARNING_STARTS_PER_TASK = 1_600
@@ -176,16 +173,12 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         self.eval_exploration_rate = eval_exploration_rate
         self.augment, self.augment_pad = augment, augment_pad
         self._target_is_online = False  # the target network equals the online one (set after a hard copy)
-        self.task_layout: dict[str, Any] | None = layout
-        self._task_episodes = self._task_successes = None
-        self.return_normalizer: ReturnNormalizer | None = None
-        if normalize_rewards is not False:
-            config = (
-                normalize_rewards
-                if isinstance(normalize_rewards, RewardNormalizationCallback)
-                else RewardNormalizationCallback()
+        self._init_task_state(env, normalize_rewards, num_tasks, gamma)
+        if self.return_normalizer is not None and self.return_normalizer.entropy_term != "fixed":
+            raise ValueError(
+                f"BRCDQN has no policy entropy: the return normaliser's entropy_term must be 'fixed' (its entropy term "
+                f"is then 0), got {self.return_normalizer.entropy_term!r}."
             )
-            self.return_normalizer = config.normalizer or ReturnNormalizer(num_tasks, gamma)
         if _init_setup_model:
             self._setup_model()
 
@@ -314,24 +307,6 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         else:
             action, _ = self.predict(self._last_obs, deterministic=False)
         return action, action
-
-    def learn(
-        self: SelfBRCDQN,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 4,
-        tb_log_name: str = "BRCDQN",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfBRCDQN:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
 
 
 def _check_spaces(env: GymEnv) -> None:
