@@ -7,6 +7,7 @@ the task uses its own first ``act_dim`` entries, rescaled to its bounds) and ``M
 The wrapper then appends the task id as the last observation entry, ``terminal_observation`` included.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -116,6 +117,22 @@ def _resolve_tasks(
     return list(factories), probes, list(task_names), list(task_kinds) if task_kinds is not None else list(kinds)
 
 
+def _vectorize(
+    probes: list[gym.Env],
+    factories: list[Callable[[], gym.Env]],
+    build: Callable[[Callable[[], gym.Env], int], gym.Env],
+    vec_env_cls: type[DummyVecEnv] | type[SubprocVecEnv],
+    vec_env_kwargs: dict[str, Any] | None,
+) -> DummyVecEnv | SubprocVecEnv:
+    """One sub-env per task, ``build(make, task_index)`` wrapping the task that ``make()`` returns. In-process the
+    probes are reused; subprocesses rebuild their task from its factory (``build`` must then be picklable)."""
+    in_process = vec_env_cls is DummyVecEnv
+    makers = [(lambda env=env: env) if in_process else make for env, make in zip(probes, factories, strict=True)]
+    env_fns = [functools.partial(build, make, index) for index, make in enumerate(makers)]
+    probes.clear()  # in-process the sub-envs now hold them; subprocess runs do not need them any more
+    return vec_env_cls(env_fns, **(vec_env_kwargs or {}))
+
+
 class MultiTaskVecEnv(VecEnvWrapper):
     """Many tasks in one SB3 VecEnv: sub-env ``i`` runs task ``i``, observations carry the task id.
 
@@ -170,14 +187,10 @@ class MultiTaskVecEnv(VecEnvWrapper):
 
         max_obs_dim, max_act_dim = self.max_obs_dim, self.max_act_dim  # plain values: factories go to subprocesses
 
-        def wrapped(make: Callable[[], gym.Env]) -> Callable[[], gym.Env]:
-            return lambda: Monitor(PadTask(_flatten(make()), max_obs_dim, max_act_dim))
+        def build(make: Callable[[], gym.Env], _: int) -> gym.Env:
+            return Monitor(PadTask(_flatten(make()), max_obs_dim, max_act_dim))
 
-        # In-process: reuse the probes. Subprocesses rebuild their task from its factory
-        in_process = vec_env_cls is DummyVecEnv
-        env_fns = [wrapped((lambda env=env: env) if in_process else make) for env, make in zip(probes, factories, strict=True)]
-        del probes
-        venv = vec_env_cls(env_fns, **(vec_env_kwargs or {}))
+        venv = _vectorize(probes, factories, build, vec_env_cls, vec_env_kwargs)
         observation_space = spaces.Box(-np.inf, np.inf, (self.max_obs_dim + 1,), np.float32)
         super().__init__(venv, observation_space=observation_space)
         self._task_column = np.arange(first_task_id, first_task_id + self.num_tasks, dtype=np.float32)[:, None]
@@ -345,23 +358,14 @@ class DiscreteMultiTaskVecEnv(MultiTaskVecEnv):
         self.n_actions = max(size for _, size in legal_and_sizes)
         self.first_task_id = first_task_id
         obs_dim = None if images[0] else max(int(np.prod(shape)) for shape in shapes)
-        n_actions = self.n_actions
+        n_actions, legal_actions = self.n_actions, self.legal_actions
 
-        def wrapped(make: Callable[[], gym.Env], legal: list[int]) -> Callable[[], gym.Env]:
-            def build() -> gym.Env:
-                env = make()
-                return UnionActions(env if _is_monitored(env) else Monitor(env), legal, n_actions, obs_dim)
+        def build(make: Callable[[], gym.Env], index: int) -> gym.Env:
+            env = make()
+            return UnionActions(env if _is_monitored(env) else Monitor(env), legal_actions[index], n_actions, obs_dim)
 
-            return build
-
-        in_process = vec_env_cls is DummyVecEnv
-        env_fns = [
-            wrapped((lambda env=env: env) if in_process else make, legal)
-            for env, make, legal in zip(probes, factories, self.legal_actions, strict=True)
-        ]
-        del probes
-        venv = vec_env_cls(env_fns, **(vec_env_kwargs or {}))
-        last_id = first_task_id + len(env_fns) - 1
+        venv = _vectorize(probes, factories, build, vec_env_cls, vec_env_kwargs)
+        last_id = first_task_id + venv.num_envs - 1
         observation_space = spaces.Dict(obs=venv.observation_space, task_id=spaces.Box(0, max(last_id, 1), (1,), np.float32))
         VecEnvWrapper.__init__(self, venv, observation_space=observation_space)
         self._task_column = np.arange(first_task_id, last_id + 1, dtype=np.float32)[:, None]
