@@ -106,6 +106,20 @@ def task_kind(name: str) -> str:
     return "metaworld" if name in _metaworld_task_names() else "gym"
 
 
+# Packages whose import registers an id namespace with Gymnasium
+REGISTERING_MODULES = {"dm_control/": "shimmy", "Meta-World/": "metaworld", "ALE/": "ale_py"}
+
+
+def make_registered(env_id: str, **kwargs) -> gym.Env:
+    """``gym.make`` that first imports the package registering ``env_id``: a ``SubprocVecEnv`` worker starts
+    without the imports of the parent process, so ``dm_control/*``, ``Meta-World/*`` or ``ALE/*`` ids are unknown
+    there until that package is imported."""
+    for prefix, module in REGISTERING_MODULES.items():
+        if env_id.startswith(prefix):
+            require(module)
+    return gym.make(env_id, **kwargs)
+
+
 def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], gym.Env], str | None, str]:
     """Resolve a task spec into ``(factory, name, kind)``.
 
@@ -118,7 +132,7 @@ def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], 
     if not isinstance(task, str):
         raise TypeError(f"A task is a Gymnasium id, a task name or a callable returning an env, got {task!r}")
     if task in _metaworld_task_names():
-        return functools.partial(gym.make, "Meta-World/MT1", env_name=task, seed=seed), task, "metaworld"
+        return functools.partial(make_registered, "Meta-World/MT1", env_name=task, seed=seed), task, "metaworld"
     if task.startswith("dm_control/"):
         require("shimmy")
     registered = _registered_ids()
@@ -126,7 +140,7 @@ def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], 
         task = f"dm_control/{task}-v0"
     if task in registered:
         name = task.removeprefix("dm_control/").removesuffix("-v0") if task.startswith("dm_control/") else task
-        return functools.partial(gym.make, task), name, task_kind(task)
+        return functools.partial(make_registered, task), name, task_kind(task)
     candidates = list(SUITES) + _metaworld_task_names() + registered
     close = difflib.get_close_matches(task, candidates, n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

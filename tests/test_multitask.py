@@ -84,9 +84,10 @@ def test_action_slicing_rescaling_dict_flattening_and_success():
 
 
 def test_subproc_vec_env():
-    env = MultiTaskVecEnv(["Pendulum-v1", "InvertedPendulum-v5"], vec_env_cls=SubprocVecEnv, seed=0)
+    # The DMC task's namespace is registered by importing shimmy, which a fresh worker process has not done
+    env = MultiTaskVecEnv(["Pendulum-v1", "dm_control/cartpole-balance-v0"], vec_env_cls=SubprocVecEnv, seed=0)
     obs = env.reset()
-    assert obs.shape == (2, 5)
+    assert obs.shape == (2, 6)
     obs, _, _, _ = env.step(np.zeros((2, 1), np.float32))
     np.testing.assert_array_equal(obs[:, -1], [0, 1])
     env.close()
