@@ -14,44 +14,23 @@ step), the same warm-up, budget and evaluation. The aggregate table and plots go
 import argparse
 import os
 
-from sb3_brc.bench import BenchSettings, run_benchmark
+from sb3_brc.bench import add_arguments, run_from_args
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algos", nargs="+", default=["brc_sac", "sac", "tqc"])
-    parser.add_argument("--tasks", nargs="+", default=["Pendulum-v1", "InvertedPendulum-v5"])
-    parser.add_argument("--steps-per-task", type=int, default=4000)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--eval-episodes", type=int, default=5)
-    parser.add_argument("--learning-starts", type=int, default=500)
-    parser.add_argument("--size", default="tiny")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="runs/brc_vs_baselines")
-    parser.add_argument("--results-md", default=None)
-    args = parser.parse_args()
-    os.environ.setdefault("MUJOCO_GL", "disable")
-    settings = BenchSettings(
-        steps_per_task=args.steps_per_task,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        learning_starts=args.learning_starts,
-        size=args.size,
-        threads=args.threads,
-    )
-    result = run_benchmark(
-        args.out,
-        args.algos,
-        args.tasks,
-        args.seeds,
-        settings,
-        workers=args.workers,
-        reference="brc_sac",
-        results_md=args.results_md,
+    add_arguments(parser)  # the harness's flags, with this claim's defaults
+    parser.set_defaults(
+        algos=["brc_sac", "sac", "tqc"],
+        steps_per_task=4000,
+        eval_every=500,
+        learning_starts=500,
+        out="runs/brc_vs_baselines",
         results_title="Claim: BRC vs SAC and TQC on single tasks at a fixed budget (harness run)",
     )
+    args = parser.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "disable")
+    result = run_from_args(args)
     data, agg = result["data"], result["aggregate"]
     print(f"plots: {', '.join(os.path.join(args.out, name) for name in agg['plots'])}")
     for algo in data.algos:

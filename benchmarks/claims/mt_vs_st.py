@@ -19,7 +19,7 @@ import os
 import matplotlib
 import numpy as np
 
-from sb3_brc.bench import BenchSettings, run_benchmark
+from sb3_brc.bench import add_arguments, run_from_args
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -27,38 +27,22 @@ import matplotlib.pyplot as plt
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", default="pendulum-gravity")
-    parser.add_argument("--steps-per-task", type=int, default=3000)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--eval-episodes", type=int, default=5)
-    parser.add_argument("--learning-starts", type=int, default=500, help="per task")
-    parser.add_argument("--size", default="tiny")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="runs/mt_vs_st")
-    parser.add_argument("--results-md", default=None)
-    args = parser.parse_args()
-    os.environ.setdefault("MUJOCO_GL", "disable")
-    settings = BenchSettings(
-        steps_per_task=args.steps_per_task,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        learning_starts=args.learning_starts,
-        size=args.size,
-        threads=args.threads,
-    )
-    result = run_benchmark(
-        args.out,
-        ["brc_sac", "brc_sac_st"],
-        [args.suite],
-        args.seeds,
-        settings,
-        workers=args.workers,
-        reference="brc_sac",
-        results_md=args.results_md,
+    add_arguments(parser)  # the harness's flags, with this claim's defaults (--tasks names the suite)
+    parser.set_defaults(
+        algos=["brc_sac", "brc_sac_st"],
+        tasks=["pendulum-gravity"],
+        seeds=[0, 1],
+        steps_per_task=3000,
+        eval_every=500,
+        learning_starts=500,
+        out="runs/mt_vs_st",
         results_title="Claim: multi-task vs single-task BRC at equal env steps per task (harness run)",
     )
+    args = parser.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "disable")
+    if len(args.tasks) != 1 or args.algos != ["brc_sac", "brc_sac_st"]:
+        parser.error("this claim compares --algos brc_sac brc_sac_st on one suite (--tasks SUITE)")
+    result = run_from_args(args)
     data, agg = result["data"], result["aggregate"]
 
     fig, axes = plt.subplots(1, len(data.tasks), figsize=(4 * len(data.tasks), 3.2), squeeze=False)
