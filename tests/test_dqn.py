@@ -271,8 +271,8 @@ def test_multi_task_learning_on_two_discrete_tasks():
     eval_env = DiscreteMultiTaskVecEnv(["CartPole-v1", "Acrobot-v1"], seed=100)
     trained = {row["task"]: row["mean_return"] for row in evaluate_tasks(model, eval_env, n_eval_episodes=10)}
     random = {row["task"]: row["mean_return"] for row in evaluate_tasks(None, eval_env, n_eval_episodes=10, seed=0)}
-    assert trained["CartPole-v1"] > 3 * random["CartPole-v1"]  # measured: 360 vs 17
-    assert trained["Acrobot-v1"] > random["Acrobot-v1"] + 100  # measured: -276 vs -500 (random never swings up)
+    assert trained["CartPole-v1"] > 3 * random["CartPole-v1"]  # measured: 171 vs 21
+    assert trained["Acrobot-v1"] > random["Acrobot-v1"] + 100  # measured: -248 vs -492 (random rarely swings up)
 
 
 def test_checkpoint_and_cli_with_discrete_tasks(tmp_path, capsys):

@@ -221,10 +221,13 @@ class BRCDQNPolicy(BasePolicy):
         if task_ids.numel() and not (0 <= int(task_ids.min()) and int(task_ids.max()) < self.num_tasks):
             raise ValueError(f"Task ids {sorted(set(task_ids.tolist()))} are outside [0, {self.num_tasks}) of this model.")
         legal = self.legal_actions[task_ids]
-        actions = self.q_net.q_values(encoder_input, task_ids).masked_fill(~legal, -th.inf).argmax(dim=1)
         if epsilon > 0:
             # argmax of uniform noise over the legal entries: a uniform legal action
             random_actions = th.rand(legal.shape, device=legal.device).masked_fill(~legal, -1.0).argmax(dim=1)
+            if epsilon >= 1.0:  # warm-up: no forward pass needed
+                return random_actions
+        actions = self.q_net.q_values(encoder_input, task_ids).masked_fill(~legal, -th.inf).argmax(dim=1)
+        if epsilon > 0:
             explore = th.rand(actions.shape, device=actions.device) < epsilon
             actions = th.where(explore, random_actions, actions)
         return actions
