@@ -14,6 +14,7 @@ from gymnasium import spaces
 
 from sb3_brc.bench import add_arguments as add_bench_arguments
 from sb3_brc.bench import run_from_args as run_bench
+from sb3_brc.brc import brc as brcsac_module
 from sb3_brc.brc.brc import BRCSAC
 from sb3_brc.brc.policies import SIZE_PRESETS
 from sb3_brc.common.checkpoint import CheckpointCallback, load_checkpoint
@@ -21,6 +22,7 @@ from sb3_brc.common.diagnostics import plot_task_embeddings
 from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv
+from sb3_brc.dqn import dqn as brcdqn_module
 from sb3_brc.dqn.dqn import BRCDQN
 from sb3_brc.report import read_eval_csv, write_report
 from sb3_brc.suites import describe_suites, make_suite, task_factory
@@ -108,18 +110,18 @@ def train(args: argparse.Namespace) -> None:
         if os.path.exists(eval_csv):
             os.remove(eval_csv)
         shutil.rmtree(checkpoints, ignore_errors=True)
-        if algorithm is BRCDQN:  # the preset's critic width and depth for the BroNet head
-            learning_starts, capacity, net_arch = 1600, 100_000, SIZE_PRESETS[args.size]["qf"]
-        else:
-            learning_starts, capacity, net_arch = 5000, 1_000_000, SIZE_PRESETS[args.size]
-        if args.learning_starts_per_task is not None:
-            learning_starts = args.learning_starts_per_task
+        # The algorithm's own per-task defaults; BRCDQN's BroNet head takes the preset's critic blocks
+        defaults = brcdqn_module if algorithm is BRCDQN else brcsac_module
+        net_arch = SIZE_PRESETS[args.size]["qf"] if algorithm is BRCDQN else SIZE_PRESETS[args.size]
+        learning_starts = args.learning_starts_per_task
+        if learning_starts is None:
+            learning_starts = defaults.LEARNING_STARTS_PER_TASK
         model = algorithm(
             "MlpPolicy",
             env,
             batch_size=args.batch_size,
             learning_starts=learning_starts * env.num_tasks,
-            buffer_size=min(capacity, args.steps_per_task) * env.num_tasks,
+            buffer_size=min(defaults.BUFFER_SIZE_PER_TASK, args.steps_per_task) * env.num_tasks,
             policy_kwargs=dict(net_arch=net_arch, n_atoms=args.n_atoms),
             tensorboard_log=os.path.join(args.out, "tb"),
             seed=args.seed,
