@@ -26,8 +26,8 @@ import gymnasium as gym
 import numpy as np
 
 from sb3_brc import BRCSAC, CheckpointCallback, MultiTaskVecEnv, load_checkpoint, save_checkpoint
-from sb3_brc.common.checkpoint import latest_checkpoint
-from sb3_brc.report import read_eval_csv
+from sb3_brc.tools.checkpoint import latest_checkpoint
+from sb3_brc.tools.report import read_eval_csv
 
 STEPS_PER_TASK, CHECKPOINT_FREQ = 1500, 250
 

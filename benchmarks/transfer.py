@@ -17,7 +17,7 @@ import numpy as np
 import torch as th
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
-from sb3_brc.common.evaluation import evaluate_tasks
+from sb3_brc.tools.evaluation import evaluate_tasks
 
 POLICY = dict(net_arch=dict(pi=[64], qf=[128, 128]))
 

@@ -4,7 +4,7 @@ Each run trains one algorithm on one task (or, for a multi-task algorithm, on al
 evaluates it deterministically every ``eval_every`` env steps per task and writes, into
 ``OUT/<algo>/<task-or-suite>/seed<k>/``:
 
-- ``evaluations.csv``: :data:`sb3_brc.common.evaluation.CSV_FIELDS` rows, one per task and evaluation;
+- ``evaluations.csv``: :data:`sb3_brc.tools.evaluation.CSV_FIELDS` rows, one per task and evaluation;
 - ``random.json``: the random policy's per-task returns on the same evaluation env (the baseline of the score);
 - ``config.json``: the run's settings and ``status`` (``"complete"`` once finished). A complete run with the same
   settings is skipped when the grid is run again, so an interrupted grid resumes where it stopped.
@@ -47,10 +47,10 @@ import gymnasium as gym
 import matplotlib
 import numpy as np
 
-from sb3_brc.brc.policies import SIZE_PRESETS
-from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks
-from sb3_brc.common.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv, TaskSpec
-from sb3_brc.report import read_eval_csv
+from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv, TaskSpec
+from sb3_brc.sac.policies import SIZE_PRESETS
+from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks
+from sb3_brc.tools.report import read_eval_csv
 
 matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt
@@ -81,10 +81,10 @@ def make_multi_task_env(
 ):
     """The default env builder of the harness: a :class:`MultiTaskVecEnv` of the tasks (one task for a
     single-task run: the task id column it appends is then a constant 0). ``suite`` builds a named suite with
-    :func:`sb3_brc.suites.make_suite` instead (Meta-World and Atari suites only exist as such); ``training=False``
+    :func:`sb3_brc.envs.suites.make_suite` instead (Meta-World and Atari suites only exist as such); ``training=False``
     builds evaluation envs (Atari: whole games instead of episodes ending at a lost life)."""
     if suite is not None:
-        from sb3_brc.suites import make_suite
+        from sb3_brc.envs.suites import make_suite
 
         return make_suite(suite, seed=seed, training=training)
     return MultiTaskVecEnv(list(tasks), task_names=list(task_names) if task_names else None, seed=seed)
@@ -140,13 +140,13 @@ class BenchAlgo:
 
 ALGOS: dict[str, BenchAlgo] = {
     "brc_sac": BenchAlgo(
-        "sb3_brc.brc.brc:BRCSAC",
+        "sb3_brc.sac.sac:BRCSAC",
         multi_task=True,
         policy_kwargs=brc_policy_kwargs,
         description="BRC (sb3_brc.BRCSAC); a suite is one multi-task run",
     ),
     "brc_sac_st": BenchAlgo(
-        "sb3_brc.brc.brc:BRCSAC",
+        "sb3_brc.sac.sac:BRCSAC",
         multi_task=False,
         policy_kwargs=brc_policy_kwargs,
         description="single-task BRC: sb3_brc.BRCSAC trained separately on each task of a suite",
@@ -187,7 +187,7 @@ def _pendulum(g: float) -> gym.Env:
     return gym.make("Pendulum-v1", g=g)
 
 
-# Suites that exist only for benchmarking (CPU-sized); sb3_brc.suites.SUITES are accepted as well
+# Suites that exist only for benchmarking (CPU-sized); sb3_brc.envs.suites.SUITES are accepted as well
 BENCH_SUITES: dict[str, list[tuple[str, TaskSpec]]] = {
     "pendulum-gravity": [(f"pendulum-g{g}", functools.partial(_pendulum, float(g))) for g in (6, 9, 12)],
 }
@@ -208,9 +208,9 @@ class TaskSet:
 
 
 def resolve_task_set(name: str) -> TaskSet:
-    """Resolve a ``--tasks`` entry: a :data:`BENCH_SUITES` or :data:`sb3_brc.suites.SUITES` name, a Gymnasium id,
+    """Resolve a ``--tasks`` entry: a :data:`BENCH_SUITES` or :data:`sb3_brc.envs.suites.SUITES` name, a Gymnasium id,
     a DMC short name or a Meta-World task name."""
-    from sb3_brc.suites import SUITES, task_factory
+    from sb3_brc.envs.suites import SUITES, task_factory
 
     if name in BENCH_SUITES:
         names, specs = zip(*BENCH_SUITES[name], strict=True)
@@ -218,12 +218,12 @@ def resolve_task_set(name: str) -> TaskSet:
     if name in SUITES:
         suite = SUITES[name]
         if suite.atari:
-            from sb3_brc.common.atari import atari_game
+            from sb3_brc.envs.atari import atari_game
 
             names = tuple(atari_game(game) for game in suite.tasks)
             return TaskSet(name, names, names, suite=name)
         if suite.metaworld is not None:
-            from sb3_brc.suites import make_suite
+            from sb3_brc.envs.suites import make_suite
 
             env = make_suite(name)
             names = tuple(env.task_names)

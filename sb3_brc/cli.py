@@ -14,18 +14,18 @@ from gymnasium import spaces
 
 from sb3_brc.bench import add_arguments as add_bench_arguments
 from sb3_brc.bench import run_from_args as run_bench
-from sb3_brc.brc import brc as brcsac_module
-from sb3_brc.brc.brc import BRCSAC
-from sb3_brc.brc.policies import SIZE_PRESETS
-from sb3_brc.common.checkpoint import CheckpointCallback, load_checkpoint
-from sb3_brc.common.diagnostics import plot_task_embeddings
-from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
 from sb3_brc.common.multitask import MultiTaskAlgorithm
-from sb3_brc.common.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv
 from sb3_brc.dqn import dqn as brcdqn_module
 from sb3_brc.dqn.dqn import BRCDQN
-from sb3_brc.report import read_eval_csv, write_report
-from sb3_brc.suites import describe_suites, make_suite, task_factory
+from sb3_brc.envs.suites import describe_suites, make_suite, task_factory
+from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv
+from sb3_brc.sac import sac as brcsac_module
+from sb3_brc.sac.policies import SIZE_PRESETS
+from sb3_brc.sac.sac import BRCSAC
+from sb3_brc.tools.checkpoint import CheckpointCallback, load_checkpoint
+from sb3_brc.tools.diagnostics import plot_task_embeddings
+from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
+from sb3_brc.tools.report import read_eval_csv, write_report
 
 
 def build_env(config: dict[str, Any], seed: int, training: bool = True) -> MultiTaskVecEnv:

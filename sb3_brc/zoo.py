@@ -13,7 +13,7 @@ The zoo builds ``n_envs`` copies of one env id, so multi-task suites run through
 import sys
 from typing import Any
 
-from sb3_brc.brc.brc import BRCSAC
+from sb3_brc.sac.sac import BRCSAC
 
 
 def convert_brc_sac_params(sampled: dict[str, Any]) -> dict[str, Any]:

@@ -6,10 +6,10 @@ import pytest
 pytest.importorskip("ale_py")
 
 from sb3_brc import make_suite
-from sb3_brc.common.atari import ATARI_SCORES, FULL_ACTION_MEANINGS, human_normalized_score, make_atari
-from sb3_brc.common.evaluation import evaluate_tasks
 from sb3_brc.dqn import BRCDQN
-from sb3_brc.suites import make_atari_suite
+from sb3_brc.envs.atari import ATARI_SCORES, FULL_ACTION_MEANINGS, human_normalized_score, make_atari
+from sb3_brc.envs.suites import make_atari_suite
+from sb3_brc.tools.evaluation import evaluate_tasks
 
 
 def test_preprocessing_and_life_loss_only_in_training():

@@ -19,7 +19,7 @@ from sb3_brc.bench import (
     run_benchmark,
     task_normalizations,
 )
-from sb3_brc.report import read_eval_csv
+from sb3_brc.tools.report import read_eval_csv
 
 pytest.importorskip("rliable")
 

@@ -12,8 +12,8 @@ from conftest import TINY_POLICY
 from envs import TargetEnv
 
 from sb3_brc import BRCSAC
-from sb3_brc.common.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from sb3_brc.report import read_eval_csv
+from sb3_brc.tools.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from sb3_brc.tools.report import read_eval_csv
 
 
 def trained_model():

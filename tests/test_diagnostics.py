@@ -7,7 +7,7 @@ from conftest import TINY_POLICY
 from envs import TargetEnv
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
-from sb3_brc.common.diagnostics import DiagnosticsCallback, gradient_conflict_rate, plot_task_embeddings, task_diagnostics
+from sb3_brc.tools.diagnostics import DiagnosticsCallback, gradient_conflict_rate, plot_task_embeddings, task_diagnostics
 
 
 def test_conflict_rate_on_hand_built_gradients():

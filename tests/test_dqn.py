@@ -10,8 +10,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_brc.common.augmentation import random_shift
 from sb3_brc.common.buffers import CompactNStepReplayBuffer
-from sb3_brc.common.vec_env import DiscreteMultiTaskVecEnv
 from sb3_brc.dqn import BRCDQN, ImpalaCNN
+from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv
 
 TINY_DQN = dict(net_arch=[16, 16], n_atoms=11)
 GAMMA = 0.9
@@ -256,7 +256,7 @@ def test_cartpole_learning_beats_random():
 
 
 def test_multi_task_learning_on_two_discrete_tasks():
-    from sb3_brc.common.evaluation import evaluate_tasks
+    from sb3_brc.tools.evaluation import evaluate_tasks
 
     env = _two_discrete_tasks(seed=0)
     model = BRCDQN(
@@ -277,7 +277,7 @@ def test_multi_task_learning_on_two_discrete_tasks():
 
 def test_checkpoint_and_cli_with_discrete_tasks(tmp_path, capsys):
     from sb3_brc.cli import main as cli_main
-    from sb3_brc.common.checkpoint import load_checkpoint, save_checkpoint
+    from sb3_brc.tools.checkpoint import load_checkpoint, save_checkpoint
 
     env = _two_discrete_tasks()
     model = BRCDQN("MlpPolicy", env, learning_starts=50, policy_kwargs=TINY_DQN, seed=0)

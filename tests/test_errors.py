@@ -10,8 +10,8 @@ from envs import TargetEnv
 from stable_baselines3 import SAC
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv, ReturnNormalizer, TaskEmbedding, make_suite
-from sb3_brc.common.checkpoint import load_checkpoint
 from sb3_brc.common.torch_layers import BroNet
+from sb3_brc.tools.checkpoint import load_checkpoint
 
 
 def tiny(env=None, **kwargs):
@@ -77,10 +77,10 @@ def missing_metaworld(monkeypatch):
             raise ImportError("No module named 'metaworld'")
         return real(name, *args)
 
-    import sb3_brc.suites
+    import sb3_brc.envs.suites
 
-    monkeypatch.setattr(sb3_brc.suites.importlib, "import_module", no_metaworld)
-    sb3_brc.suites._metaworld_benchmark_envs.cache_clear()
+    monkeypatch.setattr(sb3_brc.envs.suites.importlib, "import_module", no_metaworld)
+    sb3_brc.envs.suites._metaworld_benchmark_envs.cache_clear()
     make_suite("mt10")
 
 

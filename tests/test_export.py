@@ -5,7 +5,7 @@ from conftest import TINY_POLICY
 from envs import TargetEnv
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
-from sb3_brc.common.export import export_policy, load_exported_policy
+from sb3_brc.tools.export import export_policy, load_exported_policy
 
 
 class NotATensor:

@@ -11,8 +11,8 @@ from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv, make_suite
 from sb3_brc.cli import main as cli_main
-from sb3_brc.common.evaluation import MultiTaskEvalCallback, evaluate_tasks
 from sb3_brc.common.torch_layers import TaskEmbedding
+from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks
 
 
 def two_tasks(scale_b: float = 1.0) -> MultiTaskVecEnv:

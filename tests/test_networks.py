@@ -6,8 +6,8 @@ import torch as th
 from gymnasium import spaces
 from torch import nn
 
-from sb3_brc.brc.policies import BRCPolicy, StableSquashedDiagGaussianDistribution
 from sb3_brc.common.torch_layers import BroNet, EnsembleLayerNorm, EnsembleLinear, TaskEmbedding
+from sb3_brc.sac.policies import BRCPolicy, StableSquashedDiagGaussianDistribution
 
 
 def make_policy(**kwargs):

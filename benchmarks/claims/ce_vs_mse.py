@@ -34,8 +34,8 @@ import numpy as np
 import torch as th
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
-from sb3_brc.common.diagnostics import DiagnosticsCallback
-from sb3_brc.common.evaluation import evaluate_tasks
+from sb3_brc.tools.diagnostics import DiagnosticsCallback
+from sb3_brc.tools.evaluation import evaluate_tasks
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

@@ -24,7 +24,7 @@ import numpy as np
 import torch as th
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
-from sb3_brc.common.diagnostics import DiagnosticsCallback, task_diagnostics
+from sb3_brc.tools.diagnostics import DiagnosticsCallback, task_diagnostics
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 
-from sb3_brc.common.atari import ATARI_5, ATARI_100K, atari_factory, atari_game
-from sb3_brc.common.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv, TaskSpec
+from sb3_brc.envs.atari import ATARI_5, ATARI_100K, atari_factory, atari_game
+from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv, TaskSpec
 
 DMC_DOGS = ["dog-stand", "dog-walk", "dog-trot", "dog-run"]
 DMC_HUMANOIDS = ["humanoid-stand", "humanoid-walk", "humanoid-run"]
@@ -155,7 +155,7 @@ def make_atari_suite(
     sticky_actions: float = 0.0,
     **vec_env_kwargs,
 ) -> DiscreteMultiTaskVecEnv:
-    """A :class:`DiscreteMultiTaskVecEnv` of preprocessed Atari games (``sb3_brc.common.atari.make_atari``).
+    """A :class:`DiscreteMultiTaskVecEnv` of preprocessed Atari games (``sb3_brc.envs.atari.make_atari``).
 
     :param games: Game names (``"Pong"``, ``"MsPacman"``, ...)
     :param training: Loss of a life ends the episode (training envs); ``False`` plays whole games (evaluation)

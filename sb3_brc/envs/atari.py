@@ -103,7 +103,7 @@ def make_atari(
     :return: An env with ``Box(0, 255, (frame_stack, 84, 84), uint8)`` observations and the game's minimal
         action set; ``Monitor`` inside records whole-game returns
     """
-    from sb3_brc.suites import require
+    from sb3_brc.envs.suites import require
 
     ale_py = require("ale_py")
     require("cv2")

@@ -8,7 +8,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_brc.common.vec_env import MultiTaskVecEnv
+from sb3_brc.envs.vec_env import MultiTaskVecEnv
 
 CSV_FIELDS = ["timesteps", "steps_per_task", "task", "mean_return", "std_return", "success_rate", "score", "episodes"]
 

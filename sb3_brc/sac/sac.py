@@ -13,12 +13,12 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from sb3_brc.brc.policies import BRCPolicy, BroNetActor, CategoricalCritic, MlpPolicy, MultiInputPolicy
 from sb3_brc.common.buffers import ReplayWithPrevious
 from sb3_brc.common.callbacks import RewardNormalizationCallback
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection, expected_value
 from sb3_brc.common.multitask import MultiTaskAlgorithm, num_tasks_of, task_layout_of
 from sb3_brc.common.utils import select_rows
+from sb3_brc.sac.policies import BRCPolicy, BroNetActor, CategoricalCritic, MlpPolicy, MultiInputPolicy
 
 # Per-task defaults of the reference (train.py): warm-up steps, replay capacity, batch (single / multi-task)
 LEARNING_STARTS_PER_TASK = 5_000
@@ -478,7 +478,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
 
     def new_task_env(self, tasks: list[Any], **kwargs: Any) -> GymEnv:
         """A ``MultiTaskVecEnv`` of new ``tasks`` laid out to continue this model (for :meth:`add_tasks`)."""
-        from sb3_brc.common.vec_env import MultiTaskVecEnv
+        from sb3_brc.envs.vec_env import MultiTaskVecEnv
 
         return MultiTaskVecEnv(
             tasks,

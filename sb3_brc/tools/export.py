@@ -14,8 +14,8 @@ import torch as th
 from gymnasium import spaces
 from torch import nn
 
-from sb3_brc.brc.brc import BRCSAC
-from sb3_brc.brc.policies import BRCPolicy
+from sb3_brc.sac.policies import BRCPolicy
+from sb3_brc.sac.sac import BRCSAC
 
 FORMAT = "sb3-brc-policy/1"
 

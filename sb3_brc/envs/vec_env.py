@@ -97,7 +97,7 @@ def _resolve_tasks(
     transform: Callable[[gym.Env], gym.Env] = lambda env: env,
 ) -> tuple[list[Callable[[], gym.Env]], list[gym.Env], list[str], list[str]]:
     """Factories, one built instance (probe) of each task, unique names and score kinds."""
-    from sb3_brc.suites import task_factory  # suites import this module
+    from sb3_brc.envs.suites import task_factory  # suites import this module
 
     if isinstance(tasks, str) or len(tasks) == 0:
         raise ValueError(f"A multi-task env needs a non-empty list of tasks, got {tasks!r}")
@@ -333,7 +333,7 @@ class DiscreteMultiTaskVecEnv(MultiTaskVecEnv):
         seed: int | None = None,
         first_task_id: int = 0,
     ):
-        from sb3_brc.common.atari import legal_union_actions
+        from sb3_brc.envs.atari import legal_union_actions
 
         factories, probes, task_names, kinds = _resolve_tasks(tasks, task_names, task_kinds, seed)
         shapes = []
@@ -396,7 +396,7 @@ class DiscreteMultiTaskVecEnv(MultiTaskVecEnv):
     def normalized_score(self, index: int, mean_return: float, success_rate: float | None) -> float | None:
         """Atari: human-normalised score ``(R - random) / (human - random)``; otherwise as ``MultiTaskVecEnv``."""
         if self.task_kinds[index] == "atari":
-            from sb3_brc.common.atari import ATARI_SCORES, atari_game, human_normalized_score
+            from sb3_brc.envs.atari import ATARI_SCORES, atari_game, human_normalized_score
 
             game = atari_game(self.task_names[index])
             return human_normalized_score(game, mean_return) if game in ATARI_SCORES else None

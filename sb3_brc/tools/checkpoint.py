@@ -17,9 +17,9 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import GymEnv
 
-from sb3_brc.brc.brc import BRCSAC
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.dqn.dqn import BRCDQN
+from sb3_brc.sac.sac import BRCSAC
 
 ALGORITHMS: dict[str, type[MultiTaskAlgorithm]] = {"BRCSAC": BRCSAC, "BRCDQN": BRCDQN}
 
