@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 
-from sb3_brc import BRCSAC, MultiTaskVecEnv
+from sb3_brc import BRCSAC, MultiTaskVecEnv, add_tasks, new_task_env
 from sb3_brc.tools.evaluation import evaluate_tasks
 
 POLICY = dict(net_arch=dict(pi=[64], qf=[128, 128]))
@@ -65,9 +65,9 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         model = BRCSAC.load("/tmp/brc_transfer_pretrained.zip", seed=seed)
-        new_env = model.new_task_env([functools.partial(pendulum, held_out)], task_names=[f"g{held_out:g}"], seed=seed)
-        new_eval = model.new_task_env([functools.partial(pendulum, held_out)], task_names=[f"g{held_out:g}"], seed=99)
-        model.add_tasks(new_env, learning_starts=1000)
+        new_env = new_task_env(model, [functools.partial(pendulum, held_out)], task_names=[f"g{held_out:g}"], seed=seed)
+        new_eval = new_task_env(model, [functools.partial(pendulum, held_out)], task_names=[f"g{held_out:g}"], seed=99)
+        add_tasks(model, new_env, learning_starts=1000)
         transfer = curve(model, new_env, new_eval, args.steps)
         scratch_env = MultiTaskVecEnv([functools.partial(pendulum, held_out)], seed=seed)
         scratch_eval = MultiTaskVecEnv([functools.partial(pendulum, held_out)], seed=99)

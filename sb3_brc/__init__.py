@@ -1,12 +1,11 @@
 """sb3-brc: BRC (Bigger, Regularized, Categorical) for Stable-Baselines3."""
 
-import os
-
 from sb3_brc.common.buffers import CompactNStepReplayBuffer, CompactReplayBuffer
-from sb3_brc.common.callbacks import RewardNormalizationCallback
 from sb3_brc.common.distributional import categorical_cross_entropy, categorical_projection
-from sb3_brc.common.normalizer import ReturnNormalizer
-from sb3_brc.common.torch_layers import BroNet, TaskEmbedding
+from sb3_brc.common.normalizer import ReturnNormalization, ReturnNormalizer
+from sb3_brc.common.task_layout import TaskLayout
+from sb3_brc.common.torch_layers import BroNet, ImpalaCNN, TaskEmbedding
+from sb3_brc.common.utils import SB3_BRC_VERSION
 from sb3_brc.dqn import BRCDQN, BRCDQNPolicy
 from sb3_brc.envs.suites import SUITES, make_atari_suite, make_suite
 from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv
@@ -14,9 +13,9 @@ from sb3_brc.sac import BRCSAC, BRCPolicy
 from sb3_brc.tools.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
 from sb3_brc.tools.diagnostics import DiagnosticsCallback, task_diagnostics
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks
+from sb3_brc.tools.transfer import add_tasks, new_task_env
 
-with open(os.path.join(os.path.dirname(__file__), "version.txt")) as file_handler:
-    __version__ = file_handler.read().strip()
+__version__ = SB3_BRC_VERSION
 
 __all__ = [
     "BRCDQN",
@@ -30,17 +29,21 @@ __all__ = [
     "CompactReplayBuffer",
     "DiagnosticsCallback",
     "DiscreteMultiTaskVecEnv",
+    "ImpalaCNN",
     "MultiTaskEvalCallback",
     "MultiTaskVecEnv",
+    "ReturnNormalization",
     "ReturnNormalizer",
-    "RewardNormalizationCallback",
     "TaskEmbedding",
+    "TaskLayout",
+    "add_tasks",
     "categorical_cross_entropy",
     "categorical_projection",
     "evaluate_tasks",
     "load_checkpoint",
     "make_atari_suite",
     "make_suite",
+    "new_task_env",
     "save_checkpoint",
     "task_diagnostics",
 ]

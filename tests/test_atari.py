@@ -7,7 +7,8 @@ pytest.importorskip("ale_py")
 
 from sb3_brc import make_suite
 from sb3_brc.dqn import BRCDQN
-from sb3_brc.envs.atari import ATARI_SCORES, FULL_ACTION_MEANINGS, human_normalized_score, make_atari
+from sb3_brc.envs.atari import FULL_ACTION_MEANINGS, make_atari
+from sb3_brc.envs.scores import ATARI_SCORES, human_normalized_score
 from sb3_brc.envs.suites import make_atari_suite
 from sb3_brc.tools.evaluation import evaluate_tasks
 
@@ -43,7 +44,7 @@ def test_union_action_space_and_masks_by_name():
     assert legal["Breakout"] == ["NOOP", "FIRE", "RIGHT", "LEFT"]
     assert set(legal["Pong"]) == {"NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"}
     obs = env.reset()
-    assert obs["obs"].shape == (2, 4, 84, 84) and obs["task_id"].ravel().tolist() == [0.0, 1.0]
+    assert obs["observation"].shape == (2, 4, 84, 84) and obs["task_id"].ravel().tolist() == [0, 1]
     for _ in range(20):
         actions = env.sample_actions()
         assert masks[np.arange(2), actions].all()

@@ -11,7 +11,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger, configure
 
 import sb3_brc
-from sb3_brc import BRCSAC, RewardNormalizationCallback
+from sb3_brc import BRCSAC, ReturnNormalization
 from sb3_brc.common.distributional import categorical_projection
 
 
@@ -151,7 +151,7 @@ def test_normaliser_uses_raw_returns_and_multiple_envs():
 
 
 def test_configured_callback_and_disabled_normalisation():
-    model = tiny_model(normalize_rewards=RewardNormalizationCallback(entropy_term="per_task"))
+    model = tiny_model(normalize_rewards=ReturnNormalization(entropy_term="per_task"))
     assert model.return_normalizer.entropy_term == "per_task"
     model.learn(70)
     assert model.return_normalizer.task_entropy[0] != 0.0

@@ -10,7 +10,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_brc.common.augmentation import random_shift
 from sb3_brc.common.buffers import CompactNStepReplayBuffer
-from sb3_brc.dqn import BRCDQN, ImpalaCNN
+from sb3_brc import BRCDQN, ImpalaCNN
 from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv
 
 TINY_DQN = dict(net_arch=[16, 16], n_atoms=11)
@@ -126,7 +126,7 @@ def test_masked_actions_never_chosen_even_when_their_q_is_highest():
     head = model.q_net.head.head
     with th.no_grad():
         head.bias.view(3, 11)[2, -1] = 100.0
-    obs = {"obs": th.randn(256, 6), "task_id": th.tensor([[0.0], [1.0]]).repeat(128, 1)}
+    obs = {"observation": th.randn(256, 6), "task_id": th.tensor([[0], [1]]).repeat(128, 1)}
     for epsilon in (0.0, 0.3, 1.0):
         actions = model.policy.act(obs, epsilon).numpy()
         task0 = actions[obs["task_id"][:, 0].numpy() == 0]
@@ -137,11 +137,11 @@ def test_masked_actions_never_chosen_even_when_their_q_is_highest():
             assert set(task0) == {0, 1}  # uniform over the legal actions
     # The target's next action is masked too: CartPole's target uses its best *legal* action
     data = type("Data", (), {})()
-    data.next_observations = {"obs": th.randn(8, 6), "task_id": th.zeros(8, 1)}
+    data.next_observations = {"observation": th.randn(8, 6), "task_id": th.zeros(8, 1, dtype=th.long)}
     data.discounts, data.dones = th.full((8, 1), 0.9), th.zeros(8, 1)
-    target = model._target_distribution(data, data.next_observations["obs"], th.zeros(8, 1))
+    target = model._target_distribution(data, data.next_observations, th.zeros(8, 1))
     with th.no_grad():
-        logits = model.q_net_target(data.next_observations["obs"], th.zeros(8, dtype=th.long))
+        logits = model.q_net_target(data.next_observations)
         q = th.softmax(logits, -1) @ model.q_net.support
         best_legal = q[:, :2].argmax(1)
         expected = th.softmax(logits[th.arange(8), best_legal], -1)
@@ -158,7 +158,7 @@ def test_training_on_the_union_space_only_takes_legal_actions():
     model.learn(600)
     assert model.exploration_rate == pytest.approx(0.01)
     assert model._n_updates > 0
-    assert model.policy.legal_actions.tolist() == [[True, True, False], [True, True, True]]
+    assert model.policy.action_masks.tolist() == [[True, True, False], [True, True, True]]
 
 
 def test_epsilon_schedule_counts_steps_per_task():
@@ -186,7 +186,7 @@ def test_save_load_round_trip(tmp_path):
     saved_moments = model.policy.optimizer.state_dict()["state"]
     loaded_moments = loaded.policy.optimizer.state_dict()["state"]
     th.testing.assert_close(loaded_moments[0]["exp_avg"], saved_moments[0]["exp_avg"])
-    assert loaded.policy.legal_actions.tolist() == model.policy.legal_actions.tolist()
+    assert loaded.policy.action_masks.tolist() == model.policy.action_masks.tolist()
     assert loaded.task_names == ["CartPole-v1", "Acrobot-v1"]
     loaded.learn(100)  # keeps training
     # Another task set with the same spaces is refused
@@ -200,12 +200,12 @@ def test_clear_errors():
         BRCDQN("MlpPolicy", "Pendulum-v1")
     model = BRCDQN("MlpPolicy", _two_discrete_tasks(), policy_kwargs=TINY_DQN)
     with pytest.raises(ValueError, match="outside"):
-        model.predict({"obs": np.zeros((1, 6), np.float32), "task_id": np.array([[5.0]], np.float32)})
+        model.predict({"observation": np.zeros((1, 6), np.float32), "task_id": np.array([[5]])})
     with pytest.raises(ValueError, match="no policy entropy"):
-        from sb3_brc import RewardNormalizationCallback
+        from sb3_brc import ReturnNormalization
 
-        BRCDQN("MlpPolicy", "CartPole-v1", normalize_rewards=RewardNormalizationCallback(entropy_term="per_task"))
-    with pytest.raises(ValueError, match="n_atoms >= 2"):
+        BRCDQN("MlpPolicy", "CartPole-v1", normalize_rewards=ReturnNormalization(entropy_term="per_task"))
+    with pytest.raises(ValueError, match="n_atoms must be an integer >= 2"):
         BRCDQN("MlpPolicy", "CartPole-v1", policy_kwargs=dict(n_atoms=1))
     with pytest.raises(ValueError, match="illegal"):
         env = _two_discrete_tasks()
@@ -303,7 +303,7 @@ def test_target_shortcut_after_a_hard_copy_gives_the_double_q_target():
     model._on_step()  # what learn() does after each env step: DrQ(eps)'s hard copy
     assert model._target_is_online
     data = model.replay_buffer.sample(32)
-    next_obs = data.next_observations["obs"]
+    next_obs = data.next_observations
     shortcut = model._target_distribution(data, next_obs, data.rewards)
     model._target_is_online = False
     th.testing.assert_close(model._target_distribution(data, next_obs, data.rewards), shortcut)

@@ -40,7 +40,7 @@ def tuple_obs_env():
 def predict_with_bad_task_id():
     env = two_tasks()
     obs = env.reset()
-    obs[0, -1] = 7
+    obs["task_id"][0] = 7
     tiny(env).predict(obs)
 
 
@@ -121,7 +121,7 @@ CASES = {
     ),
     "uneven-blocks": (lambda tp, mp: BroNet(4, [64, 32]), ValueError, "\\[64, 32\\]", "equal widths"),
     "embedding-norm": (lambda tp, mp: TaskEmbedding(3, 8, norm="max"), ValueError, "'max'", "'l1' or 'l2'"),
-    "tau": (lambda tp, mp: tiny(tau=0.0), ValueError, "tau", "\\(0, 1\\]"),
+    "tau": (lambda tp, mp: tiny(tau=1.5), ValueError, "tau", "\\[0, 1\\]"),
     "gamma": (lambda tp, mp: tiny(gamma=1.0), ValueError, "gamma", "\\[0, 1\\)"),
     "batch_size": (lambda tp, mp: tiny(batch_size=0), ValueError, "batch_size", "positive integer"),
     "learning_rate": (lambda tp, mp: tiny(learning_rate=-1.0), ValueError, "learning_rate", "> 0"),
@@ -146,12 +146,12 @@ CASES = {
         "CartPole-v1",
         "needs Box actions",
     ),
-    "task-id-out-of-range": (lambda tp, mp: two_tasks().task_name(2), ValueError, "Task id 2 is out of range", "tasks 0..1"),
+    "task-id-out-of-range": (lambda tp, mp: two_tasks().layout.name_of(2), ValueError, "Task id 2 is out of range", "tasks 0..1"),
     "predict-bad-task-id": (
         lambda tp, mp: predict_with_bad_task_id(),
         ValueError,
-        "Task id\\(s\\) \\[7.0\\]",
-        "MultiTaskVecEnv the model was trained on",
+        "Task ids \\[7\\] are outside \\[0, 2\\)",
+        "multi-task env the model was trained on",
     ),
     "num_tasks-mismatch": (
         lambda tp, mp: tiny(two_tasks(), policy_kwargs=dict(num_tasks=3, **TINY_POLICY)),

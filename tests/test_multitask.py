@@ -40,23 +40,23 @@ def tiny_mt_model(env, **kwargs):
 def test_padding_tagging_and_terminal_observation_heterogeneous():
     env = MultiTaskVecEnv(["dm_control/cartpole-balance-v0", "Pendulum-v1", "InvertedPendulum-v5"], seed=0)
     assert env.num_tasks == 3 and env.task_names == ["cartpole-balance", "Pendulum-v1", "InvertedPendulum-v5"]
-    assert env.obs_dims == [5, 3, 4] and env.act_dims == [1, 1, 1]
-    assert env.observation_space.shape == (6,) and env.observation_space.dtype == np.float32
-    assert env.action_space.shape == (1,) and env.task_id_index == 5
+    assert env.layout.observation_shapes == ((5,), (3,), (4,)) and env.layout.action_sizes == (1, 1, 1)
+    assert env.observation_space["observation"].shape == (5,) and env.observation_space["observation"].dtype == np.float32
+    assert env.observation_space["task_id"].dtype == np.int64 and env.action_space.shape == (1,)
     obs = env.reset()
-    assert obs.dtype == np.float32
-    np.testing.assert_array_equal(obs[:, -1], [0, 1, 2])
-    assert np.all(obs[1, 3:5] == 0) and np.all(obs[2, 4:5] == 0)  # zero padding
+    assert obs["observation"].dtype == np.float32 and obs["task_id"].dtype == np.int64
+    np.testing.assert_array_equal(obs["task_id"].ravel(), [0, 1, 2])
+    assert np.all(obs["observation"][1, 3:5] == 0) and np.all(obs["observation"][2, 4:5] == 0)  # zero padding
     seen = {"terminated": False, "truncated": False}
     for _ in range(200):
         obs, _, dones, infos = env.step(np.ones((3, 1), np.float32))  # pushes the inverted pendulum over
-        np.testing.assert_array_equal(obs[:, -1], [0, 1, 2])
+        np.testing.assert_array_equal(obs["task_id"].ravel(), [0, 1, 2])
         for task, (done, info) in enumerate(zip(dones, infos, strict=True)):
             assert info["task_id"] == task and info["task_name"] == env.task_names[task]
             if done:
                 terminal = info["terminal_observation"]
-                assert terminal.shape == (6,) and terminal[-1] == task
-                assert np.all(terminal[env.obs_dims[task] : -1] == 0)
+                assert terminal["observation"].shape == (5,) and terminal["task_id"].tolist() == [task]
+                assert np.all(terminal["observation"][env.layout.observation_shapes[task][0] :] == 0)
                 assert "episode" in info
                 if task == 1:
                     assert info["TimeLimit.truncated"] is True  # Pendulum's 200-step time limit
@@ -70,9 +70,10 @@ def test_padding_tagging_and_terminal_observation_heterogeneous():
 def test_action_slicing_rescaling_dict_flattening_and_success():
     recorder = RecordActionEnv()
     env = MultiTaskVecEnv([lambda: recorder, lambda: TargetEnv(obs_dim=4, act_dim=3)], task_names=["rec", "target"])
-    assert env.act_dims == [2, 3] and env.obs_dims == [3, 4]
+    assert env.layout.action_sizes == (2, 3) and env.layout.observation_shapes == ((3,), (4,))
     obs = env.reset()
-    np.testing.assert_allclose(obs[0], [0.1, 0.2, 0.3, 0.0, 0.0], rtol=1e-6)  # Dict flattened, padded, tagged
+    np.testing.assert_allclose(obs["observation"][0], [0.1, 0.2, 0.3, 0.0], rtol=1e-6)  # Dict flattened, padded
+    assert obs["task_id"].tolist() == [[0], [1]]
     env.step(np.array([[-1.0, 1.0, 0.5], [0.0, 0.0, 0.0]], np.float32))
     np.testing.assert_allclose(recorder.actions[-1], [0.0, 5.0])  # own 2 entries, rescaled to [0,10] x [-5,5]
     env.step(np.array([[0.0, -0.5, 0.9], [0.0, 0.0, 0.0]], np.float32))
@@ -87,9 +88,9 @@ def test_subproc_vec_env():
     # The DMC task's namespace is registered by importing shimmy, which a fresh worker process has not done
     env = MultiTaskVecEnv(["Pendulum-v1", "dm_control/cartpole-balance-v0"], vec_env_cls=SubprocVecEnv, seed=0)
     obs = env.reset()
-    assert obs.shape == (2, 6)
+    assert obs["observation"].shape == (2, 5)
     obs, _, _, _ = env.step(np.zeros((2, 1), np.float32))
-    np.testing.assert_array_equal(obs[:, -1], [0, 1])
+    np.testing.assert_array_equal(obs["task_id"].ravel(), [0, 1])
     env.close()
 
 
@@ -109,7 +110,7 @@ def test_task_embedding_owned_and_trained_by_critic_only():
     keys = [k for k in model.policy.state_dict() if "task_embedding" in k]
     assert keys == ["critic.task_embedding.embedding.weight", "critic_target.task_embedding.embedding.weight"]
     model.learn(80)
-    obs = th.as_tensor(model.replay_buffer.sample(8).observations)
+    obs = model.replay_buffer.sample(8).observations
     # actor loss leaves the embedding untouched; the critic loss trains it
     model.critic.optimizer.zero_grad()
     actor_loss, _ = model._actor_loss(obs, model._current_ent_coef())
@@ -132,7 +133,7 @@ def test_task_embedding_owned_and_trained_by_critic_only():
 
 def test_actor_input_uses_the_critic_embedding():
     model = tiny_mt_model(two_tasks())
-    obs = th.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.0]])
+    obs = {"observation": th.tensor([[0.1, 0.2, 0.3, 0.4, 0.5]]), "task_id": th.tensor([[0]])}
     before = model.actor(obs, deterministic=True)
     with th.no_grad():
         model.critic.task_embedding.embedding.weight[0].mul_(-1)
@@ -222,17 +223,17 @@ def test_evaluation_per_task_and_callback_csv(tmp_path):
 
 def test_scores_for_dmc_and_metaworld_kinds():
     env = MultiTaskVecEnv(["dm_control/cartpole-balance-v0", "reach-v3"], seed=0)
-    assert env.task_kinds == ["dmc", "metaworld"]
+    assert env.layout.score_kinds == ("dmc", "metaworld")
     assert env.normalized_score(0, 500.0, None) == 0.5
     assert env.normalized_score(1, 123.0, 0.7) == 0.7
-    assert env.obs_dims == [5, 39] and env.act_dims == [1, 4]
+    assert env.layout.observation_shapes == ((5,), (39,)) and env.layout.action_sizes == (1, 4)
 
 
 @pytest.mark.slow
 def test_mt10_suite_layout():
     env = make_suite("mt10", seed=0)
     assert env.task_names[:3] == ["reach-v3", "push-v3", "pick-place-v3"] and env.num_tasks == 10
-    assert env.observation_space.shape == (40,) and env.action_space.shape == (4,)
+    assert env.observation_space["observation"].shape == (39,) and env.action_space.shape == (4,)
 
 
 def test_multitask_learning_beats_random_on_every_task():

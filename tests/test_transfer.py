@@ -4,7 +4,7 @@ import torch as th
 from conftest import TINY_POLICY
 from envs import TargetEnv
 
-from sb3_brc import BRCSAC, MultiTaskVecEnv
+from sb3_brc import BRCSAC, MultiTaskVecEnv, add_tasks, new_task_env
 from sb3_brc.common.buffers import ReplayWithPrevious
 
 
@@ -18,17 +18,17 @@ def pretrained(steps=120):
 
 
 def new_tasks(model, names=("c",)):
-    return model.new_task_env([lambda: TargetEnv(obs_dim=2, act_dim=2) for _ in names], task_names=list(names), seed=1)
+    return new_task_env(model, [lambda: TargetEnv(obs_dim=2, act_dim=2) for _ in names], task_names=list(names), seed=1)
 
 
 def test_adding_tasks_keeps_old_task_outputs_exactly():
     model, env = pretrained()
-    obs = th.as_tensor(env.reset())
+    obs = {key: th.as_tensor(value) for key, value in env.reset().items()}
     actions = th.rand(2, 2) * 2 - 1
     with th.no_grad():
         before = (model.actor(obs, deterministic=True), model.critic(obs, actions), model.critic_target(obs, actions))
     old_rows = model.critic.task_embedding.embedding.weight.detach().clone()
-    model.add_tasks(new_tasks(model, ["c", "d"]))
+    add_tasks(model, new_tasks(model, ["c", "d"]))
     with th.no_grad():
         after = (model.actor(obs, deterministic=True), model.critic(obs, actions), model.critic_target(obs, actions))
     for b, a in zip(before, after, strict=True):
@@ -45,7 +45,7 @@ def test_adding_tasks_keeps_old_task_outputs_exactly():
 def test_new_embeddings_train_and_replay_choice(keep_replay):
     model, _ = pretrained()
     old_buffer = model.replay_buffer
-    model.add_tasks(new_tasks(model), keep_replay=keep_replay, learning_starts=30)
+    add_tasks(model, new_tasks(model), keep_replay=keep_replay, learning_starts=30)
     before = model.critic.task_embedding.embedding.weight.detach().clone()
     model.learn(80)
     after = model.critic.task_embedding.embedding.weight.detach()
@@ -61,7 +61,7 @@ def test_new_embeddings_train_and_replay_choice(keep_replay):
 
 def test_freeze_parts():
     model, _ = pretrained()
-    model.add_tasks(new_tasks(model), freeze=["actor", "critic"], learning_starts=30)
+    add_tasks(model, new_tasks(model), freeze=["actor", "critic"], learning_starts=30)
     actor = [p.detach().clone() for p in model.actor.parameters()]
     body = [p.detach().clone() for p in model.critic.q_networks.parameters()]
     emb = model.critic.task_embedding.embedding.weight.detach().clone()
@@ -76,7 +76,7 @@ def test_transfer_after_load_and_save_load_round_trip(tmp_path):
     model.save(tmp_path / "pre")
     loaded = BRCSAC.load(tmp_path / "pre")
     env = new_tasks(loaded)
-    loaded.add_tasks(env, learning_starts=30)
+    add_tasks(loaded, env, learning_starts=30)
     loaded.learn(60)
     loaded.save(tmp_path / "post")
     task_c = MultiTaskVecEnv(
@@ -91,17 +91,17 @@ def test_transfer_after_load_and_save_load_round_trip(tmp_path):
 def test_transfer_errors():
     model, _ = pretrained()
     with pytest.raises(ValueError, match="ids start at 0, not at 2"):
-        model.add_tasks(MultiTaskVecEnv([lambda: TargetEnv(obs_dim=3, act_dim=2)], task_names=["c"], obs_dim=4, act_dim=2))
+        add_tasks(model, MultiTaskVecEnv([lambda: TargetEnv(obs_dim=3, act_dim=2)], task_names=["c"], obs_dim=4, act_dim=2))
     with pytest.raises(ValueError, match="padded spaces"):
-        model.add_tasks(MultiTaskVecEnv([lambda: TargetEnv(obs_dim=3, act_dim=2)], task_names=["c"], first_task_id=2))
+        add_tasks(model, MultiTaskVecEnv([lambda: TargetEnv(obs_dim=3, act_dim=2)], task_names=["c"], first_task_id=2))
     with pytest.raises(ValueError, match="exceeds the padded size 4"):
-        model.new_task_env([lambda: TargetEnv(obs_dim=6, act_dim=1)])
+        new_task_env(model, [lambda: TargetEnv(obs_dim=6, act_dim=1)])
     with pytest.raises(ValueError, match="already in the model"):
-        model.add_tasks(new_tasks(model, ["a"]))
+        add_tasks(model, new_tasks(model, ["a"]))
     with pytest.raises(ValueError, match="freeze takes"):
-        model.add_tasks(new_tasks(model), freeze=["encoder"])
+        add_tasks(model, new_tasks(model), freeze=["encoder"])
     single = BRCSAC("MlpPolicy", TargetEnv(), policy_kwargs=TINY_POLICY)
     with pytest.raises(ValueError, match="needs a multi-task model"):
-        single.add_tasks(new_tasks(model))
+        add_tasks(single, new_tasks(model))
     with pytest.raises(ValueError, match="continues a trained model's tasks"):
         BRCSAC("MlpPolicy", new_tasks(model), policy_kwargs=TINY_POLICY)

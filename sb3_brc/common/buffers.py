@@ -9,29 +9,41 @@ from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_brc.common.utils import concat_samples
+
 
 class ReplayWithPrevious(ReplayBuffer):
-    """The new tasks' replay buffer that also replays an earlier buffer (transfer with the old data kept).
+    """The new tasks' replay buffer, also replaying an earlier buffer (transfer with the old data kept).
 
-    Each batch mixes the two in proportion to their task counts, so sampling stays uniform over tasks as in
-    BRC. The earlier buffer is read only.
+    Transitions are added to ``new`` (any ``ReplayBuffer`` class, Dict observations included); each batch mixes
+    ``new`` and ``previous`` in proportion to their task counts, so sampling stays uniform over tasks as in BRC.
+    The earlier buffer is read only. Other attributes (``pos``, ``full``, ...) are ``new``'s.
 
+    :param new: The new tasks' buffer
     :param previous: The trained model's replay buffer
     :param previous_tasks: Number of tasks it holds
-    :param args: ``ReplayBuffer`` arguments for the new tasks' buffer
-    :param kwargs: ``ReplayBuffer`` keyword arguments for the new tasks' buffer
     """
 
-    def __init__(self, *args: Any, previous: ReplayBuffer, previous_tasks: int, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.previous, self.previous_tasks = previous, previous_tasks
+    def __init__(self, new: ReplayBuffer, previous: ReplayBuffer, previous_tasks: int):
+        # No ReplayBuffer.__init__: the storage is ``new``'s
+        self.new, self.previous, self.previous_tasks = new, previous, previous_tasks
 
-    def sample(self, batch_size: int, env: VecNormalize | None = None) -> ReplayBufferSamples:
-        n_previous = round(batch_size * self.previous_tasks / (self.previous_tasks + self.n_envs))
-        if self.size() == 0:
+    def __getattr__(self, name: str) -> Any:
+        if name in ("new", "previous", "previous_tasks"):  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.new, name)
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        self.new.add(*args, **kwargs)
+
+    def size(self) -> int:
+        return self.new.size()
+
+    def sample(self, batch_size: int, env: VecNormalize | None = None) -> Any:
+        n_previous = round(batch_size * self.previous_tasks / (self.previous_tasks + self.new.n_envs))
+        if self.new.size() == 0:
             n_previous = batch_size
-        new, old = super().sample(batch_size - n_previous, env), self.previous.sample(n_previous, env)
-        return ReplayBufferSamples(*(None if a is None else th.cat([a, b]) for a, b in zip(new, old, strict=True)))
+        return concat_samples(self.new.sample(batch_size - n_previous, env), self.previous.sample(n_previous, env))
 
 
 class CompactNStepReplayBuffer(ReplayBuffer):

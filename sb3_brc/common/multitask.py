@@ -2,9 +2,11 @@
 the return normaliser's feed, input checks, atomic saves and checked loads."""
 
 import io
+import json
 import os
 import pathlib
 import zipfile
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, TypeVar
@@ -13,40 +15,25 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples
+from torch import nn
 
-from sb3_brc.common.callbacks import RewardNormalizationCallback, TaskProgressBarCallback
-from sb3_brc.common.normalizer import ReturnNormalizer
-from sb3_brc.common.utils import NON_FINITE_HINT, check_finite
+from sb3_brc.common.callbacks import TaskProgressBarCallback
+from sb3_brc.common.normalizer import ReturnNormalization, ReturnNormalizer
+from sb3_brc.common.task_layout import (
+    TaskLayout,
+    is_task_observation_space,
+    num_tasks_of,
+    split_task_observation,
+    task_layout_of,
+)
+from sb3_brc.common.utils import NON_FINITE_HINT, SB3_BRC_VERSION, check_finite
 
 SelfMultiTask = TypeVar("SelfMultiTask", bound="MultiTaskAlgorithm")
 
-
-def num_tasks_of(env: GymEnv | None) -> int:
-    """Number of tasks an environment carries (``MultiTaskVecEnv.num_tasks``), 1 for a plain env."""
-    return int(getattr(env, "num_tasks", 1)) if env is not None else 1
-
-
-def task_layout_of(env: GymEnv | None) -> dict[str, Any] | None:
-    """Task names and sizes of a ``MultiTaskVecEnv`` (``None`` for a plain env)."""
-    return getattr(env, "layout", None) if env is not None else None
-
-
-def check_same_tasks(expected: dict[str, Any] | None, env: GymEnv) -> None:
-    """A model only works on the tasks, task ids and layout it was trained on; an env may hold a contiguous
-    run of them (``first_task_id``), e.g. the tasks added by ``BRCSAC.add_tasks``."""
-    found = task_layout_of(env)
-    if expected is None or found is None:
-        return
-    keys = [key for key in expected if key != "first_task_id"]
-    first, count = found.get("first_task_id", 0), len(found["task_names"])
-    window = {key: list(expected[key][first : first + count]) for key in keys}
-    if set(keys) != {key for key in found if key != "first_task_id"} or any(list(found[k]) != window[k] for k in keys):
-        raise ValueError(
-            f"The env's tasks { ({k: found.get(k) for k in keys}) } (ids from {first}) differ from the model's "
-            f"{ ({k: expected[k] for k in keys}) }. Build the env with the same tasks in the same order "
-            "(e.g. the same make_suite name); new tasks go through model.add_tasks()."
-        )
+# Saves written before this version used another task-id encoding (a float last observation entry) and are refused
+FIRST_LOADABLE_VERSION = (0, 2)
 
 
 def check_save_file(path: str | pathlib.Path | io.BufferedIOBase) -> None:
@@ -58,21 +45,33 @@ def check_save_file(path: str | pathlib.Path | io.BufferedIOBase) -> None:
         path = path.with_name(path.name + ".zip")
     if not path.exists():
         raise FileNotFoundError(f"No saved model at {path}")
-    problem = None
+    problem, data = None, {}
     try:
         with zipfile.ZipFile(path) as archive:
             missing = {"data", "policy.pth"} - set(archive.namelist())
             bad_member = archive.testzip()
+            if not missing and bad_member is None:
+                data = json.loads(archive.read("data"))
         if missing:
             problem = f"it lacks {sorted(missing)}"
         elif bad_member is not None:
             problem = f"its member {bad_member!r} is corrupted"
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
         problem = f"it is not a readable zip file ({error})"
     if problem:
         raise ValueError(
             f"Cannot load {path}: {problem}. The file is truncated or corrupted, or not an SB3 save; "
             "load an intact save or an earlier checkpoint."
+        )
+    written_by = data.get("sb3_brc_version")
+    policy_module = data.get("policy_class", {}).get("__module__", "") if isinstance(data.get("policy_class"), dict) else ""
+    if not policy_module.startswith("sb3_brc"):
+        return  # another library's save: the algorithm's constructor names the problem
+    if written_by is None or tuple(int(part) for part in written_by.split(".")[:2]) < FIRST_LOADABLE_VERSION:
+        raise ValueError(
+            f"Cannot load {path}: it was written by sb3-brc {written_by or '0.1 or older (no version recorded)'}, "
+            f"whose models read the task id from the last observation entry; sb3-brc {SB3_BRC_VERSION} reads it from "
+            "Dict observations. Load it with that version (pip install 'sb3-brc==0.1.*') or retrain."
         )
 
 
@@ -82,42 +81,75 @@ def convert_callback(callback: BaseCallback | Any) -> BaseCallback:
 
 
 def _float_rows(obs: np.ndarray | dict[str, np.ndarray], n_rows: int) -> np.ndarray:
-    """The floating-point parts of observations (Box or Dict) as one row per environment (integer images
-    cannot hold NaN and are skipped, so Atari frames are not copied every step)."""
+    """The floating-point parts of observations (Box or Dict) as one row per environment (integer parts
+    cannot hold NaN and are skipped: task ids, and Atari frames, which would otherwise be copied every step)."""
     parts = [np.asarray(part) for part in (obs.values() if isinstance(obs, dict) else [obs])]
     floats = [part.reshape(n_rows, -1) for part in parts if part.dtype.kind == "f"]
     return np.concatenate(floats, axis=1) if floats else np.zeros((n_rows, 0))
 
 
-class MultiTaskAlgorithm:
+class MultiTaskAlgorithm(ABC):
     """Mixin placed before an SB3 off-policy algorithm (``class BRCSAC(MultiTaskAlgorithm, SAC)``).
 
-    The subclass calls :meth:`_init_task_state` in ``__init__`` and has a ``num_tasks`` property.
+    The subclass calls :meth:`_task_policy` and :meth:`_task_policy_kwargs` before SB3's constructor and
+    :meth:`_init_task_state` after it, has a ``num_tasks`` property, and implements the hooks the tools use
+    (diagnostics, transfer): :attr:`value_network`, :meth:`value_loss`, :meth:`policy_entropy`, :meth:`_grow_tasks`.
     """
 
-    task_layout: dict[str, Any] | None
+    policy_aliases: dict[str, type[BasePolicy]]
+    task_layout: TaskLayout | None
     return_normalizer: ReturnNormalizer | None
     _task_episodes: list[deque] | None
     _task_successes: list[deque] | None
 
-    def _init_task_state(
-        self, env: GymEnv | None, normalize_rewards: bool | RewardNormalizationCallback, num_tasks: int, gamma: float
-    ) -> None:
+    @classmethod
+    def _task_policy(cls, policy: str | type[BasePolicy], env: GymEnv | None) -> str | type[BasePolicy]:
+        """Resolve a policy name for a multi-task env: its ``Dict(observation, task_id)`` is the task-id encoding,
+        not the Dict observation SB3's ``MultiInputPolicy`` is for, so ``MlpPolicy``/``CnnPolicy`` stay valid."""
+        if not (isinstance(policy, str) and env is not None and is_task_observation_space(env.observation_space)):
+            return policy
+        if policy not in cls.policy_aliases:
+            raise ValueError(f"Unknown policy {policy!r}; {cls.__name__} takes {sorted(cls.policy_aliases)}")
+        if policy == "MultiInputPolicy":
+            raise ValueError(
+                "MultiInputPolicy is for Dict observations of a single task. A multi-task env's observation part is a "
+                "Box: use MlpPolicy (or CnnPolicy for images)."
+            )
+        return cls.policy_aliases[policy]
+
+    @staticmethod
+    def _task_policy_kwargs(policy_kwargs: dict[str, Any] | None, env: GymEnv | None) -> dict[str, Any]:
+        """``policy_kwargs`` with the env's task count (and, for discrete tasks, their legal actions)."""
+        policy_kwargs, layout = dict(policy_kwargs or {}), task_layout_of(env)
+        if layout is None or layout.num_tasks == 1:
+            return policy_kwargs
+        if policy_kwargs.setdefault("num_tasks", layout.num_tasks) != layout.num_tasks:
+            raise ValueError(f"policy_kwargs num_tasks={policy_kwargs['num_tasks']} but the env has {layout.num_tasks} tasks.")
+        if layout.legal_actions is not None:
+            policy_kwargs.setdefault("legal_actions", [list(legal) for legal in layout.legal_actions])
+        return policy_kwargs
+
+    def _init_task_state(self, env: GymEnv | None, normalize_rewards: bool | ReturnNormalization, new_model: bool) -> None:
         """Task layout, per-task rollout statistics and the return normaliser, from the constructor's arguments.
 
         Called in ``__init__``, not in ``_setup_model()``: ``load()`` restores these from the save file first.
         """
         self.task_layout = task_layout_of(env)
+        if new_model and self.task_layout is not None and self.task_layout.first_id != 0:
+            raise ValueError(
+                f"This env's task ids start at {self.task_layout.first_id}: it continues a trained model's tasks. "
+                "Add it to that model with sb3_brc.tools.transfer.add_tasks(model, env), or build it with "
+                "first_task_id=0 for a new model."
+            )
         # Per-task rollout statistics (not saved), built at the first episode for the current task count
         self._task_episodes = self._task_successes = None
         self.return_normalizer = None
         if normalize_rewards is not False:
-            config = (
-                normalize_rewards
-                if isinstance(normalize_rewards, RewardNormalizationCallback)
-                else RewardNormalizationCallback()
-            )
-            self.return_normalizer = config.normalizer or ReturnNormalizer(num_tasks, gamma, entropy_term=config.entropy_term)
+            options = ReturnNormalization() if normalize_rewards is True else normalize_rewards
+            if not isinstance(options, ReturnNormalization):
+                raise TypeError(f"normalize_rewards takes True, False or a ReturnNormalization, got {normalize_rewards!r}")
+            self.return_normalizer = options.build(num_tasks_of(env), self.gamma)
+        self.sb3_brc_version = SB3_BRC_VERSION
 
     def learn(
         self: SelfMultiTask,
@@ -142,8 +174,19 @@ class MultiTaskAlgorithm:
     def task_names(self) -> list[str]:
         """Names of the tasks, in task-id order (``task0``... if the env did not name them)."""
         if self.task_layout is not None:
-            return list(self.task_layout["task_names"])
+            return list(self.task_layout.names)
         return [f"task{i}" for i in range(self.num_tasks)]
+
+    @staticmethod
+    def task_ids(observations: th.Tensor | dict[str, th.Tensor]) -> th.Tensor:
+        """Task id of each observation of a batch (0 for plain observations)."""
+        return split_task_observation(observations)[1]
+
+    def _check_return_normalizer(self) -> None:
+        if self.return_normalizer is not None and self.return_normalizer.num_tasks != self.num_tasks:
+            raise ValueError(
+                f"The return normaliser tracks {self.return_normalizer.num_tasks} tasks, the policy {self.num_tasks}."
+            )
 
     def _record_reward_scale(self, reward_scale: th.Tensor) -> None:
         scales = reward_scale.tolist()
@@ -183,6 +226,13 @@ class MultiTaskAlgorithm:
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_task_episodes", "_task_successes"]
 
+    def _setup_learn(
+        self, total_timesteps: int, callback: MaybeCallback = None, reset_num_timesteps: bool = True, *args: Any, **kwargs: Any
+    ) -> Any:
+        if self.return_normalizer is not None and (reset_num_timesteps or self._last_obs is None):
+            self.return_normalizer.reset_episodes()  # SB3 resets the envs: unfinished episodes are gone
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, *args, **kwargs)
+
     def _store_transition(
         self,
         replay_buffer: ReplayBuffer,
@@ -199,18 +249,42 @@ class MultiTaskAlgorithm:
         if ended:
             terminal = np.concatenate([_float_rows(infos[i]["terminal_observation"], 1) for i in ended])
             check_finite("terminal observation", terminal, NON_FINITE_HINT, ended)
+        if self.return_normalizer is not None:
+            # The normaliser sees raw rewards, also under VecNormalize
+            raw = self._vec_normalize_env.get_original_reward() if self._vec_normalize_env is not None else reward
+            truncated = np.array([info.get("TimeLimit.truncated", False) for info in infos])
+            self.return_normalizer.update(raw, dones, truncated, np.array([info.get("task_id", 0) for info in infos]))
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
-        if self.return_normalizer is not None:
-            # The normaliser is part of the algorithm: feed it every env step, whatever the user passes
-            user_callbacks = list(callback) if isinstance(callback, Iterable) else ([] if callback is None else [callback])
-            callback = [RewardNormalizationCallback(self.return_normalizer), *map(convert_callback, user_callbacks)]
         if progress_bar and self.num_tasks > 1:
             # Count env steps per task (one vector step = one step of every task), as BRC reports them
-            callback = [*(callback if isinstance(callback, list) else [callback]), TaskProgressBarCallback()]
+            user_callbacks = list(callback) if isinstance(callback, Iterable) else ([] if callback is None else [callback])
+            callback = [*map(convert_callback, user_callbacks), TaskProgressBarCallback()]
             progress_bar = False
         return super()._init_callback(callback, progress_bar)
+
+    # Hooks of the algorithm-aware tools (diagnostics, transfer) -----------------------------------------------------
+
+    @property
+    @abstractmethod
+    def value_network(self) -> nn.Module:
+        """The categorical value network that owns the task embedding (BRCSAC's critic, BRCDQN's Q-network)."""
+
+    @abstractmethod
+    def value_loss(self, replay_data: ReplayBufferSamples) -> th.Tensor:
+        """The value network's training loss on ``replay_data`` with the current reward scales."""
+
+    @abstractmethod
+    def policy_entropy(self, observations: th.Tensor | dict[str, th.Tensor]) -> th.Tensor | None:
+        """Mean policy entropy estimate on ``observations`` (``None`` for a policy without one, e.g. epsilon-greedy)."""
+
+    @abstractmethod
+    def _grow_tasks(self, new: TaskLayout, new_rows: str) -> None:
+        """Grow every task-indexed part (embedding tables, optimiser, normaliser, per-task policy state) for the tasks
+        of ``new``; :func:`sb3_brc.tools.transfer.add_tasks` does the rest (checks, layout, replay, freezing)."""
+
+    # Saving and loading -----------------------------------------------------------------------------------------------
 
     def save(
         self,
@@ -219,7 +293,9 @@ class MultiTaskAlgorithm:
         include: Iterable[str] | None = None,
     ) -> None:
         """Save like SB3, but atomically: written to a temporary file next to ``path``, then renamed over it,
-        so a crash during the save never leaves a truncated file or destroys the previous one."""
+        so a crash during the save never leaves a truncated file or destroys the previous one. The save records
+        the sb3-brc version that wrote it."""
+        self.sb3_brc_version = SB3_BRC_VERSION
         if isinstance(path, io.BufferedIOBase):
             return super().save(path, exclude, include)
         path = pathlib.Path(path)
@@ -258,13 +334,19 @@ class MultiTaskAlgorithm:
                 "(multi-task: the same tasks in the same order)."
             ) from error
         if env is not None:
-            check_same_tasks(model.task_layout, env)
+            model._check_same_tasks(env)
         return model
 
-    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
-        if self.num_tasks > 1 and task_layout_of(env) is None:
+    def _check_same_tasks(self, env: GymEnv) -> None:
+        """A model only works on the tasks, task ids and layout it was trained on (or a contiguous run of them)."""
+        found = task_layout_of(env)
+        if self.num_tasks > 1 and found is None:
             raise ValueError(
-                f"This model was trained on {self.num_tasks} tasks: give it a MultiTaskVecEnv with the same tasks."
+                f"This model was trained on {self.num_tasks} tasks: give it a multi-task env with the same tasks."
             )
-        check_same_tasks(self.task_layout, env)
+        if self.task_layout is not None and found is not None:
+            self.task_layout.check_window(found)
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        self._check_same_tasks(env)
         super().set_env(env, force_reset)

@@ -1,4 +1,4 @@
-"""BRC per-task return normalisation (reference: ``jaxrl/normalizer.py``).
+"""BRC per-task return normalisation (reference: ``naumix/BiggerRegularizedCategorical``, ``jaxrl/normalizer.py``).
 
 Rewards are stored raw and scaled when a batch is sampled::
 
@@ -9,6 +9,7 @@ Rewards are stored raw and scaled when a batch is sampled::
 so that returns fit the categorical support ``[-v_max, v_max]`` whatever the task's reward scale.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,29 @@ import torch as th
 from sb3_brc.common.utils import NON_FINITE_HINT, check_finite
 
 ENTROPY_TERMS = ("fixed", "per_task")
+
+
+@dataclass(frozen=True)
+class ReturnNormalization:
+    """Options of the per-task return normalisation: pass ``normalize_rewards=ReturnNormalization(...)`` to an
+    algorithm (``True`` means the defaults). The algorithm builds its :class:`ReturnNormalizer` from them and
+    feeds it every env step.
+
+    :param entropy_term: ``"fixed"`` (reference code) or ``"per_task"`` (the paper's variant), see
+        :class:`ReturnNormalizer`
+    :param entropy_momentum: Weight of the newest measurement in the running per-task entropy (``"per_task"``)
+    """
+
+    entropy_term: str = "fixed"
+    entropy_momentum: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.entropy_term not in ENTROPY_TERMS:
+            raise ValueError(f"entropy_term must be one of {ENTROPY_TERMS}, got {self.entropy_term!r}")
+
+    def build(self, num_tasks: int, gamma: float) -> "ReturnNormalizer":
+        """The statistics object for ``num_tasks`` tasks and discount ``gamma``."""
+        return ReturnNormalizer(num_tasks, gamma, self.entropy_term, self.entropy_momentum)
 
 
 class ReturnNormalizer:

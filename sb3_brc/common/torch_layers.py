@@ -14,6 +14,8 @@ import math
 
 import torch as th
 import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 # Flax's LayerNorm default; PyTorch's default (1e-5) differs.
@@ -194,3 +196,46 @@ class TaskEmbedding(nn.Module):
             new = th.randn(count, old.shape[1], device=old.device, dtype=old.dtype) / math.sqrt(old.shape[1])
         self.embedding = nn.Embedding(old.shape[0] + count, old.shape[1], device=old.device, dtype=old.dtype)
         self.embedding.weight.data.copy_(th.cat([old, new]))
+
+
+class ImpalaResidual(nn.Module):
+    """``x + conv(relu(conv(relu(x))))`` with 3x3 convolutions."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)
+        )
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return x + self.net(x)
+
+
+class ImpalaCNN(BaseFeaturesExtractor):
+    """Impala-style encoder (Espeholt et al. 2018): per stage a 3x3 conv, a 3x3 max-pool with stride 2 and two
+    residual blocks; then ReLU, flatten and a linear layer to ``features_dim``.
+
+    :param observation_space: Channel-first image space
+    :param features_dim: Output size
+    :param channels: Channels of each stage
+    """
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 256, channels: tuple[int, ...] = (16, 32, 32)):
+        super().__init__(observation_space, features_dim)
+        layers: list[nn.Module] = []
+        in_channels = observation_space.shape[0]
+        for out_channels in channels:
+            layers += [
+                nn.Conv2d(in_channels, out_channels, 3, padding=1),
+                nn.MaxPool2d(3, stride=2, padding=1),
+                ImpalaResidual(out_channels),
+                ImpalaResidual(out_channels),
+            ]
+            in_channels = out_channels
+        self.cnn = nn.Sequential(*layers, nn.ReLU(), nn.Flatten())
+        with th.no_grad():
+            n_flatten = self.cnn(th.zeros(1, *observation_space.shape)).shape[1]
+        self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU())
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        return self.linear(self.cnn(observations))

@@ -1,8 +1,14 @@
 """Small shared helpers."""
 
+import pathlib
+from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
+import torch as th
+
+# The package version, written into every save so that a later version can tell which layout wrote it
+SB3_BRC_VERSION = (pathlib.Path(__file__).parents[1] / "version.txt").read_text().strip()
 
 Samples = TypeVar("Samples", bound=NamedTuple)
 
@@ -25,12 +31,25 @@ def check_finite(name: str, values: np.ndarray, hint: str, env_indices: list[int
     raise ValueError(f"Non-finite {name} (NaN or inf) from environment index(es) {envs}: {values.tolist()!s:.200}. {hint}")
 
 
+def _map_fields(function: Callable[..., Any], *samples: Samples) -> Samples:
+    """Apply ``function`` to every field of one or more replay samples of one type (Dict observations per key)."""
+
+    def apply(*values: Any) -> Any:
+        if values[0] is None:
+            return None
+        if isinstance(values[0], dict):
+            return {key: function(*(value[key] for value in values)) for key in values[0]}
+        return function(*values)
+
+    fields = samples[0]._asdict()
+    return samples[0]._replace(**{field: apply(*(getattr(s, field) for s in samples)) for field in fields})
+
+
 def select_rows(samples: Samples, rows: Any) -> Samples:
     """The ``rows`` (slice or index tensor) of every field of a replay sample (Dict observations included)."""
+    return _map_fields(lambda value: value[rows], samples)
 
-    def take(value: Any) -> Any:
-        if value is None:
-            return None
-        return {key: part[rows] for key, part in value.items()} if isinstance(value, dict) else value[rows]
 
-    return samples._replace(**{field: take(value) for field, value in samples._asdict().items()})
+def concat_samples(first: Samples, second: Samples) -> Samples:
+    """Two replay samples of one type stacked into one batch."""
+    return _map_fields(lambda a, b: th.cat([a, b]), first, second)

@@ -1,4 +1,4 @@
 from sb3_brc.dqn.dqn import BRCDQN
-from sb3_brc.dqn.policies import BRCDQNPolicy, CnnPolicy, ImpalaCNN, MlpPolicy, MultiInputPolicy
+from sb3_brc.dqn.policies import BRCDQNPolicy, CnnPolicy, MlpPolicy, MultiInputPolicy
 
-__all__ = ["BRCDQN", "BRCDQNPolicy", "CnnPolicy", "ImpalaCNN", "MlpPolicy", "MultiInputPolicy"]
+__all__ = ["BRCDQN", "BRCDQNPolicy", "CnnPolicy", "MlpPolicy", "MultiInputPolicy"]

@@ -1,5 +1,6 @@
 """BRCDQN: BRC for discrete actions and pixels (DrQ(eps) with a categorical BroNet head and task embeddings)."""
 
+import functools
 from typing import Any, ClassVar
 
 import numpy as np
@@ -10,13 +11,15 @@ from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
+from stable_baselines3.common.utils import polyak_update
 
 from sb3_brc.common.augmentation import random_shift
 from sb3_brc.common.buffers import CompactNStepReplayBuffer
-from sb3_brc.common.callbacks import RewardNormalizationCallback
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection
-from sb3_brc.common.multitask import MultiTaskAlgorithm, num_tasks_of, task_layout_of
+from sb3_brc.common.multitask import MultiTaskAlgorithm
+from sb3_brc.common.normalizer import ReturnNormalization
+from sb3_brc.common.task_layout import TaskLayout, map_observation_part, num_tasks_of, observation_part
 from sb3_brc.dqn.policies import BRCDQNPolicy, CategoricalQNetwork, CnnPolicy, MlpPolicy, MultiInputPolicy
 
 # DrQ(eps) (dopamine atari_100k DrQ_eps.gin), per task: replay warm-up, epsilon decay, minibatch
@@ -29,7 +32,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
     """BRC for discrete actions: DrQ(eps) with the DQN regression replaced by BRC's categorical cross-entropy,
     a BroNet head on a convolutional encoder, critic-owned task embeddings and per-task return normalisation.
 
-    The released BRC code has no Atari part (``BRC.md`` Part A.4, section 6), so these choices are ours:
+    The released BRC code (``naumix/BiggerRegularizedCategorical``) has no Atari part, so these choices are ours:
     the DrQ(eps) recipe (n-step 10, gamma 0.99, Adam 1e-4 with eps 1.5e-4, batch 32, target = online
     network copied every step, epsilon 1 -> 0.01 over 5000 steps after the warm-up, evaluation epsilon 0.001,
     random-shift augmentation with pad 4, double-Q action selection), a Nature-CNN encoder followed by a
@@ -41,7 +44,8 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
     Step accounting is per task as in BRCSAC: ``learning_starts``, ``buffer_size`` and the epsilon decay count
     steps of each task (``total_timesteps`` counts transitions over all tasks).
 
-    :param policy: ``"CnnPolicy"``, ``"MlpPolicy"`` or ``"MultiInputPolicy"`` (all :class:`BRCDQNPolicy`)
+    :param policy: ``"MlpPolicy"`` (encoder chosen by the observation: ``NatureCNN`` for images, flatten for
+        vectors), ``"CnnPolicy"``, ``"MultiInputPolicy"`` (single-task Dict observations) or a :class:`BRCDQNPolicy`
     :param env: The environment (a ``DiscreteMultiTaskVecEnv`` for several tasks)
     :param learning_rate: Adam learning rate (can be a function of progress)
     :param buffer_size: Replay capacity (``None``: 100k transitions per task)
@@ -63,8 +67,8 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
     :param augment: DrQ random shifts of image observations (``None``: on for images, off for vectors)
     :param augment_pad: Largest shift in pixels
     :param max_grad_norm: Gradient clipping norm (``None``: off)
-    :param normalize_rewards: BRC per-task return normalisation: ``True``, ``False`` or a configured
-        :class:`RewardNormalizationCallback`
+    :param normalize_rewards: BRC per-task return normalisation: ``True``, ``False`` or its options as a
+        :class:`~sb3_brc.common.normalizer.ReturnNormalization`
     :param stats_window_size: Window size for the rollout logging
     :param tensorboard_log: The log location for tensorboard (if None, no logging)
     :param policy_kwargs: Additional arguments for the policy (``net_arch``, ``n_atoms``, ``features_extractor_class``, ...)
@@ -79,6 +83,9 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
+    # Random-action warm-up per task, and the parts transfer can freeze (the task embedding always trains)
+    learning_starts_per_task: ClassVar[int] = LEARNING_STARTS_PER_TASK
+    freezable: ClassVar[tuple[str, ...]] = ("q_net",)
     policy: BRCDQNPolicy
     q_net: CategoricalQNetwork
     q_net_target: CategoricalQNetwork
@@ -106,7 +113,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         augment: bool | None = None,
         augment_pad: int = 4,
         max_grad_norm: float | None = 10.0,
-        normalize_rewards: bool | RewardNormalizationCallback = True,
+        normalize_rewards: bool | ReturnNormalization = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -115,29 +122,16 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        if isinstance(policy, str):
-            # All aliases are one policy that takes Box or Dict observations; resolving the name here skips
-            # SB3's "use MultiInputPolicy for Dict observations" check, so "CnnPolicy" works on multi-game envs
-            if policy not in self.policy_aliases:
-                raise ValueError(f"Unknown policy {policy!r}; BRCDQN takes {sorted(self.policy_aliases)}")
-            policy = self.policy_aliases[policy]
-        if not issubclass(policy, BRCDQNPolicy):
+        if env is not None:
+            env = maybe_make_env(env, verbose)
+            _check_spaces(env)
+        policy = self._task_policy(policy, env)
+        if isinstance(policy, type) and not issubclass(policy, BRCDQNPolicy):
             raise ValueError(
                 f"BRCDQN needs a BRCDQNPolicy, got {policy.__name__}. If this comes from BRCDQN.load(), the file was "
                 "saved by another algorithm: load it with that algorithm's load()."
             )
-        if env is not None:
-            env = maybe_make_env(env, verbose)
-            _check_spaces(env)
-        if getattr(env, "first_task_id", 0) != 0 and _init_setup_model:
-            raise ValueError(f"This env's task ids start at {env.first_task_id}; a new BRCDQN needs ids from 0.")
         num_tasks = num_tasks_of(env)
-        layout = task_layout_of(env)
-        policy_kwargs = dict(policy_kwargs or {})
-        if num_tasks > 1 and policy_kwargs.setdefault("num_tasks", num_tasks) != num_tasks:
-            raise ValueError(f"policy_kwargs num_tasks={policy_kwargs['num_tasks']} but the env has {num_tasks} tasks.")
-        if layout is not None and "legal_actions" in layout:
-            policy_kwargs.setdefault("legal_actions", layout["legal_actions"])
         if n_steps < 1 or exploration_decay_steps < 1 or augment_pad < 0:
             raise ValueError(
                 f"n_steps and exploration_decay_steps must be >= 1 and augment_pad >= 0, got {n_steps}, "
@@ -163,7 +157,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             max_grad_norm=max_grad_norm,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
+            policy_kwargs=self._task_policy_kwargs(policy_kwargs, env),
             verbose=verbose,
             seed=seed,
             device=device,
@@ -173,7 +167,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         self.eval_exploration_rate = eval_exploration_rate
         self.augment, self.augment_pad = augment, augment_pad
         self._target_is_online = False  # the target network equals the online one (set after a hard copy)
-        self._init_task_state(env, normalize_rewards, num_tasks, gamma)
+        self._init_task_state(env, normalize_rewards, new_model=_init_setup_model)
         if self.return_normalizer is not None and self.return_normalizer.entropy_term != "fixed":
             raise ValueError(
                 f"BRCDQN has no policy entropy: the return normaliser's entropy_term must be 'fixed' (its entropy term "
@@ -195,11 +189,8 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         super()._setup_model()
         self.n_steps = n_steps
         if self.augment is None:
-            self.augment = len(self.policy.encoder_space.shape) == 3
-        if self.return_normalizer is not None and self.return_normalizer.num_tasks != self.num_tasks:
-            raise ValueError(
-                f"The return normaliser tracks {self.return_normalizer.num_tasks} tasks, the policy {self.num_tasks}."
-            )
+            self.augment = len(observation_part(self.observation_space).shape) == 3
+        self._check_return_normalizer()
 
     def reward_scale(self) -> th.Tensor:
         """Per-task reward multiplier ``v_max / G_i`` (no entropy term without a temperature); ones when off."""
@@ -207,34 +198,35 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             return th.ones(self.num_tasks, device=self.device)
         return self.return_normalizer.reward_scale(th.zeros((), device=self.device), 0.0, self.policy.v_max)
 
-    def _target_distribution(self, replay_data: Any, next_obs: th.Tensor, rewards: th.Tensor) -> th.Tensor:
+    def _target_distribution(self, replay_data: Any, next_obs: PyTorchObs, rewards: th.Tensor) -> th.Tensor:
         """Projected n-step double-Q target ``R_n + gamma^k * (1 - terminated) * z`` of each transition."""
-        _, next_task_ids = self.policy.split_observation(replay_data.next_observations)
+        next_task_ids = self.task_ids(next_obs)
         rows = th.arange(len(next_task_ids), device=next_task_ids.device)
         # Double Q: the online network picks the next action among the task's legal ones, the target rates it.
         # Right after a hard copy (DrQ(eps) copies every step) both networks are equal: one forward pass does both
-        target_logits = at_least_fp32(self.q_net_target(next_obs, next_task_ids))
+        target_logits = at_least_fp32(self.q_net_target(next_obs))
         if self._target_is_online:
             next_q = th.softmax(target_logits, dim=-1) @ self.q_net.support
         else:
-            next_q = self.q_net.q_values(next_obs, next_task_ids)
-        next_actions = next_q.masked_fill(~self.policy.legal_actions[next_task_ids], -th.inf).argmax(dim=1)
+            next_q = self.q_net.q_values(next_obs)
+        next_actions = next_q.masked_fill(~self.policy.action_masks[next_task_ids], -th.inf).argmax(dim=1)
         next_probs = th.softmax(target_logits[rows, next_actions], dim=-1)
         target_atoms = rewards + replay_data.discounts * (1.0 - replay_data.dones) * self.q_net.support
         return categorical_projection(next_probs, target_atoms, self.q_net.support)
 
     def _q_loss(self, replay_data: Any, reward_scale: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """Categorical cross-entropy of the taken actions' logits against the projected target (``BRC.md``
-        section 2, with DrQ(eps)'s n-step double-Q target). Returns the loss and those logits (for logging)."""
-        obs, task_ids = self.policy.split_observation(replay_data.observations)
-        next_obs, _ = self.policy.split_observation(replay_data.next_observations)
+        """Categorical cross-entropy of the taken actions' logits against the projected target (BRC's critic loss
+        with DrQ(eps)'s n-step double-Q target). Returns the loss and those logits (for logging)."""
+        obs, next_obs = replay_data.observations, replay_data.next_observations
+        task_ids = self.task_ids(obs)
         if self.augment:
-            obs, next_obs = random_shift(obs, self.augment_pad), random_shift(next_obs, self.augment_pad)
+            shift = functools.partial(random_shift, pad=self.augment_pad)
+            obs, next_obs = map_observation_part(obs, shift), map_observation_part(next_obs, shift)
         with th.no_grad():
             rewards = replay_data.rewards * reward_scale[task_ids].unsqueeze(-1)
             target_probs = self._target_distribution(replay_data, next_obs, rewards)
         rows = th.arange(len(task_ids), device=task_ids.device)
-        logits = self.q_net(obs, task_ids)[rows, replay_data.actions.long().reshape(-1)]
+        logits = self.q_net(obs)[rows, replay_data.actions.long().reshape(-1)]
         return categorical_cross_entropy(logits.unsqueeze(1), target_probs), logits
 
     def train(self, gradient_steps: int, batch_size: int = 32) -> None:
@@ -265,9 +257,12 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         self._record_reward_scale(reward_scale)
 
     def _on_step(self) -> None:
-        super()._on_step()  # target update
-        if self.tau == 1.0 and self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
-            self._target_is_online = True  # DQN._on_step just copied the online network
+        # BRCDQN owns its target update (instead of DQN._on_step's), so it knows when the target is a fresh copy
+        self._n_calls += 1
+        if self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
+            polyak_update(self.q_net.parameters(), self.q_net_target.parameters(), self.tau)
+            polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+            self._target_is_online = self.tau == 1.0
         # DrQ(eps)/dopamine schedule in steps per task: initial epsilon through the warm-up, then a linear decay
         steps, warmup = self.num_timesteps / self.n_envs, self.learning_starts / self.n_envs
         remaining = np.clip((self.exploration_decay_steps + warmup - steps) / self.exploration_decay_steps, 0.0, 1.0)
@@ -308,16 +303,40 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             action, _ = self.predict(self._last_obs, deterministic=False)
         return action, action
 
+    # Hooks of the tools (diagnostics, transfer) ------------------------------------------------------------------
+
+    @property
+    def value_network(self) -> CategoricalQNetwork:
+        return self.q_net
+
+    def value_loss(self, replay_data: Any) -> th.Tensor:
+        return self._q_loss(replay_data, self.reward_scale())[0]
+
+    def policy_entropy(self, observations: PyTorchObs) -> None:
+        return None  # epsilon-greedy: no entropy estimate to report
+
+    def _grow_tasks(self, new: TaskLayout, new_rows: str) -> None:
+        old_tasks = self.num_tasks
+        self.q_net.add_tasks(new.num_tasks, new_rows)
+        self.q_net_target.add_tasks(new.num_tasks, new_rows)
+        with th.no_grad():  # online and target start equal on the new rows
+            self.q_net_target.task_embedding.embedding.weight[old_tasks:] = self.q_net.task_embedding.embedding.weight[
+                old_tasks:
+            ]
+        self.policy.add_tasks([list(legal) for legal in new.legal_actions])
+        self.policy_kwargs.update(num_tasks=self.num_tasks, legal_actions=self.policy.legal_actions)
+        if self.target_update_interval == self.n_envs:  # the default copy after every env step of every task
+            self.target_update_interval = new.num_tasks
+        # The embedding parameter was replaced: a new optimiser (its moments restart)
+        self.policy.optimizer = self.policy.optimizer_class(
+            self.q_net.parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
+        )
+        self._target_is_online = False
+
 
 def _check_spaces(env: GymEnv) -> None:
     if not isinstance(env.action_space, spaces.Discrete):
         raise TypeError(f"BRCDQN needs a Discrete action space, got {env.action_space}. For continuous actions use BRCSAC.")
     observation_space = env.observation_space
-    if isinstance(observation_space, spaces.Dict):
-        if set(observation_space.spaces) != {"obs", "task_id"}:
-            raise TypeError(
-                f"BRCDQN takes Dict observations as Dict(obs, task_id) (DiscreteMultiTaskVecEnv), not {observation_space}."
-            )
-        observation_space = observation_space["obs"]
-    if not isinstance(observation_space, spaces.Box):
-        raise TypeError(f"BRCDQN needs Box observations (images or vectors), got {observation_space}.")
+    if not isinstance(observation_part(observation_space), spaces.Box | spaces.Dict):
+        raise TypeError(f"BRCDQN needs Box observations (images or vectors) or a Dict of them, got {observation_space}.")

@@ -4,67 +4,24 @@ from typing import Any
 
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.policies import BaseModel, BasePolicy
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
-from torch import nn
 
-from sb3_brc.common.distributional import expected_value
-from sb3_brc.common.torch_layers import BroNet, TaskEmbedding
-
-
-class ImpalaResidual(nn.Module):
-    """``x + conv(relu(conv(relu(x))))`` with 3x3 convolutions."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)
-        )
-
-    def forward(self, x: th.Tensor) -> th.Tensor:
-        return x + self.net(x)
+from sb3_brc.common.distributional import at_least_fp32
+from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support
+from sb3_brc.common.task_layout import check_task_ids, observation_part, split_task_observation
+from sb3_brc.common.torch_layers import BroNet
 
 
-class ImpalaCNN(BaseFeaturesExtractor):
-    """Impala-style encoder (Espeholt et al. 2018): per stage a 3x3 conv, a 3x3 max-pool with stride 2 and two
-    residual blocks; then ReLU, flatten and a linear layer to ``features_dim``.
-
-    :param observation_space: Channel-first image space
-    :param features_dim: Output size
-    :param channels: Channels of each stage
-    """
-
-    def __init__(self, observation_space: spaces.Box, features_dim: int = 256, channels: tuple[int, ...] = (16, 32, 32)):
-        super().__init__(observation_space, features_dim)
-        layers: list[nn.Module] = []
-        in_channels = observation_space.shape[0]
-        for out_channels in channels:
-            layers += [
-                nn.Conv2d(in_channels, out_channels, 3, padding=1),
-                nn.MaxPool2d(3, stride=2, padding=1),
-                ImpalaResidual(out_channels),
-                ImpalaResidual(out_channels),
-            ]
-            in_channels = out_channels
-        self.cnn = nn.Sequential(*layers, nn.ReLU(), nn.Flatten())
-        with th.no_grad():
-            n_flatten = self.cnn(th.zeros(1, *observation_space.shape)).shape[1]
-        self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU())
-
-    def forward(self, observations: th.Tensor) -> th.Tensor:
-        return self.linear(self.cnn(observations))
-
-
-class CategoricalQNetwork(BaseModel):
+class CategoricalQNetwork(TaskConditionedNetwork):
     """Encoder, then ``concat(features, task embedding)`` into a BroNet whose head gives ``n_atoms`` logits per
     action. The task embedding is owned by this network and trained by its loss.
 
-    :param observation_space: Observation space of the encoder (the ``obs`` part of multi-task observations)
+    :param observation_space: Observation space (a multi-task ``Dict(observation, task_id)`` or a plain ``Box``)
     :param action_space: ``Discrete`` action space
-    :param features_extractor: Encoder
-    :param features_dim: Encoder output size
+    :param features_extractor: Encoder of the observation part
     :param net_arch: Residual blocks of the BroNet head (one width per block, all equal)
     :param n_atoms: Number of atoms of the categorical distribution
     :param v_min: Lowest atom
@@ -80,7 +37,6 @@ class CategoricalQNetwork(BaseModel):
         observation_space: spaces.Space,
         action_space: spaces.Discrete,
         features_extractor: BaseFeaturesExtractor,
-        features_dim: int,
         net_arch: list[int],
         n_atoms: int = 101,
         v_min: float = -10.0,
@@ -91,32 +47,34 @@ class CategoricalQNetwork(BaseModel):
         normalize_images: bool = True,
     ):
         super().__init__(
-            observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
+            observation_space,
+            action_space,
+            features_extractor,
+            normalize_images,
+            n_atoms=n_atoms,
+            v_min=v_min,
+            v_max=v_max,
+            num_tasks=num_tasks,
+            embedding_dim=embedding_dim,
+            embedding_norm=embedding_norm,
         )
-        self.n_actions, self.n_atoms, self.num_tasks = int(action_space.n), n_atoms, num_tasks
-        self.register_buffer("support", th.linspace(v_min, v_max, n_atoms))
-        self.task_embedding = TaskEmbedding(num_tasks, embedding_dim, embedding_norm) if num_tasks > 1 else None
-        input_dim = features_dim + (embedding_dim if num_tasks > 1 else 0)
-        self.head = BroNet(input_dim, net_arch, output_dim=self.n_actions * n_atoms)
+        self.n_actions = int(action_space.n)
+        self.head = BroNet(self.task_input_dim, net_arch, output_dim=self.n_actions * n_atoms)
 
-    def forward(self, obs: th.Tensor, task_ids: th.Tensor) -> th.Tensor:
+    def forward(self, obs: PyTorchObs) -> th.Tensor:
         """:return: ``(batch, n_actions, n_atoms)`` logits"""
-        features = self.extract_features(obs, self.features_extractor)
-        if self.task_embedding is not None:
-            features = th.cat([features, self.task_embedding(task_ids)], dim=-1)
-        return self.head(features).view(-1, self.n_actions, self.n_atoms)
+        return self.head(self.task_inputs(obs)).view(-1, self.n_actions, self.n_atoms)
 
-    def q_values(self, obs: th.Tensor, task_ids: th.Tensor) -> th.Tensor:
+    def q_values(self, obs: PyTorchObs) -> th.Tensor:
         """Expected value of each action's distribution, ``(batch, n_actions)``."""
-        logits = self(obs, task_ids)
-        return expected_value(logits.flatten(0, 1).unsqueeze(1), self.support).view(-1, self.n_actions)
+        return th.softmax(at_least_fp32(self(obs)), dim=-1) @ self.support
 
 
 class BRCDQNPolicy(BasePolicy):
     """Policy of :class:`BRCDQN`: an online and a target :class:`CategoricalQNetwork`, greedy (or epsilon-greedy)
     over each task's legal actions.
 
-    Observations are a ``Box`` (single task: images or vectors) or the ``Dict(obs, task_id)`` of a
+    Observations are a ``Box`` (single task: images or vectors) or the ``Dict(observation, task_id)`` of a
     ``DiscreteMultiTaskVecEnv``. The encoder defaults to ``NatureCNN`` for images and to a plain flatten for
     vectors (the BroNet head does the work); pass ``features_extractor_class=ImpalaCNN`` for the Impala encoder.
 
@@ -130,7 +88,7 @@ class BRCDQNPolicy(BasePolicy):
     :param num_tasks: Number of tasks (task embeddings above 1)
     :param embedding_dim: Size of the task embedding
     :param embedding_norm: ``"l2"`` or ``"l1"``
-    :param legal_actions: Per task, the legal union actions (default: all actions legal)
+    :param legal_actions: Per task, the union-space ids of its actions (default: every action legal for every task)
     :param features_extractor_class: Encoder class (default: ``NatureCNN`` for images, flatten otherwise)
     :param features_extractor_kwargs: Keyword arguments of the encoder
     :param normalize_images: Whether to divide image observations by 255
@@ -157,13 +115,9 @@ class BRCDQNPolicy(BasePolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ):
-        if n_atoms < 2 or not v_min < v_max:
-            raise ValueError(
-                f"The categorical Q-network needs n_atoms >= 2 and v_min < v_max, got {n_atoms}, {v_min}, {v_max}"
-            )
-        self.encoder_space = observation_space["obs"] if isinstance(observation_space, spaces.Dict) else observation_space
+        check_categorical_support(n_atoms, v_min, v_max)
         if features_extractor_class is None:
-            image = is_image_space(self.encoder_space, check_channels=False)
+            image = is_image_space(observation_part(observation_space), check_channels=False)
             features_extractor_class = NatureCNN if image else FlattenExtractor
         super().__init__(
             observation_space,
@@ -177,28 +131,28 @@ class BRCDQNPolicy(BasePolicy):
         self.net_arch = [512, 512] if net_arch is None else net_arch
         self.n_atoms, self.v_min, self.v_max = n_atoms, float(v_min), float(v_max)
         self.num_tasks, self.embedding_dim, self.embedding_norm = num_tasks, embedding_dim, embedding_norm
-        n_actions = int(action_space.n)
-        self.legal_actions_list = legal_actions
-        masks = th.ones(num_tasks, n_actions, dtype=th.bool)
-        if legal_actions is not None:
-            if len(legal_actions) != num_tasks:
-                raise ValueError(f"legal_actions lists {len(legal_actions)} tasks, the policy has {num_tasks}")
-            masks[:] = False
-            for task, legal in enumerate(legal_actions):
-                masks[task, list(legal)] = True
-        self.register_buffer("legal_actions", masks)
+        self.legal_actions = [list(range(action_space.n))] * num_tasks if legal_actions is None else legal_actions
+        if len(self.legal_actions) != num_tasks:
+            raise ValueError(f"legal_actions lists {len(self.legal_actions)} tasks, the policy has {num_tasks}")
+        self.register_buffer("action_masks", self._masks_of(self.legal_actions))
         self.q_net, self.q_net_target = self.make_q_net(), self.make_q_net()
         self.q_net_target.load_state_dict(self.q_net.state_dict())
         self.q_net_target.set_training_mode(False)
         self.optimizer = self.optimizer_class(self.q_net.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
+    def _masks_of(self, legal_actions: list[list[int]]) -> th.Tensor:
+        """``(tasks, n_actions)`` booleans, True where an action is legal in the task."""
+        masks = th.zeros(len(legal_actions), int(self.action_space.n), dtype=th.bool)
+        for task, legal in enumerate(legal_actions):
+            masks[task, list(legal)] = True
+        return masks
+
     def make_q_net(self) -> CategoricalQNetwork:
-        extractor = self.features_extractor_class(self.encoder_space, **self.features_extractor_kwargs)
+        extractor = self.features_extractor_class(observation_part(self.observation_space), **self.features_extractor_kwargs)
         return CategoricalQNetwork(
-            self.encoder_space,
+            self.observation_space,
             self.action_space,
             extractor,
-            extractor.features_dim,
             self.net_arch,
             n_atoms=self.n_atoms,
             v_min=self.v_min,
@@ -209,24 +163,23 @@ class BRCDQNPolicy(BasePolicy):
             normalize_images=self.normalize_images,
         ).to(self.device)
 
-    def split_observation(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
-        """``(encoder input, task ids)``; single-task ``Box`` observations belong to task 0."""
-        if isinstance(obs, dict):
-            return obs["obs"], obs["task_id"].reshape(-1).long()
-        return obs, th.zeros(obs.shape[0], dtype=th.long, device=obs.device)
+    def add_tasks(self, legal_actions: list[list[int]]) -> None:
+        """Legal actions of new tasks appended (transfer); the networks' embedding tables grow separately."""
+        self.legal_actions = [*self.legal_actions, *legal_actions]
+        self.num_tasks = len(self.legal_actions)
+        self.action_masks = self._masks_of(self.legal_actions).to(self.action_masks.device)
 
     def act(self, obs: PyTorchObs, epsilon: float = 0.0) -> th.Tensor:
         """Greedy legal action of each observation; with probability ``epsilon`` a uniformly random legal one."""
-        encoder_input, task_ids = self.split_observation(obs)
-        if task_ids.numel() and not (0 <= int(task_ids.min()) and int(task_ids.max()) < self.num_tasks):
-            raise ValueError(f"Task ids {sorted(set(task_ids.tolist()))} are outside [0, {self.num_tasks}) of this model.")
-        legal = self.legal_actions[task_ids]
+        task_ids = split_task_observation(obs)[1]
+        check_task_ids(task_ids, self.num_tasks)
+        legal = self.action_masks[task_ids]
         if epsilon > 0:
             # argmax of uniform noise over the legal entries: a uniform legal action
             random_actions = th.rand(legal.shape, device=legal.device).masked_fill(~legal, -1.0).argmax(dim=1)
             if epsilon >= 1.0:  # warm-up: no forward pass needed
                 return random_actions
-        actions = self.q_net.q_values(encoder_input, task_ids).masked_fill(~legal, -th.inf).argmax(dim=1)
+        actions = self.q_net.q_values(obs).masked_fill(~legal, -th.inf).argmax(dim=1)
         if epsilon > 0:
             explore = th.rand(actions.shape, device=actions.device) < epsilon
             actions = th.where(explore, random_actions, actions)
@@ -252,7 +205,7 @@ class BRCDQNPolicy(BasePolicy):
             num_tasks=self.num_tasks,
             embedding_dim=self.embedding_dim,
             embedding_norm=self.embedding_norm,
-            legal_actions=self.legal_actions_list,
+            legal_actions=self.legal_actions,
             lr_schedule=self._dummy_schedule,
             optimizer_class=self.optimizer_class,
             optimizer_kwargs=self.optimizer_kwargs,
@@ -263,5 +216,17 @@ class BRCDQNPolicy(BasePolicy):
 
 
 MlpPolicy = BRCDQNPolicy
-CnnPolicy = BRCDQNPolicy
-MultiInputPolicy = BRCDQNPolicy
+
+
+class CnnPolicy(BRCDQNPolicy):
+    """:class:`BRCDQNPolicy` with SB3's ``NatureCNN`` encoder (``ImpalaCNN`` via ``features_extractor_class``)."""
+
+    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+class MultiInputPolicy(BRCDQNPolicy):
+    """:class:`BRCDQNPolicy` for ``Dict`` observations of a single task (SB3's ``CombinedExtractor``)."""
+
+    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)

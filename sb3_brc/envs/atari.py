@@ -1,6 +1,6 @@
-"""Atari (ALE) games for multi-game BRC: standard preprocessing, the 18-action union and human-normalised scores.
+"""Atari (ALE) games for multi-game BRC: standard preprocessing and the 18-action union.
 
-Preprocessing (DQN/DrQ(eps) conventions, ``BRC.md`` section 6): frame skip 4 with max-pooling of the last two
+Preprocessing (DQN and DrQ(eps) conventions): frame skip 4 with max-pooling of the last two
 frames, 84x84 grayscale, up to 30 no-op starts, a stack of the last 4 frames, no sticky actions by default,
 and loss of a life ends the episode *for training only* (the game itself continues, as in DQN; evaluation
 plays whole games). Rewards are not clipped: BRCDQN normalises returns per task instead.
@@ -13,6 +13,9 @@ import gymnasium as gym
 from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
 from stable_baselines3.common.monitor import Monitor
 
+from sb3_brc.envs.scores import ATARI_SCORES
+from sb3_brc.envs.tasks import require
+
 # ALE's full action set; a game's minimal action set is a subset, named the same way. Action ``k`` of the
 # union space means the same thing in every game (1 is FIRE, 3 is RIGHT, ...).
 FULL_ACTION_MEANINGS = [
@@ -20,50 +23,9 @@ FULL_ACTION_MEANINGS = [
     "UPFIRE", "RIGHTFIRE", "LEFTFIRE", "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE",
 ]  # fmt: skip
 
-# (random, human) episode returns: the standard table (Mnih et al. 2015 / Badia et al. 2020), as used for the
-# human-normalised score (R - random) / (human - random). The Atari-100k games plus a few common ones.
-ATARI_SCORES: dict[str, tuple[float, float]] = {
-    "Alien": (227.8, 7127.7),
-    "Amidar": (5.8, 1719.5),
-    "Assault": (222.4, 742.0),
-    "Asterix": (210.0, 8503.3),
-    "BankHeist": (14.2, 753.1),
-    "BattleZone": (2360.0, 37187.5),
-    "BeamRider": (363.9, 16926.5),
-    "Boxing": (0.1, 12.1),
-    "Breakout": (1.7, 30.5),
-    "ChopperCommand": (811.0, 7387.8),
-    "CrazyClimber": (10780.5, 35829.4),
-    "DemonAttack": (152.1, 1971.0),
-    "Enduro": (0.0, 860.5),
-    "Freeway": (0.0, 29.6),
-    "Frostbite": (65.2, 4334.7),
-    "Gopher": (257.6, 2412.5),
-    "Hero": (1027.0, 30826.4),
-    "Jamesbond": (29.0, 302.8),
-    "Kangaroo": (52.0, 3035.0),
-    "Krull": (1598.0, 2665.5),
-    "KungFuMaster": (258.5, 22736.3),
-    "MsPacman": (307.3, 6951.6),
-    "Pong": (-20.7, 14.6),
-    "PrivateEye": (24.9, 69571.3),
-    "Qbert": (163.9, 13455.0),
-    "RoadRunner": (11.5, 7845.0),
-    "Seaquest": (68.4, 42054.7),
-    "SpaceInvaders": (148.0, 1668.7),
-    "UpNDown": (533.4, 11693.2),
-}
 
 ATARI_5 = ["Pong", "Breakout", "Boxing", "Freeway", "MsPacman"]
 ATARI_100K = [game for game in ATARI_SCORES if game not in ("BeamRider", "Enduro", "SpaceInvaders")]
-
-
-def human_normalized_score(game: str, episode_return: float) -> float:
-    """``(R - random) / (human - random)`` of a game in :data:`ATARI_SCORES` (1.0 = human level)."""
-    if game not in ATARI_SCORES:
-        raise ValueError(f"No random/human scores for {game!r}; known games: {sorted(ATARI_SCORES)}")
-    random, human = ATARI_SCORES[game]
-    return (episode_return - random) / (human - random)
 
 
 def legal_union_actions(env: gym.Env) -> tuple[list[int], int]:
@@ -103,8 +65,6 @@ def make_atari(
     :return: An env with ``Box(0, 255, (frame_stack, 84, 84), uint8)`` observations and the game's minimal
         action set; ``Monitor`` inside records whole-game returns
     """
-    from sb3_brc.envs.suites import require
-
     ale_py = require("ale_py")
     require("cv2")
     gym.register_envs(ale_py)

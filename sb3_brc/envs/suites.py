@@ -1,15 +1,15 @@
-"""Task suites: Meta-World MT10/MT50, DeepMind Control sets, Gymnasium MuJoCo sets, and name resolution."""
+"""Task suites: named task lists (Meta-World MT10/MT50, DeepMind Control, Gymnasium MuJoCo, Atari) and their envs."""
 
 import difflib
 import functools
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gymnasium as gym
 
 from sb3_brc.envs.atari import ATARI_5, ATARI_100K, atari_factory, atari_game
-from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv, TaskSpec
+from sb3_brc.envs.tasks import require, task_factory
+from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, MultiTaskVecEnv
 
 DMC_DOGS = ["dog-stand", "dog-walk", "dog-trot", "dog-run"]
 DMC_HUMANOIDS = ["humanoid-stand", "humanoid-walk", "humanoid-run"]
@@ -56,35 +56,9 @@ SUITES: dict[str, Suite] = {
     "atari-100k": Suite("Atari-100k's 26 games (BRCDQN), human-normalised scores", ATARI_100K, atari=True),
 }
 
-EXTRAS = {"shimmy": "dmc", "dm_control": "dmc", "metaworld": "metaworld", "ale_py": "atari", "cv2": "atari"}
-
-
-def require(module: str) -> object:
-    """Import an optional dependency, or explain which extra installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        extra = EXTRAS.get(module, "all")
-        raise ImportError(f"This task needs the optional package {module!r}: pip install 'sb3-brc[{extra}]'") from error
-
-
-def _metaworld_task_names() -> list[str]:
-    try:
-        return list(importlib.import_module("metaworld").ALL_V3_ENVIRONMENTS)
-    except ImportError:
-        return []
-
 
 def _metaworld_class_names() -> dict[type, str]:
     return {cls: name for name, cls in importlib.import_module("metaworld").ALL_V3_ENVIRONMENTS.items()}
-
-
-def _registered_ids() -> list[str]:
-    try:
-        importlib.import_module("shimmy")  # registers dm_control/* ids
-    except ImportError:
-        pass
-    return list(gym.registry)
 
 
 @functools.cache
@@ -97,54 +71,6 @@ def _metaworld_benchmark_envs(benchmark: str, seed: int | None) -> tuple[gym.Env
 
 def _metaworld_vector_task(benchmark: str, index: int, seed: int | None) -> gym.Env:
     return _metaworld_benchmark_envs(benchmark, seed)[index]
-
-
-def task_kind(name: str) -> str:
-    """``"dmc"``, ``"metaworld"`` or ``"gym"``: decides the normalised score of a task."""
-    if name.startswith("dm_control/") or f"dm_control/{name}-v0" in gym.registry:
-        return "dmc"
-    return "metaworld" if name in _metaworld_task_names() else "gym"
-
-
-# Packages whose import registers an id namespace with Gymnasium
-REGISTERING_MODULES = {"dm_control/": "shimmy", "Meta-World/": "metaworld", "ALE/": "ale_py"}
-
-
-def make_registered(env_id: str, **kwargs) -> gym.Env:
-    """``gym.make`` that first imports the package registering ``env_id``: a ``SubprocVecEnv`` worker starts
-    without the imports of the parent process, so ``dm_control/*``, ``Meta-World/*`` or ``ALE/*`` ids are unknown
-    there until that package is imported."""
-    for prefix, module in REGISTERING_MODULES.items():
-        if env_id.startswith(prefix):
-            require(module)
-    return gym.make(env_id, **kwargs)
-
-
-def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], gym.Env], str | None, str]:
-    """Resolve a task spec into ``(factory, name, kind)``.
-
-    Accepted: a callable returning an env (name taken from its spec later), a Meta-World task name
-    (``"reach-v3"``, an MT1 env), a Gymnasium id (``"HalfCheetah-v5"``, ``"dm_control/walker-walk-v0"``), or a
-    DMC short name (``"walker-walk"``).
-    """
-    if callable(task):
-        return task, None, "custom"
-    if not isinstance(task, str):
-        raise TypeError(f"A task is a Gymnasium id, a task name or a callable returning an env, got {task!r}")
-    if task in _metaworld_task_names():
-        return functools.partial(make_registered, "Meta-World/MT1", env_name=task, seed=seed), task, "metaworld"
-    if task.startswith("dm_control/"):
-        require("shimmy")
-    registered = _registered_ids()
-    if task not in registered and f"dm_control/{task}-v0" in registered:
-        task = f"dm_control/{task}-v0"
-    if task in registered:
-        name = task.removeprefix("dm_control/").removesuffix("-v0") if task.startswith("dm_control/") else task
-        return functools.partial(make_registered, task), name, task_kind(task)
-    candidates = list(SUITES) + _metaworld_task_names() + registered
-    close = difflib.get_close_matches(task, candidates, n=5, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"Unknown task {task!r}.{hint} Run `sb3-brc suites` to list suites and tasks.")
 
 
 def make_atari_suite(
@@ -174,7 +100,7 @@ def make_atari_suite(
     )
 
 
-def make_suite(name: str, seed: int | None = None, training: bool = True, **vec_env_kwargs) -> MultiTaskVecEnv:
+def make_suite(name: str, seed: int | None = None, training: bool = True, **vec_env_kwargs) -> BaseMultiTaskVecEnv:
     """Build a :class:`MultiTaskVecEnv` for a suite (``mt10``, ``dmc-hard``, ...) or a single task name; Atari
     suites (``atari-5``, ...) give a :class:`DiscreteMultiTaskVecEnv` (for ``BRCDQN``).
 

@@ -6,21 +6,21 @@ from typing import Any
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import DiagGaussianDistribution, SquashedDiagGaussianDistribution, TanhBijector
-from stable_baselines3.common.policies import BaseModel
 from stable_baselines3.common.preprocessing import get_action_dim
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.sac.policies import Actor, SACPolicy
 from torch import nn
 from torch.distributions import Normal
 from torch.nn import functional as F
 
-from sb3_brc.common.distributional import expected_value
+from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support
+from sb3_brc.common.task_layout import check_task_ids, observation_part, split_task_observation
 from sb3_brc.common.torch_layers import BroNet, TaskEmbedding, orthogonal_init_
 
 # Named network sizes (``net_arch`` for BRCPolicy). Depth stays 2 critic blocks; BRC scales width only.
-# Parameter counts are for the critic, 2 heads + target, on a DMC-dog-sized input (``BRC.md`` section 1);
-# the paper's "64M / 256M / 1B" most likely count the same way (unverified: the paper body was unavailable).
+# Parameter counts are for the critic, 2 heads + target, on a DMC-dog-sized input (223 observation + 38 action
+# entries); the paper's "64M / 256M / 1B" most likely count the same way (unverified).
 SIZE_PRESETS: dict[str, dict[str, list[int]]] = {
     "tiny": dict(pi=[64], qf=[128, 128]),  # CPU demos and tests
     "small": dict(pi=[256], qf=[512, 512]),  # reference class default, ~5M
@@ -33,13 +33,6 @@ SIZE_PRESETS: dict[str, dict[str, list[int]]] = {
 # The reference squashes the raw log-std with tanh into [-10, 2] (SB3 clips to [-20, 2])
 LOG_STD_MIN = -10.0
 LOG_STD_MAX = 2.0
-
-
-def split_task_ids(features: th.Tensor, num_tasks: int) -> tuple[th.Tensor, th.Tensor | None]:
-    """Split the task-id column (the last feature) off multi-task features; single-task features pass through."""
-    if num_tasks == 1:
-        return features, None
-    return features[:, :-1], features[:, -1].long()
 
 
 class StableSquashedDiagGaussianDistribution(SquashedDiagGaussianDistribution):
@@ -72,10 +65,10 @@ class BroNetActor(Actor):
     :param action_space: Action space
     :param net_arch: Residual blocks of the trunk (one width per block, all equal)
     :param features_extractor: Network to extract features
-    :param features_dim: Number of features (the task-id column included in multi-task runs)
+    :param features_dim: Number of features of the observation part
     :param activation_fn: Activation function
     :param normalize_images: Whether to divide image observations by 255
-    :param num_tasks: Number of tasks; above 1 the last feature is the task id
+    :param num_tasks: Number of tasks; above 1 the critic's task embedding is read
     :param embedding_dim: Size of the task embedding
     """
 
@@ -106,7 +99,7 @@ class BroNetActor(Actor):
         self.num_tasks = num_tasks
         self.embedding_dim = embedding_dim
         self.action_dist = StableSquashedDiagGaussianDistribution(get_action_dim(action_space))
-        input_dim = features_dim - 1 + embedding_dim if num_tasks > 1 else features_dim
+        input_dim = features_dim + (embedding_dim if num_tasks > 1 else 0)
         self.latent_pi = BroNet(input_dim, net_arch, activation_fn=activation_fn)
         orthogonal_init_(self.mu, gain=2**0.5)
         orthogonal_init_(self.log_std, gain=1.0)
@@ -123,8 +116,9 @@ class BroNetActor(Actor):
         return data
 
     def get_action_dist_params(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
-        features, task_ids = split_task_ids(self.extract_features(obs, self.features_extractor), self.num_tasks)
-        if task_ids is not None:
+        observation, task_ids = split_task_observation(obs)
+        features = self.extract_features(observation, self.features_extractor)
+        if self.num_tasks > 1:
             if self._task_embedding is None:
                 raise RuntimeError(
                     "Multi-task BroNetActor has no task embedding; call use_task_embedding(critic.task_embedding)."
@@ -135,17 +129,17 @@ class BroNetActor(Actor):
         return self.mu(latent_pi), log_std, {}
 
 
-class CategoricalCritic(BaseModel):
+class CategoricalCritic(TaskConditionedNetwork):
     """Ensemble of ``n_critics`` BroNets, each returning ``n_atoms`` logits over ``linspace(v_min, v_max, n_atoms)``.
 
-    All members run as one batched computation. Input: ``concat(obs, action)``, plus the task embedding,
-    owned (and trained) by this critic, in multi-task runs.
+    All members run as one batched computation. Input: ``concat(features, action, task embedding)``, the
+    embedding owned (and trained) by this critic in multi-task runs.
 
     :param observation_space: Observation space
     :param action_space: Action space
     :param net_arch: Residual blocks of each member (one width per block, all equal)
-    :param features_extractor: Network to extract features
-    :param features_dim: Number of features (the task-id column included in multi-task runs)
+    :param features_extractor: Network to extract features of the observation part
+    :param features_dim: Number of features
     :param activation_fn: Activation function
     :param normalize_images: Whether to divide image observations by 255
     :param n_critics: Number of ensemble members
@@ -153,7 +147,7 @@ class CategoricalCritic(BaseModel):
     :param n_atoms: Number of atoms of the categorical distribution
     :param v_min: Lowest atom
     :param v_max: Highest atom
-    :param num_tasks: Number of tasks; above 1 the last feature is the task id and a task embedding is learned
+    :param num_tasks: Number of tasks; above 1 a task embedding is learned
     :param embedding_dim: Size of the task embedding
     :param embedding_norm: ``"l2"`` (reference code) or ``"l1"`` (paper) normalisation of the embedding
     """
@@ -177,30 +171,24 @@ class CategoricalCritic(BaseModel):
         embedding_norm: str = "l2",
     ):
         super().__init__(
-            observation_space, action_space, features_extractor=features_extractor, normalize_images=normalize_images
+            observation_space,
+            action_space,
+            features_extractor,
+            normalize_images,
+            n_atoms=n_atoms,
+            v_min=v_min,
+            v_max=v_max,
+            num_tasks=num_tasks,
+            embedding_dim=embedding_dim,
+            embedding_norm=embedding_norm,
         )
         self.n_critics = n_critics
-        self.n_atoms = n_atoms
-        self.v_min, self.v_max = float(v_min), float(v_max)
-        self.num_tasks = num_tasks
-        self.register_buffer("support", th.linspace(v_min, v_max, n_atoms))
-        self.task_embedding = TaskEmbedding(num_tasks, embedding_dim, embedding_norm) if num_tasks > 1 else None
-        obs_dim = features_dim - 1 if num_tasks > 1 else features_dim
-        input_dim = obs_dim + get_action_dim(action_space) + (embedding_dim if num_tasks > 1 else 0)
+        input_dim = self.task_input_dim + get_action_dim(action_space)
         self.q_networks = BroNet(input_dim, net_arch, output_dim=n_atoms, ensemble_size=n_critics, activation_fn=activation_fn)
 
-    def forward(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    def forward(self, obs: PyTorchObs, actions: th.Tensor) -> th.Tensor:
         """:return: ``(batch, n_critics, n_atoms)`` logits"""
-        features, task_ids = split_task_ids(self.extract_features(obs, self.features_extractor), self.num_tasks)
-        inputs = [features, actions]
-        if task_ids is not None:
-            assert self.task_embedding is not None
-            inputs.append(self.task_embedding(task_ids))
-        return self.q_networks(th.cat(inputs, dim=-1)).transpose(0, 1)
-
-    def q_value(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        """Expected value of the mean distribution of the heads, ``(batch,)``."""
-        return expected_value(self(obs, actions), self.support)
+        return self.q_networks(self.task_inputs(obs, actions)).transpose(0, 1)
 
 
 class BRCPolicy(SACPolicy):
@@ -230,8 +218,8 @@ class BRCPolicy(SACPolicy):
     :param n_atoms: Number of atoms of the categorical critic
     :param v_min: Lowest atom of the support
     :param v_max: Highest atom of the support (rewards are normalised so returns fit in it)
-    :param num_tasks: Number of tasks (taken from the environment by ``BRCSAC``); above 1, the observation's last
-        entry is the task id
+    :param num_tasks: Number of tasks (taken from the environment by ``BRCSAC``); above 1 the critic learns a task
+        embedding, looked up with the ``task_id`` of multi-task observations
     :param embedding_dim: Size of the task embedding
     :param embedding_norm: ``"l2"`` (reference code default) or ``"l1"`` (paper variant)
     """
@@ -265,10 +253,7 @@ class BRCPolicy(SACPolicy):
         embedding_dim: int = 32,
         embedding_norm: str = "l2",
     ):
-        if isinstance(n_atoms, bool) or not isinstance(n_atoms, int) or n_atoms < 2:
-            raise ValueError(f"n_atoms must be an integer >= 2 (BRC uses 101), got {n_atoms!r}")
-        if not v_min < v_max:
-            raise ValueError(f"The categorical support needs v_min < v_max, got v_min={v_min}, v_max={v_max}")
+        check_categorical_support(n_atoms, v_min, v_max)
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
         if use_sde:
@@ -277,11 +262,6 @@ class BRCPolicy(SACPolicy):
             raise ValueError(
                 "BRCPolicy does not share a features extractor: in BRC the critic owns the task embedding and the "
                 "actor reads it detached. Use share_features_extractor=False."
-            )
-        if num_tasks > 1 and not isinstance(observation_space, spaces.Box):
-            raise ValueError(
-                f"Multi-task BRC needs a flat Box observation whose last entry is the task id, got {observation_space}. "
-                "Use sb3_brc.MultiTaskVecEnv, which flattens and tags observations."
             )
         self.n_atoms, self.v_min, self.v_max = n_atoms, float(v_min), float(v_max)
         self.num_tasks, self.embedding_dim, self.embedding_norm = num_tasks, embedding_dim, embedding_norm
@@ -303,8 +283,13 @@ class BRCPolicy(SACPolicy):
         super()._build(lr_schedule)
         self.actor.use_task_embedding(self.critic.task_embedding)
 
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        # The extractor encodes the observation part; the task id goes through the embedding instead
+        return self.features_extractor_class(observation_part(self.observation_space), **self.features_extractor_kwargs)
+
     def make_actor(self, features_extractor: BaseFeaturesExtractor | None = None) -> BroNetActor:
         actor_kwargs = self._update_features_extractor(self.actor_kwargs, features_extractor)
+        actor_kwargs["observation_space"] = observation_part(self.observation_space)
         return BroNetActor(**actor_kwargs, num_tasks=self.num_tasks, embedding_dim=self.embedding_dim).to(self.device)
 
     def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> CategoricalCritic:
@@ -333,25 +318,26 @@ class BRCPolicy(SACPolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         if self.num_tasks > 1:
-            assert isinstance(observation, th.Tensor)
-            task_ids = observation[..., -1]
-            valid = (task_ids >= 0) & (task_ids < self.num_tasks) & (task_ids == task_ids.round())
-            if not bool(valid.all()):
-                raise ValueError(
-                    f"Task id(s) {task_ids[~valid].tolist()} in the observation's last entry are not integers in "
-                    f"[0, {self.num_tasks}). Observations must come from the MultiTaskVecEnv the model was trained on."
-                )
+            check_task_ids(split_task_observation(observation)[1], self.num_tasks)
         return super()._predict(observation, deterministic)
 
 
+MlpPolicy = BRCPolicy
+
+
+class CnnPolicy(BRCPolicy):
+    """:class:`BRCPolicy` for image observations: SB3's ``NatureCNN`` encoder (one per network) before the BroNets."""
+
+    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
 class MultiInputPolicy(BRCPolicy):
-    """:class:`BRCPolicy` for ``Dict`` observations (SB3's ``CombinedExtractor``: keys flattened and concatenated).
+    """:class:`BRCPolicy` for ``Dict`` observations of a single task (SB3's ``CombinedExtractor``: keys flattened and
+    concatenated). A multi-task env's ``Dict(observation, task_id)`` is not one: use ``MlpPolicy`` there.
 
     Keys must be at least 1-d: SB3's replay buffer cannot store 0-d entries (DMC's ``height``); flatten such
     envs with ``gymnasium.wrappers.FlattenObservation`` or use ``MultiTaskVecEnv``, which does it for you."""
 
     def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any):
         super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
-
-
-MlpPolicy = BRCPolicy

@@ -1,6 +1,5 @@
 """BRCSAC: SAC with a BroNet actor, a categorical BroNet critic ensemble, task embeddings and return normalisation."""
 
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -13,21 +12,18 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from sb3_brc.common.buffers import ReplayWithPrevious
-from sb3_brc.common.callbacks import RewardNormalizationCallback
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection, expected_value
-from sb3_brc.common.multitask import MultiTaskAlgorithm, num_tasks_of, task_layout_of
+from sb3_brc.common.multitask import MultiTaskAlgorithm
+from sb3_brc.common.normalizer import ReturnNormalization
+from sb3_brc.common.task_layout import TaskLayout, num_tasks_of
 from sb3_brc.common.utils import select_rows
-from sb3_brc.sac.policies import BRCPolicy, BroNetActor, CategoricalCritic, MlpPolicy, MultiInputPolicy
+from sb3_brc.sac.policies import BRCPolicy, BroNetActor, CategoricalCritic, CnnPolicy, MlpPolicy, MultiInputPolicy
 
 # Per-task defaults of the reference (train.py): warm-up steps, replay capacity, batch (single / multi-task)
 LEARNING_STARTS_PER_TASK = 5_000
 BUFFER_SIZE_PER_TASK = 1_000_000
 BATCH_SIZE_SINGLE_TASK = 256
 BATCH_SIZE_MULTI_TASK = 1024
-
-
-LAYOUT_KEYS = ("task_names", "obs_dims", "act_dims")
 
 
 def _check_hyperparameters(**values: Any) -> None:
@@ -38,12 +34,14 @@ def _check_hyperparameters(**values: Any) -> None:
             problems.append(f"{name} must be a positive integer (got {values[name]!r})")
     if values["learning_starts"] is not None and values["learning_starts"] < 0:
         problems.append(f"learning_starts must be >= 0 (got {values['learning_starts']!r})")
-    if not 0.0 < values["tau"] <= 1.0:
-        problems.append(f"tau is the Polyak coefficient, in (0, 1] (got {values['tau']!r}; BRC uses 0.005)")
+    if not 0.0 <= values["tau"] <= 1.0:
+        problems.append(f"tau is the Polyak coefficient, in [0, 1] (got {values['tau']!r}; BRC uses 0.005)")
     if not 0.0 <= values["gamma"] < 1.0:
         problems.append(f"gamma must be in [0, 1) (got {values['gamma']!r}; BRC uses 0.99)")
-    if values["gradient_steps"] == 0 or values["gradient_steps"] < -1:
-        problems.append(f"gradient_steps must be >= 1, or -1 for one per env step (got {values['gradient_steps']!r})")
+    if values["gradient_steps"] < -1:
+        problems.append(
+            f"gradient_steps must be >= 0, or -1 for one per env step (got {values['gradient_steps']!r}; BRC uses 2)"
+        )
     if not callable(values["learning_rate"]) and not values["learning_rate"] > 0:
         problems.append(f"learning_rate must be > 0 (got {values['learning_rate']!r}; BRC uses 3e-4)")
     if problems:
@@ -82,7 +80,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
     the reference: ``learning_starts = 5000 * num_tasks``, ``buffer_size = 1e6 * num_tasks``, and
     ``batch_size`` 256 single-task, 1024 multi-task. ``total_timesteps`` counts transitions over all tasks.
 
-    :param policy: The policy model to use (MlpPolicy, BroNetPolicy, MultiInputPolicy, ...)
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy, or a BRCPolicy subclass)
     :param env: The environment to learn from (if registered in Gym, can be str)
     :param learning_rate: Learning rate of actor, critic and temperature (can be a function of progress)
     :param buffer_size: Size of the replay buffer (``None``: 1M transitions per task)
@@ -100,8 +98,8 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
     :param ent_coef: Entropy coefficient; ``"auto_0.1"`` learns it from 0.1 (BRC)
     :param target_update_interval: Update the target network every ``target_update_interval`` gradient steps
     :param target_entropy: Target entropy when learning ``ent_coef`` (``"auto"``: ``-|A|/2``, BRC)
-    :param normalize_rewards: BRC return normalisation: ``True`` (default), ``False`` (raw rewards), or a
-        configured :class:`RewardNormalizationCallback`
+    :param normalize_rewards: BRC return normalisation: ``True`` (default), ``False`` (raw rewards), or its options
+        as a :class:`~sb3_brc.common.normalizer.ReturnNormalization`
     :param mixed_precision: Run the forward passes of the update under bf16 autocast (CPU and GPU); losses,
         the target projection and the optimiser state stay float32
     :param compile_update: ``torch.compile`` the critic and actor loss functions (first updates are slow
@@ -120,9 +118,12 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
-        "BroNetPolicy": BRCPolicy,
+        "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
+    # Random-action warm-up per task, and the parts transfer can freeze (the task embedding always trains)
+    learning_starts_per_task: ClassVar[int] = LEARNING_STARTS_PER_TASK
+    freezable: ClassVar[tuple[str, ...]] = ("actor", "critic")
     policy: BRCPolicy
     actor: BroNetActor
     critic: CategoricalCritic
@@ -148,7 +149,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         ent_coef: str | float = "auto_0.1",
         target_update_interval: int = 1,
         target_entropy: str | float = "auto",
-        normalize_rewards: bool | RewardNormalizationCallback = True,
+        normalize_rewards: bool | ReturnNormalization = True,
         mixed_precision: bool = False,
         compile_update: bool = False,
         use_sde: bool = False,
@@ -162,6 +163,10 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        if env is not None:
+            env = maybe_make_env(env, verbose)
+            _check_spaces(env)
+        policy = self._task_policy(policy, env)
         if isinstance(policy, type) and not issubclass(policy, BRCPolicy):
             raise ValueError(
                 f"BRCSAC needs a BRCPolicy, got {policy.__name__}. If this comes from BRCSAC.load(), the file was saved "
@@ -176,19 +181,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             gradient_steps=gradient_steps,
             learning_rate=learning_rate,
         )
-        if env is not None:
-            env = maybe_make_env(env, verbose)
-            _check_spaces(env)
         num_tasks = num_tasks_of(env)
-        if getattr(env, "first_task_id", 0) != 0 and _init_setup_model:
-            raise ValueError(
-                f"This env's task ids start at {env.first_task_id}: it continues a trained model's tasks. "
-                "Add it to that model with model.add_tasks(env), or build it with first_task_id=0 for a new model."
-            )
-        policy_kwargs = dict(policy_kwargs or {})
-        if num_tasks > 1:
-            if policy_kwargs.setdefault("num_tasks", num_tasks) != num_tasks:
-                raise ValueError(f"policy_kwargs num_tasks={policy_kwargs['num_tasks']} but the env has {num_tasks} tasks.")
         super().__init__(
             policy,
             env,
@@ -215,7 +208,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             use_sde_at_warmup=use_sde_at_warmup,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
+            policy_kwargs=self._task_policy_kwargs(policy_kwargs, env),
             verbose=verbose,
             seed=seed,
             device=device,
@@ -223,7 +216,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         )
         self.mixed_precision = mixed_precision
         self.compile_update = compile_update
-        self._init_task_state(env, normalize_rewards, num_tasks, gamma)
+        self._init_task_state(env, normalize_rewards, new_model=_init_setup_model)
         if _init_setup_model:
             self._setup_model()
 
@@ -245,21 +238,10 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         self._loss_fns = (self._critic_loss, self._actor_loss)
         if self.compile_update:
             self._loss_fns = (th.compile(self._critic_loss), th.compile(self._actor_loss))
-        if self.return_normalizer is not None and self.return_normalizer.num_tasks != self.num_tasks:
-            raise ValueError(
-                f"The return normaliser tracks {self.return_normalizer.num_tasks} tasks, the policy {self.num_tasks}."
-            )
+        self._check_return_normalizer()
 
     def _current_ent_coef(self) -> th.Tensor:
         return th.exp(self.log_ent_coef.detach()) if self.log_ent_coef is not None else self.ent_coef_tensor
-
-    def task_ids(self, observations: th.Tensor | dict[str, th.Tensor]) -> th.Tensor:
-        """Task id of each observation (the last entry in multi-task runs, else 0)."""
-        if self.num_tasks == 1:
-            first = next(iter(observations.values())) if isinstance(observations, dict) else observations
-            return th.zeros(first.shape[0], dtype=th.long, device=first.device)
-        assert isinstance(observations, th.Tensor)
-        return observations[:, -1].long()
 
     def reward_scale(self) -> th.Tensor:
         """Current per-task reward multiplier ``v_max / (G_i + lambda)`` (ones when normalisation is off)."""
@@ -269,7 +251,8 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         return self.return_normalizer.reward_scale(ent_coef, float(self.target_entropy), self.policy.v_max)
 
     def _critic_loss(self, replay_data: Any, rewards: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """BRC critic loss (``BRC.md`` section 2). Returns the loss and the online logits (for logging)."""
+        """BRC critic loss: cross-entropy of every critic head against the projected soft target of the mean target
+        distribution (the reference's ``update_critic``). Returns the loss and the online logits (for logging)."""
         with th.no_grad():
             next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
             # Mean (not min) of the target heads' probabilities
@@ -397,93 +380,29 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             "Lower the learning rate, check the env's rewards and observations, or turn off mixed_precision."
         )
 
-    def add_tasks(
-        self,
-        env: GymEnv,
-        keep_replay: bool = False,
-        freeze: Iterable[str] = (),
-        new_rows: str = "mean",
-        learning_starts: int | None = None,
-    ) -> None:
-        """Transfer: continue training this multi-task model on new tasks, then call ``learn()``.
+    # Hooks of the tools (diagnostics, transfer) ------------------------------------------------------------------
 
-        The embedding tables (online and target critic) grow by one row per new task; existing rows and all
-        network weights are kept, and the normaliser tracks the new tasks. Build the env to continue this model's
-        ids and padded layout: ``MultiTaskVecEnv(tasks, first_task_id=model.num_tasks, obs_dim=..., act_dim=...)``
-        (``model.new_task_env(tasks)`` does it). Also works after ``load()``.
+    @property
+    def value_network(self) -> CategoricalCritic:
+        return self.critic
 
-        :param env: A ``MultiTaskVecEnv`` holding only the new tasks
-        :param keep_replay: ``True``: "data transfer", old tasks' transitions keep being replayed next to the new
-            ones (uniform over tasks); ``False``: "model transfer", a fresh buffer with the new tasks only
-        :param freeze: Parts not to train any more: ``"actor"`` and/or ``"critic"`` (the critic network; the
-            task embeddings always train, so new tasks can be placed)
-        :param new_rows: Start of the new embedding rows: ``"mean"`` of the existing rows or ``"random"``
-        :param learning_starts: Random-action warm-up (transitions) on the new tasks; default 5000 per task
-        """
-        layout = task_layout_of(env)
-        if self.num_tasks < 2:
-            raise ValueError("add_tasks needs a multi-task model (one trained with task embeddings on >= 2 tasks).")
-        if layout is None:
-            raise TypeError(f"add_tasks takes a MultiTaskVecEnv of the new tasks, got {type(env).__name__}")
-        hint = f"build it with model.new_task_env(tasks) (first_task_id={self.num_tasks}, obs_dim, act_dim of the model)"
-        if layout["first_task_id"] != self.num_tasks:
-            raise ValueError(f"The new tasks' ids start at {layout['first_task_id']}, not at {self.num_tasks}: {hint}.")
-        if env.observation_space != self.observation_space or env.action_space != self.action_space:
-            raise ValueError(
-                f"The new tasks' padded spaces {env.observation_space.shape}, {env.action_space.shape} differ from the "
-                f"model's {self.observation_space.shape}, {self.action_space.shape}: {hint}."
-            )
-        unknown = set(freeze) - {"actor", "critic"}
-        if unknown:
-            raise ValueError(f"freeze takes 'actor' and/or 'critic', got {sorted(unknown)}")
-        overlap = set(layout["task_names"]) & set(self.task_names)
-        if overlap:
-            raise ValueError(f"Tasks {sorted(overlap)} are already in the model; add only new tasks.")
-        old_tasks, count = self.num_tasks, env.num_envs
-        self.critic.task_embedding.add_rows(count, new_rows)
-        self.critic_target.task_embedding.add_rows(count, new_rows)
+    def value_loss(self, replay_data: Any) -> th.Tensor:
+        rewards = replay_data.rewards * self.reward_scale()[self.task_ids(replay_data.observations)].unsqueeze(-1)
+        return self._critic_loss(replay_data, rewards, self._current_ent_coef())[0]
+
+    def policy_entropy(self, observations: th.Tensor | dict[str, th.Tensor]) -> th.Tensor:
+        return -self.actor.action_log_prob(observations)[1].mean()
+
+    def _grow_tasks(self, new: TaskLayout, new_rows: str) -> None:
+        old_tasks = self.num_tasks
+        self.critic.add_tasks(new.num_tasks, new_rows)
+        self.critic_target.add_tasks(new.num_tasks, new_rows)
         with th.no_grad():  # online and target start equal on the new rows
-            self.critic_target.task_embedding.embedding.weight[old_tasks:] = self.critic.task_embedding.embedding.weight[
-                old_tasks:
-            ]
-        for module in (self.policy, self.critic, self.critic_target):
-            module.num_tasks = old_tasks + count
-        self.policy_kwargs["num_tasks"] = old_tasks + count
-        self.task_layout = {key: list(self.task_layout[key]) + list(layout[key]) for key in LAYOUT_KEYS}
-        self.task_layout["first_task_id"] = 0
-        if self.return_normalizer is not None:
-            self.return_normalizer.add_tasks(count)
-        self._task_episodes = self._task_successes = None  # per-task rollout stats, rebuilt for the new task count
-        for part in freeze:
-            getattr(self, part).requires_grad_(False)
-        if "critic" in freeze:
-            self.critic.task_embedding.requires_grad_(True)
+            online, target = self.critic.task_embedding.embedding.weight, self.critic_target.task_embedding.embedding.weight
+            target[old_tasks:] = online[old_tasks:]
+        self.policy.num_tasks = self.actor.num_tasks = self.critic.num_tasks
+        self.policy_kwargs["num_tasks"] = self.critic.num_tasks
         # The embedding parameter was replaced: a new critic optimiser (its moments restart)
         self.critic.optimizer = self.policy.optimizer_class(
             self.critic.parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
-        )
-        per_task_capacity = max(self.buffer_size // old_tasks, 1)
-        previous = self.replay_buffer
-        self.n_envs = count  # SB3's set_env insists on an unchanged count; the new buffer below matches it
-        self.set_env(env)
-        buffer_kwargs = dict(self.replay_buffer_kwargs)
-        buffer_class: type[ReplayBuffer] = self.replay_buffer_class
-        if keep_replay:
-            buffer_class, buffer_kwargs = ReplayWithPrevious, dict(buffer_kwargs, previous=previous, previous_tasks=old_tasks)
-        self.buffer_size = per_task_capacity * count
-        self.replay_buffer = buffer_class(
-            self.buffer_size, self.observation_space, self.action_space, device=self.device, n_envs=count, **buffer_kwargs
-        )
-        self.learning_starts = LEARNING_STARTS_PER_TASK * count if learning_starts is None else learning_starts
-
-    def new_task_env(self, tasks: list[Any], **kwargs: Any) -> GymEnv:
-        """A ``MultiTaskVecEnv`` of new ``tasks`` laid out to continue this model (for :meth:`add_tasks`)."""
-        from sb3_brc.envs.vec_env import MultiTaskVecEnv
-
-        return MultiTaskVecEnv(
-            tasks,
-            first_task_id=self.num_tasks,
-            obs_dim=self.observation_space.shape[0] - 1,
-            act_dim=self.action_space.shape[0],
-            **kwargs,
         )

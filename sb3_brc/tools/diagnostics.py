@@ -8,15 +8,13 @@ what larger critics reduce.
 import itertools
 from typing import Any
 
-import matplotlib
 import numpy as np
 import torch as th
+from matplotlib.figure import Figure
 from stable_baselines3.common.callbacks import BaseCallback
 
+from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.utils import select_rows
-
-matplotlib.use("Agg")  # headless
-import matplotlib.pyplot as plt
 
 
 def gradient_conflict_rate(gradients: list[th.Tensor]) -> tuple[float, np.ndarray]:
@@ -34,20 +32,19 @@ def gradient_conflict_rate(gradients: list[th.Tensor]) -> tuple[float, np.ndarra
     return float(np.mean([cosines[i, j] < 0 for i, j in pairs])), cosines
 
 
-def task_diagnostics(model: Any, samples_per_task: int = 256) -> dict[str, Any]:
-    """Per-task critic loss, critic gradient norm and policy entropy on fresh replay samples, and the
-    gradient-conflict rate between the tasks' critic gradients. Parameters and ``.grad`` are left untouched.
+def task_diagnostics(model: MultiTaskAlgorithm, samples_per_task: int = 256) -> dict[str, Any]:
+    """Per-task value loss (BRCSAC's critic loss, BRCDQN's Q loss), its gradient norm and the policy entropy on fresh
+    replay samples, and the gradient-conflict rate between the tasks' value-network gradients. Parameters and
+    ``.grad`` are left untouched.
 
-    :param model: A trained ``BRCSAC`` with data in its replay buffer
+    :param model: A trained ``BRCSAC`` or ``BRCDQN`` with data in its replay buffer
     :param samples_per_task: Transitions per task (drawn from a larger uniform sample)
     :return: ``{"tasks", "critic_loss", "grad_norm", "entropy", "conflict_rate", "cosines"}``; per-task values are
-        lists in task order (``nan`` for a task without samples)
+        lists in task order (``nan`` for a task without samples, and for the entropy of a policy without one)
     """
     data = model.replay_buffer.sample(samples_per_task * model.num_tasks * 2, env=model._vec_normalize_env)
     task_ids = model.task_ids(data.observations)
-    rewards = data.rewards * model.reward_scale()[task_ids].unsqueeze(-1)
-    ent_coef = model._current_ent_coef()
-    params = [p for p in model.critic.parameters() if p.requires_grad]
+    params = [p for p in model.value_network.parameters() if p.requires_grad]
     losses, norms, entropies, gradients = [], [], [], []
     for task in range(model.num_tasks):
         rows = (task_ids == task).nonzero().flatten()[:samples_per_task]
@@ -55,14 +52,14 @@ def task_diagnostics(model: Any, samples_per_task: int = 256) -> dict[str, Any]:
             losses.append(float("nan")), norms.append(float("nan")), entropies.append(float("nan"))
             continue
         subset = select_rows(data, rows)
-        loss, _ = model._critic_loss(subset, rewards[rows], ent_coef)
+        loss = model.value_loss(subset)
         grads = th.autograd.grad(loss, params, allow_unused=True)
         flat = th.cat([(g if g is not None else th.zeros_like(p)).flatten() for g, p in zip(grads, params, strict=True)])
         with th.no_grad():
-            _, log_prob = model.actor.action_log_prob(subset.observations)
+            entropy = model.policy_entropy(subset.observations)
         losses.append(loss.item())
         norms.append(flat.norm().item())
-        entropies.append(-log_prob.mean().item())
+        entropies.append(float("nan") if entropy is None else entropy.item())
         gradients.append(flat)
     rate, cosines = gradient_conflict_rate(gradients) if len(gradients) > 1 else (float("nan"), np.ones((1, 1)))
     return dict(
@@ -96,18 +93,19 @@ class DiagnosticsCallback(BaseCallback):
         for quantity in ("critic_loss", "grad_norm", "entropy"):
             for name, value in zip(result["tasks"], result[quantity], strict=True):
                 self.logger.record(f"diagnostics/{name}/{quantity}", value)
-            self.logger.record(f"diagnostics/var_{quantity}", float(np.nanvar(result[quantity])))
+            if not np.isnan(result[quantity]).all():
+                self.logger.record(f"diagnostics/var_{quantity}", float(np.nanvar(result[quantity])))
         if not np.isnan(result["conflict_rate"]):
             self.logger.record("diagnostics/conflict_rate", result["conflict_rate"])
         return True
 
 
-def plot_task_embeddings(model: Any, path: str) -> np.ndarray:
+def plot_task_embeddings(model: MultiTaskAlgorithm, path: str) -> np.ndarray:
     """PCA of the learned (normalised) task embeddings, one labelled point per task, saved as a PNG.
 
     :return: the ``(num_tasks, 2)`` projected coordinates
     """
-    embedding = (model.critic if hasattr(model, "critic") else model.q_net).task_embedding  # BRCSAC / BRCDQN
+    embedding = model.value_network.task_embedding
     if embedding is None:
         raise ValueError("This model has no task embeddings (single-task run)")
     with th.no_grad():
@@ -115,7 +113,8 @@ def plot_task_embeddings(model: Any, path: str) -> np.ndarray:
     centred = rows - rows.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     coords = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred @ vt[:1].T, np.zeros(len(rows))]
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))  # no pyplot: the user's matplotlib backend stays as it is
+    ax = fig.subplots()
     ax.scatter(coords[:, 0], coords[:, 1])
     for name, (x, y) in zip(model.task_names, coords, strict=True):
         ax.annotate(name, (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
@@ -124,5 +123,4 @@ def plot_task_embeddings(model: Any, path: str) -> np.ndarray:
     ax.set_ylabel("PC 2")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return coords

@@ -8,7 +8,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_brc.envs.vec_env import MultiTaskVecEnv
+from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv
 
 CSV_FIELDS = ["timesteps", "steps_per_task", "task", "mean_return", "std_return", "success_rate", "score", "episodes"]
 
@@ -25,7 +25,7 @@ def write_eval_rows(path: str, rows: list[dict[str, Any]], append: bool) -> None
 
 def evaluate_tasks(
     model: BaseAlgorithm | None,
-    env: MultiTaskVecEnv,
+    env: BaseMultiTaskVecEnv,
     n_eval_episodes: int = 10,
     deterministic: bool = True,
     seed: int | None = None,
@@ -94,7 +94,7 @@ class MultiTaskEvalCallback(BaseCallback):
 
     def __init__(
         self,
-        eval_env: MultiTaskVecEnv,
+        eval_env: BaseMultiTaskVecEnv,
         eval_freq: int = 10_000,
         n_eval_episodes: int = 10,
         log_path: str | None = None,
@@ -111,8 +111,8 @@ class MultiTaskEvalCallback(BaseCallback):
 
     def _init_callback(self) -> None:
         layout = getattr(self.model, "task_layout", None)
-        if layout is not None and layout["task_names"] != self.eval_env.task_names:
-            raise ValueError(f"eval_env tasks {self.eval_env.task_names} differ from the model's {layout['task_names']}")
+        if layout is not None and list(layout.names) != self.eval_env.task_names:
+            raise ValueError(f"eval_env tasks {self.eval_env.task_names} differ from the model's {list(layout.names)}")
         if self.log_path is not None and os.path.dirname(self.log_path):
             os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
 

@@ -5,6 +5,7 @@ can run arbitrary code. ``export_policy`` writes ``policy.pt`` (a state dict: te
 ``torch.load(weights_only=True)``) and ``policy.json`` (spaces and architecture as plain JSON).
 """
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -14,10 +15,12 @@ import torch as th
 from gymnasium import spaces
 from torch import nn
 
+from sb3_brc.common.task_layout import is_task_observation_space, observation_part, task_observation_space
 from sb3_brc.sac.policies import BRCPolicy
 from sb3_brc.sac.sac import BRCSAC
 
-FORMAT = "sb3-brc-policy/1"
+# Version 2: multi-task policies take Dict(observation, task_id) observations (sb3-brc 0.2)
+FORMAT = "sb3-brc-policy/2"
 
 
 def _box_to_json(space: spaces.Space) -> dict[str, Any]:
@@ -43,7 +46,8 @@ def export_policy(model: BRCSAC, directory: str) -> None:
         raise TypeError(f"export_policy needs an activation from torch.nn, got {activation}")
     config = dict(
         format=FORMAT,
-        observation_space=_box_to_json(policy.observation_space),
+        observation_space=_box_to_json(observation_part(policy.observation_space)),
+        task_ids=is_task_observation_space(policy.observation_space),
         action_space=_box_to_json(policy.action_space),
         net_arch=policy.net_arch,
         activation_fn=activation.__name__,
@@ -54,7 +58,7 @@ def export_policy(model: BRCSAC, directory: str) -> None:
         num_tasks=policy.num_tasks,
         embedding_dim=policy.embedding_dim,
         embedding_norm=policy.embedding_norm,
-        task_layout=model.task_layout,
+        task_layout=None if model.task_layout is None else dataclasses.asdict(model.task_layout),
     )
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".policy.{os.getpid()}.tmp")
@@ -71,8 +75,9 @@ def load_exported_policy(directory: str, device: th.device | str = "cpu") -> BRC
         config = json.load(file)
     if config.get("format") != FORMAT:
         raise ValueError(f"{directory}/policy.json is not an sb3-brc policy export (format {config.get('format')!r})")
+    observation_space = _box_from_json(config["observation_space"])
     policy = BRCPolicy(
-        _box_from_json(config["observation_space"]),
+        task_observation_space(observation_space) if config["task_ids"] else observation_space,
         _box_from_json(config["action_space"]),
         lambda _: 0.0,
         net_arch=config["net_arch"],

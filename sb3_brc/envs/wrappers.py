@@ -1,0 +1,136 @@
+"""Wrappers that fit one task into a multi-task env's shared spaces (padding, action rescaling, union actions)."""
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.monitor import Monitor
+
+
+def pad_vector(obs: np.ndarray, size: int) -> np.ndarray:
+    """A task's observation flattened to float32 and zero-padded at the end to ``size`` entries."""
+    flat = np.asarray(obs, dtype=np.float32).reshape(-1)
+    padded = np.zeros(size, np.float32)
+    padded[: len(flat)] = flat
+    return padded
+
+
+class PadTask(gym.Wrapper):
+    """Pads one task to the shared layout and records success at any step of an episode.
+
+    :param env: The task's env (flat Box observations, bounded Box actions)
+    :param obs_dim: Padded observation size
+    :param act_dim: Padded action size
+    """
+
+    def __init__(self, env: gym.Env, obs_dim: int, act_dim: int):
+        super().__init__(env)
+        check_task_spaces(env, "task")
+        self.task_obs_dim = int(np.prod(env.observation_space.shape))
+        self.task_act_dim = int(np.prod(env.action_space.shape))
+        self._low = env.action_space.low.astype(np.float64).reshape(-1)
+        self._high = env.action_space.high.astype(np.float64).reshape(-1)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
+        self._success = False
+
+    def _pad(self, obs: np.ndarray) -> np.ndarray:
+        return pad_vector(obs, self.observation_space.shape[0])
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        obs, info = self.env.reset(**kwargs)
+        self._success = False
+        return self._pad(obs), info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        # The policy's extra action entries are ignored (they still count in its entropy, as in BRC)
+        own = np.clip(np.asarray(action, dtype=np.float64)[: self.task_act_dim], -1.0, 1.0)
+        scaled = self._low + 0.5 * (own + 1.0) * (self._high - self._low)
+        obs, reward, terminated, truncated, info = self.env.step(scaled.astype(self.env.action_space.dtype))
+        success = info.get("success", info.get("is_success", info.get("solved")))
+        if success is not None:
+            self._success = self._success or bool(success)
+            if terminated or truncated:
+                info["is_success"] = self._success  # SB3's rollout/success_rate: success at any step
+        return self._pad(obs), float(reward), terminated, truncated, info
+
+
+def check_task_spaces(env: gym.Env, name: str) -> None:
+    """Clear errors for task spaces a padded continuous-control layout cannot hold."""
+    if not isinstance(env.action_space, spaces.Box):
+        raise TypeError(
+            f"Task {name!r} has a {type(env.action_space).__name__} action space; MultiTaskVecEnv needs Box actions."
+        )
+    if not (np.isfinite(env.action_space.low).all() and np.isfinite(env.action_space.high).all()):
+        raise ValueError(
+            f"Task {name!r} has unbounded actions {env.action_space}; wrap it with gymnasium.wrappers.ClipAction."
+        )
+    if not isinstance(env.observation_space, spaces.Box) or len(env.observation_space.shape) != 1:
+        raise TypeError(
+            f"Task {name!r} has observation space {env.observation_space}; MultiTaskVecEnv needs flat Box or Dict of Box."
+        )
+
+
+class UnionActions(gym.Wrapper):
+    """One discrete task inside a shared ``Discrete(n_actions)`` space: union action ``legal[k]`` is the task's
+    action ``k``; any other action is illegal and raises (mask it out with ``action_masks()``). Vector
+    observations are zero-padded to ``obs_dim`` (float32); image observations pass through unchanged.
+
+    :param env: The task's env (``Discrete`` actions)
+    :param legal: Union ids of the task's actions, in the task's own order
+    :param n_actions: Size of the union action space
+    :param obs_dim: Padded size of vector observations (``None`` for images)
+    """
+
+    def __init__(self, env: gym.Env, legal: list[int], n_actions: int, obs_dim: int | None):
+        super().__init__(env)
+        self.legal = list(legal)
+        self._task_action = {union: own for own, union in enumerate(self.legal)}
+        self.action_space = spaces.Discrete(n_actions)
+        self.obs_dim = obs_dim
+        if obs_dim is not None:
+            self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+
+    def _pad(self, obs: np.ndarray) -> np.ndarray:
+        return obs if self.obs_dim is None else pad_vector(obs, self.obs_dim)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        obs, info = self.env.reset(**kwargs)
+        return self._pad(obs), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        union = int(np.asarray(action).reshape(()))
+        if union not in self._task_action:
+            raise ValueError(
+                f"Action {union} is illegal in task {self.env.spec.id if self.env.spec else self.env}: its legal union "
+                f"actions are {self.legal}. Choose actions with the env's action_masks() (BRCDQN does)."
+            )
+        obs, reward, terminated, truncated, info = self.env.step(self._task_action[union])
+        return self._pad(obs), float(reward), terminated, truncated, info
+
+
+def _is_monitored(env: gym.Env) -> bool:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, Monitor):
+            return True
+        env = env.env
+    return False
+
+
+def flatten_dict_observation(env: gym.Env) -> gym.Env:
+    """Dict observations (e.g. DMC's) flattened into one vector; other envs unchanged."""
+    return gym.wrappers.FlattenObservation(env) if isinstance(env.observation_space, spaces.Dict) else env
+
+
+def padded_continuous_task(make: Callable[[], gym.Env], obs_dim: int, act_dim: int) -> gym.Env:
+    """A continuous task of a ``MultiTaskVecEnv``: flattened, padded, rescaled, its raw returns monitored."""
+    return Monitor(PadTask(flatten_dict_observation(make()), obs_dim, act_dim))
+
+
+def union_discrete_task(make: Callable[[], gym.Env], legal: list[int], n_actions: int, obs_dim: int | None) -> gym.Env:
+    """A discrete task of a ``DiscreteMultiTaskVecEnv``: its actions mapped into the union space, its returns
+    monitored (Atari envs monitor whole games inside their life-loss wrapper already)."""
+    env = make()
+    return UnionActions(env if _is_monitored(env) else Monitor(env), legal, n_actions, obs_dim)
