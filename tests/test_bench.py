@@ -15,7 +15,7 @@ from sb3_brc.bench import (
     grid,
     register_algo,
     replace_section,
-    resolve_task_set,
+    resolve_tasks,
     run_benchmark,
     task_normalizations,
 )
@@ -54,7 +54,7 @@ def test_grid_layout_suites_and_registry():
     assert "brc_sac/pendulum-gravity/seed0" in keys and "sac/pendulum-g6/seed1" in keys
     assert len(runs) == 2 * (1 + 1) + 2 * (3 + 1)
     assert runs[0].run_dir == os.path.join("out", "brc_sac", "pendulum-gravity", "seed0")
-    assert resolve_task_set("Pendulum-v1").task_names == ("Pendulum-v1",)
+    assert resolve_tasks("Pendulum-v1").task_names == ("Pendulum-v1",)
     with pytest.raises(ValueError, match="multiple of eval_every"):
         grid("out", ["sac"], ["Pendulum-v1"], SEEDS, BenchSettings(steps_per_task=150, eval_every=100))
     with pytest.raises(ValueError, match="Unknown algorithm"):
