@@ -13,10 +13,9 @@ from typing import Any
 import torch as th
 from gymnasium import spaces
 
-from sb3_brc.bench import BenchSettings
 from sb3_brc.bench import add_arguments as add_bench_arguments
 from sb3_brc.bench import run_from_args as run_bench
-from sb3_brc.bench.settings import add_setting_flags
+from sb3_brc.bench.settings import BenchSettings, add_setting_flags
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.dqn import dqn as brcdqn_module
 from sb3_brc.dqn.dqn import BRCDQN
