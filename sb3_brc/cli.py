@@ -1,6 +1,7 @@
 """Command line: ``sb3-brc train | eval | suites | bench`` (also ``python -m sb3_brc``)."""
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -14,6 +15,7 @@ from gymnasium import spaces
 
 from sb3_brc.bench import add_arguments as add_bench_arguments
 from sb3_brc.bench import run_from_args as run_bench
+from sb3_brc.bench.settings import BenchSettings, add_setting_flags
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.dqn import dqn as brcdqn_module
 from sb3_brc.dqn.dqn import BRCDQN
@@ -24,8 +26,9 @@ from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.sac.sac import BRCSAC
 from sb3_brc.tools.checkpoint import CheckpointCallback, load_checkpoint
 from sb3_brc.tools.diagnostics import plot_task_embeddings
-from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
-from sb3_brc.tools.report import read_eval_csv, write_report
+from sb3_brc.tools.evaluation import evaluate_tasks
+from sb3_brc.tools.report import write_report
+from sb3_brc.tools.training import brc_dqn_policy_kwargs, brc_sac_policy_kwargs, per_task_budget, train_and_evaluate
 
 
 def build_env(config: dict[str, Any], seed: int, training: bool = True) -> MultiTaskVecEnv:
@@ -44,13 +47,6 @@ def algorithm_for(env: MultiTaskVecEnv) -> type[MultiTaskAlgorithm]:
     return BRCDQN if isinstance(env.action_space, spaces.Discrete) else BRCSAC
 
 
-def drop_evaluations_after(eval_csv: str, timesteps: int) -> None:
-    """Remove evaluation rows written after ``timesteps`` (between a checkpoint and a crash)."""
-    if not os.path.exists(eval_csv):
-        return
-    write_eval_rows(eval_csv, [row for row in read_eval_csv(eval_csv) if row["timesteps"] <= timesteps], append=False)
-
-
 def _print_table(results: list[dict[str, Any]], baseline: list[dict[str, Any]] | None = None) -> None:
     random_returns = {row["task"]: row["mean_return"] for row in baseline or []}
     print(f"{'task':30s} {'return':>10s} {'random':>10s} {'success':>8s} {'score':>7s}")
@@ -59,6 +55,34 @@ def _print_table(results: list[dict[str, Any]], baseline: list[dict[str, Any]] |
         score = "-" if row["score"] is None else f"{row['score']:.2f}"
         rand = f"{random_returns[row['task']]:10.1f}" if row["task"] in random_returns else f"{'-':>10s}"
         print(f"{row['task']:30s} {row['mean_return']:10.1f} {rand} {success:>8s} {score:>7s}")
+
+
+def new_model(args: argparse.Namespace, env: MultiTaskVecEnv) -> MultiTaskAlgorithm:
+    """The run's model: the algorithm's own per-task defaults where no flag sets them."""
+    algorithm = algorithm_for(env)
+    defaults = brcdqn_module if algorithm is BRCDQN else brcsac_module
+    policy_kwargs = brc_dqn_policy_kwargs if algorithm is BRCDQN else brc_sac_policy_kwargs
+    learning_starts = args.learning_starts_per_task
+    if learning_starts is None:
+        learning_starts = defaults.LEARNING_STARTS_PER_TASK
+    return algorithm(
+        "MlpPolicy",
+        env,
+        batch_size=args.batch_size,
+        **per_task_budget(env.num_tasks, args.steps_per_task, learning_starts, defaults.BUFFER_SIZE_PER_TASK),
+        policy_kwargs=dict(policy_kwargs(args.size, None), n_atoms=args.n_atoms),
+        tensorboard_log=os.path.join(args.out, "tb"),
+        seed=args.seed,
+        device=args.device,
+        verbose=args.verbose,
+    )
+
+
+def resumed_model(args: argparse.Namespace, env: MultiTaskVecEnv) -> MultiTaskAlgorithm:
+    """The run's model restored from its last checkpoint."""
+    model = load_checkpoint(os.path.join(args.out, "checkpoints"), env, device=args.device)
+    print(f"Resuming from {model.num_timesteps // env.num_tasks} of {args.steps_per_task} env steps per task")
+    return model
 
 
 def train(args: argparse.Namespace) -> None:
@@ -91,59 +115,28 @@ def train(args: argparse.Namespace) -> None:
         json.dump(config, file, indent=2)
     env = build_env(config, args.seed)
     eval_env = build_env(config, args.seed + 42, training=False)  # separate eval envs, seed + 42 as in the reference
-    algorithm = algorithm_for(env)
-    total = args.steps_per_task * env.num_tasks
-    eval_csv = os.path.join(args.out, "eval.csv")
-    baseline_path = os.path.join(args.out, "random_baseline.json")
-    if args.resume:
-        model = load_checkpoint(checkpoints, env, device=args.device)
-        drop_evaluations_after(eval_csv, model.num_timesteps)  # they are redone after the checkpoint
-        with open(baseline_path) as file:
-            baseline = json.load(file)
-        print(f"Resuming from {model.num_timesteps // env.num_tasks} of {args.steps_per_task} env steps per task")
-    else:
-        print(f"Training {algorithm.__name__} on {env.num_tasks} task(s): {', '.join(env.task_names)}")
+    if not args.resume:
+        print(f"Training {algorithm_for(env).__name__} on {env.num_tasks} task(s): {', '.join(env.task_names)}")
         print(f"  {args.steps_per_task} env steps per task, size {args.size!r} {SIZE_PRESETS[args.size]}, out: {args.out}")
-        baseline = evaluate_tasks(None, eval_env, args.eval_episodes, seed=args.seed)
-        with open(baseline_path, "w") as file:
-            json.dump(baseline, file, indent=2)
-        if os.path.exists(eval_csv):
-            os.remove(eval_csv)
         shutil.rmtree(checkpoints, ignore_errors=True)
-        # The algorithm's own per-task defaults; BRCDQN's BroNet head takes the preset's critic blocks
-        defaults = brcdqn_module if algorithm is BRCDQN else brcsac_module
-        net_arch = SIZE_PRESETS[args.size]["qf"] if algorithm is BRCDQN else SIZE_PRESETS[args.size]
-        learning_starts = args.learning_starts_per_task
-        if learning_starts is None:
-            learning_starts = defaults.LEARNING_STARTS_PER_TASK
-        model = algorithm(
-            "MlpPolicy",
-            env,
-            batch_size=args.batch_size,
-            learning_starts=learning_starts * env.num_tasks,
-            buffer_size=min(defaults.BUFFER_SIZE_PER_TASK, args.steps_per_task) * env.num_tasks,
-            policy_kwargs=dict(net_arch=net_arch, n_atoms=args.n_atoms),
-            tensorboard_log=os.path.join(args.out, "tb"),
-            seed=args.seed,
-            device=args.device,
-            verbose=args.verbose,
-        )
     eval_freq = args.eval_freq or max(1, args.steps_per_task // 10)
-    evaluation = MultiTaskEvalCallback(eval_env, eval_freq, args.eval_episodes, log_path=eval_csv)
-    checkpointing = CheckpointCallback(checkpoints, args.checkpoint_freq or eval_freq, not args.no_replay_checkpoint)
     start = time.time()
-    if model.num_timesteps < total:
-        model.learn(
-            total - model.num_timesteps,
-            callback=[evaluation, checkpointing],
-            progress_bar=not args.no_progress,
-            reset_num_timesteps=not args.resume,
-        )
-    history = read_eval_csv(eval_csv) if os.path.exists(eval_csv) else []
-    if not history or history[-1]["steps_per_task"] != args.steps_per_task:
-        evaluation.init_callback(model)
-        history += evaluation.evaluate()
+    result = train_and_evaluate(
+        env,
+        eval_env,
+        functools.partial(resumed_model if args.resume else new_model, args, env),
+        steps_per_task=args.steps_per_task,
+        eval_every=eval_freq,
+        eval_episodes=args.eval_episodes,
+        eval_csv=os.path.join(args.out, "eval.csv"),
+        baseline_json=os.path.join(args.out, "random_baseline.json"),
+        seed=args.seed,
+        resume=args.resume,
+        callbacks=[CheckpointCallback(checkpoints, args.checkpoint_freq or eval_freq, not args.no_replay_checkpoint)],
+        progress_bar=not args.no_progress,
+    )
     minutes = (time.time() - start) / 60
+    model = result.model
     model.save(os.path.join(args.out, "model.zip"))
     extra = (
         f"Trained {args.steps_per_task} env steps per task ({minutes:.1f} min in this session); model: `model.zip`; "
@@ -152,9 +145,9 @@ def train(args: argparse.Namespace) -> None:
     if model.num_tasks > 1:
         plot_task_embeddings(model, os.path.join(args.out, "embeddings.png"))
         extra += "\n\n![task embeddings (PCA)](embeddings.png)"
-    text = write_report(args.out, f"BRC on {args.suite or ', '.join(env.task_names)}", baseline, extra=extra)
+    text = write_report(args.out, f"BRC on {args.suite or ', '.join(env.task_names)}", result.random_baseline, extra=extra)
     print()
-    _print_table(history[-env.num_tasks :], baseline)
+    _print_table(result.final, result.random_baseline)
     print()
     print(text.splitlines()[2])
     print(f"Report: {os.path.join(args.out, 'report.md')} (plots: curves.png, scores.png)")
@@ -184,19 +177,24 @@ def main(argv: list[str] | None = None) -> None:
     which = p_train.add_mutually_exclusive_group(required=True)
     which.add_argument("--suite", help="suite name (see `sb3-brc suites`)")
     which.add_argument("--tasks", nargs="+", help="task ids or names, one env per task")
-    p_train.add_argument("--steps-per-task", type=int, required=True, help="env steps per task")
     p_train.add_argument("--out", required=True, help="output directory")
     p_train.add_argument("--seed", type=int, default=0)
-    p_train.add_argument("--size", choices=list(SIZE_PRESETS), default="tiny", help="network size preset")
     p_train.add_argument("--n-atoms", type=int, default=101)
-    p_train.add_argument(
-        "--batch-size", type=int, default=None, help="default: BRCSAC 256 single-task, 1024 multi-task; BRCDQN 32 per task"
+    # The flags that mean what the harness's settings mean, with the defaults of a single run
+    add_setting_flags(
+        p_train,
+        BenchSettings,
+        ["steps_per_task", "size", "batch_size", "learning_starts", "eval_every", "eval_episodes", "threads", "device"],
+        overrides=dict(
+            steps_per_task=dict(default=None, required=True),
+            size=dict(help="network size preset"),
+            batch_size=dict(help="default: BRCSAC 256 single-task, 1024 multi-task; BRCDQN 32 per task"),
+            learning_starts=dict(flag="--learning-starts-per-task", default=None, help="default: BRCSAC 5000, BRCDQN 1600"),
+            eval_every=dict(flag="--eval-freq", default=None),
+            eval_episodes=dict(default=10),
+            threads=dict(default=max(1, min(4, os.cpu_count() or 1)), help="torch threads"),
+        ),
     )
-    p_train.add_argument("--learning-starts-per-task", type=int, default=None, help="default: BRCSAC 5000, BRCDQN 1600")
-    p_train.add_argument("--eval-freq", type=int, default=None, help="env steps per task between evaluations")
-    p_train.add_argument("--eval-episodes", type=int, default=10)
-    p_train.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="torch threads")
-    p_train.add_argument("--device", default="auto")
     p_train.add_argument("--verbose", type=int, default=0)
     p_train.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_train.add_argument("--checkpoint-freq", type=int, default=None, help="env steps per task (default: eval freq)")

@@ -1,7 +1,10 @@
 """Benchmark harness (sb3_brc.bench): grid layout, files, resumption, scores, rliable aggregates, plots, Markdown."""
 
+import argparse
+import dataclasses
 import math
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -15,10 +18,12 @@ from sb3_brc.bench import (
     grid,
     register_algo,
     replace_section,
-    resolve_task_set,
+    resolve_tasks,
     run_benchmark,
     task_normalizations,
 )
+from sb3_brc.bench.settings import add_setting_flags, settings_from_args
+from sb3_brc.envs.suites import describe_suites
 from sb3_brc.tools.report import read_eval_csv
 
 pytest.importorskip("rliable")
@@ -54,7 +59,7 @@ def test_grid_layout_suites_and_registry():
     assert "brc_sac/pendulum-gravity/seed0" in keys and "sac/pendulum-g6/seed1" in keys
     assert len(runs) == 2 * (1 + 1) + 2 * (3 + 1)
     assert runs[0].run_dir == os.path.join("out", "brc_sac", "pendulum-gravity", "seed0")
-    assert resolve_task_set("Pendulum-v1").task_names == ("Pendulum-v1",)
+    assert resolve_tasks("Pendulum-v1").task_names == ("Pendulum-v1",)
     with pytest.raises(ValueError, match="multiple of eval_every"):
         grid("out", ["sac"], ["Pendulum-v1"], SEEDS, BenchSettings(steps_per_task=150, eval_every=100))
     with pytest.raises(ValueError, match="Unknown algorithm"):
@@ -62,6 +67,30 @@ def test_grid_layout_suites_and_registry():
     with pytest.raises(ValueError, match="already registered"):
         register_algo("sac", BenchAlgo("stable_baselines3:SAC"))
     assert ALGOS["sac"].algo_class().__name__ == "SAC"
+
+
+def test_settings_flags_are_generated_from_the_fields():
+    parser = argparse.ArgumentParser()
+    add_setting_flags(parser, BenchSettings)
+    # Every field is a flag with the field's default; parsed flags give the settings back
+    assert settings_from_args(BenchSettings, parser.parse_args([])) == BenchSettings()
+    args = parser.parse_args(["--steps-per-task", "200", "--batch-size", "32", "--size", "small"])
+    assert settings_from_args(BenchSettings, args) == BenchSettings(steps_per_task=200, batch_size=32, size="small")
+    assert set(vars(parser.parse_args([]))) == {item.name for item in dataclasses.fields(BenchSettings)}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--size", "huge"])  # choices from the field
+    # Another flag name and default for a field (what `sb3-brc train` does)
+    renamed = argparse.ArgumentParser()
+    add_setting_flags(renamed, BenchSettings, ["learning_starts"], dict(learning_starts=dict(flag="--ls", default=None)))
+    assert renamed.parse_args([]).ls is None and renamed.parse_args(["--ls", "7"]).ls == 7
+
+
+def test_pendulum_gravity_is_a_suite():
+    tasks = resolve_tasks("pendulum-gravity")
+    assert tasks.task_names == ("pendulum-g6", "pendulum-g9", "pendulum-g12") and tasks.suite is None
+    # Its tasks travel to spawned run processes and build Pendulum-v1 with their gravity
+    assert [pickle.loads(pickle.dumps(task))().unwrapped.g for task in tasks.tasks] == [6.0, 9.0, 12.0]
+    assert "pendulum-gravity" in describe_suites() and "pendulum-g6, pendulum-g9, pendulum-g12" in describe_suites()
 
 
 def test_replace_section(tmp_path):

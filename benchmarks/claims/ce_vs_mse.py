@@ -29,16 +29,13 @@ import functools
 import time
 
 import gymnasium as gym
-import matplotlib
 import numpy as np
 import torch as th
+from matplotlib.figure import Figure
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
 from sb3_brc.tools.diagnostics import DiagnosticsCallback
 from sb3_brc.tools.evaluation import evaluate_tasks
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 SCALES = (1.0, 100.0)
 
@@ -118,7 +115,8 @@ def main() -> None:
             results[key] = (spread(diagnostics.history), diagnostics.history[-1], final)
             print(f"{key}: {(time.time() - start) / 60:.1f} min", flush=True)
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    fig = Figure(figsize=(14, 3.6))
+    axes = fig.subplots(1, 3)
     titles = ("TD loss: max/min across tasks", "critic grad norm: max/min across tasks", "policy entropy: std across tasks")
     for ax, quantity, title in zip(axes, ("loss", "grad", "entropy"), titles, strict=True):
         for key, (curve, _, _) in results.items():

@@ -19,15 +19,12 @@ import json
 import os
 import time
 
-import matplotlib
 import numpy as np
 import torch as th
+from matplotlib.figure import Figure
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
 from sb3_brc.tools.diagnostics import DiagnosticsCallback, task_diagnostics
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 TASKS = ["Pendulum-v1", "InvertedPendulum-v5", "InvertedDoublePendulum-v5", "Reacher-v5"]
 
@@ -75,7 +72,8 @@ def main() -> None:
                 flush=True,
             )
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2)
     for width in args.widths:
         mine = [r for r in rows if r[0] == width]
         steps = [s for s, _ in mine[0][4]]

@@ -16,13 +16,10 @@ conclusion.
 import argparse
 import os
 
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
 from sb3_brc.bench import add_arguments, run_from_args
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 
 def main() -> None:
@@ -45,7 +42,8 @@ def main() -> None:
     result = run_from_args(args)
     data, agg = result["data"], result["aggregate"]
 
-    fig, axes = plt.subplots(1, len(data.tasks), figsize=(4 * len(data.tasks), 3.2), squeeze=False)
+    fig = Figure(figsize=(4 * len(data.tasks), 3.2))
+    axes = fig.subplots(1, len(data.tasks), squeeze=False)
     for index, (ax, task) in enumerate(zip(axes[0], data.tasks, strict=True)):
         for algo, label in (("brc_sac", "multi-task"), ("brc_sac_st", "single-task")):
             curves = data.curves[algo][:, index, :]

@@ -1,4 +1,5 @@
-"""Task suites: named task lists (Meta-World MT10/MT50, DeepMind Control, Gymnasium MuJoCo, Atari) and their envs."""
+"""Task suites: named task lists (Meta-World MT10/MT50, DeepMind Control, Gymnasium MuJoCo, Atari, a CPU-sized
+benchmark suite) and their envs."""
 
 import difflib
 import functools
@@ -19,14 +20,32 @@ def _dmc(names: list[str]) -> list[str]:
     return [f"dm_control/{name}-v0" for name in names]
 
 
+def _pendulum(g: float) -> gym.Env:
+    return gym.make("Pendulum-v1", g=g)
+
+
 @dataclass(frozen=True)
 class Suite:
-    """A named list of tasks. ``metaworld`` suites are built as one Meta-World vector env (exact task sets)."""
+    """A named list of tasks. ``metaworld`` suites are built as one Meta-World vector env (exact task sets).
+
+    :param description: One line for ``sb3-brc suites``
+    :param tasks: Task specs: names :func:`task_factory` resolves, or picklable callables returning an env
+    :param metaworld: Meta-World benchmark name (``"MT10"``, ``"MT50"``) built as one vector env
+    :param atari: The tasks are Atari game names (built by :func:`make_atari_suite`)
+    :param task_names: Names of the tasks (required when a task is a callable; default: resolved from the specs)
+    """
 
     description: str
-    tasks: list[str] = field(default_factory=list)
+    tasks: list[TaskSpec] = field(default_factory=list)
     metaworld: str | None = None
     atari: bool = False
+    task_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.task_names is None and any(callable(task) for task in self.tasks):
+            raise ValueError("A suite with callable tasks needs task_names")
+        if self.task_names is not None and len(self.task_names) != len(self.tasks):
+            raise ValueError(f"{len(self.task_names)} task names for {len(self.tasks)} tasks")
 
 
 SUITES: dict[str, Suite] = {
@@ -54,6 +73,12 @@ SUITES: dict[str, Suite] = {
     "atari-5": Suite("Atari, 5 games (BRCDQN): Pong, Breakout, Boxing, Freeway, MsPacman", ATARI_5, atari=True),
     "atari-2": Suite("Atari, 2 games for quick checks (BRCDQN): Pong, Breakout", ["Pong", "Breakout"], atari=True),
     "atari-100k": Suite("Atari-100k's 26 games (BRCDQN), human-normalised scores", ATARI_100K, atari=True),
+    # functools.partial (not lambdas): the tasks travel to spawned benchmark processes
+    "pendulum-gravity": Suite(
+        "Pendulum-v1 with gravity g = 6, 9, 12: one embodiment, three dynamics (CPU-sized multi-task benchmark)",
+        [functools.partial(_pendulum, float(g)) for g in (6, 9, 12)],
+        task_names=[f"pendulum-g{g}" for g in (6, 9, 12)],
+    ),
 }
 
 
@@ -125,7 +150,7 @@ def make_suite(name: str, seed: int | None = None, training: bool = True, **vec_
         names = [_metaworld_class_names()[type(env.unwrapped)] for env in _metaworld_benchmark_envs(suite.metaworld, seed)]
         tasks = [functools.partial(_metaworld_vector_task, suite.metaworld, i, seed) for i in range(len(names))]
         return MultiTaskVecEnv(tasks, task_names=names, task_kinds=["metaworld"] * len(names), seed=seed, **vec_env_kwargs)
-    return MultiTaskVecEnv(suite.tasks, seed=seed, **vec_env_kwargs)
+    return MultiTaskVecEnv(suite.tasks, task_names=suite.task_names, seed=seed, **vec_env_kwargs)
 
 
 def describe_suites() -> str:
@@ -134,7 +159,7 @@ def describe_suites() -> str:
     for name, suite in SUITES.items():
         lines.append(f"{name:18s} {suite.description}")
         if suite.tasks:
-            lines.append(" " * 19 + ", ".join(suite.tasks))
+            lines.append(" " * 19 + ", ".join(suite.task_names or suite.tasks))
     lines.append("")
     lines.append("Single tasks: any Gymnasium id (HalfCheetah-v5, dm_control/walker-walk-v0), a DMC short name")
     lines.append("(walker-walk) or a Meta-World task name (reach-v3); MultiTaskVecEnv takes any list of them.")

@@ -5,10 +5,7 @@ import os
 from collections import defaultdict
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 
 def read_eval_csv(path: str) -> list[dict[str, Any]]:
@@ -33,7 +30,9 @@ def plot_learning_curves(rows: list[dict[str, Any]], baseline: dict[str, float],
     n = len(by_task)
     cols = min(n, 4)
     rows_n = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3 * rows_n), squeeze=False)
+    # A bare Figure draws without pyplot, so writing a report never switches the user's matplotlib backend
+    fig = Figure(figsize=(4 * cols, 3 * rows_n))
+    axes = fig.subplots(rows_n, cols, squeeze=False)
     for ax, (task, points) in zip(axes.flat, by_task.items(), strict=False):
         points.sort(key=lambda r: r["steps_per_task"])
         x = [p["steps_per_task"] for p in points]
@@ -54,13 +53,13 @@ def plot_learning_curves(rows: list[dict[str, Any]], baseline: dict[str, float],
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_final_scores(final: list[dict[str, Any]], baseline: dict[str, float], path: str) -> None:
     """Bar chart of the last evaluation per task, next to the random policy."""
     tasks = [row["task"] for row in final]
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(tasks)), 3.5))
+    fig = Figure(figsize=(max(4, 1.2 * len(tasks)), 3.5))
+    ax = fig.subplots()
     xs = range(len(tasks))
     ax.bar([x - 0.2 for x in xs], [baseline.get(t, float("nan")) for t in tasks], width=0.4, label="random", color="gray")
     ax.bar([x + 0.2 for x in xs], [row["mean_return"] for row in final], width=0.4, label="BRC")
@@ -69,7 +68,6 @@ def plot_final_scores(final: list[dict[str, Any]], baseline: dict[str, float], p
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:

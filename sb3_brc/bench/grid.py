@@ -1,0 +1,118 @@
+"""The runs of a grid: what ``--tasks`` names, one :class:`RunSpec` per algorithm x tasks x seed, and the run
+directories ``OUT/<algo>/<task-or-suite>/seed<k>/`` that make an interrupted grid resumable."""
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sb3_brc.bench.algos import ALGOS, BenchAlgo
+from sb3_brc.bench.settings import BenchSettings
+from sb3_brc.envs.suites import SUITES, make_suite, task_factory
+from sb3_brc.envs.vec_env import TaskSpec
+
+
+@dataclass(frozen=True)
+class RunTasks:
+    """The tasks one run trains on: a single task, or all tasks of a suite.
+
+    :param label: Name of the run's task directory (the task's or the suite's name)
+    :param tasks: Task specs
+    :param task_names: Their names
+    :param suite: Build the env with :func:`sb3_brc.envs.suites.make_suite` (suites that only exist as one vector
+        env: Meta-World, Atari)
+    """
+
+    label: str
+    tasks: tuple[TaskSpec, ...]
+    task_names: tuple[str, ...]
+    suite: str | None = None
+
+    @property
+    def is_suite(self) -> bool:
+        return len(self.tasks) > 1 or self.suite is not None
+
+    def split(self) -> list["RunTasks"]:
+        """One single-task entry per task (the runs of a single-task algorithm on a suite)."""
+        return [RunTasks(name, (spec,), (name,)) for spec, name in zip(self.tasks, self.task_names, strict=True)]
+
+
+def resolve_tasks(name: str) -> RunTasks:
+    """Resolve a ``--tasks`` entry: a :data:`sb3_brc.envs.suites.SUITES` name, a Gymnasium id, a DMC short name or a
+    Meta-World task name."""
+    suite = SUITES.get(name)
+    if suite is None:
+        resolved = task_factory(name)[1] or name
+        return RunTasks(resolved, (name,), (resolved,))
+    if suite.atari or suite.metaworld is not None:
+        env = make_suite(name)  # the task names are those of the built suite
+        names = tuple(env.task_names)
+        env.close()
+        return RunTasks(name, names, names, suite=name)
+    names = tuple(suite.task_names or [task_factory(task)[1] or task for task in suite.tasks])
+    return RunTasks(name, tuple(suite.tasks), names)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of the grid: an algorithm on a task (or, multi-task, a suite) with one seed."""
+
+    algo_name: str
+    algo: BenchAlgo
+    tasks: RunTasks
+    seed: int
+    settings: BenchSettings
+    out: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.algo_name}/{self.tasks.label}/seed{self.seed}"
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join(self.out, self.algo_name, self.tasks.label.replace("/", "_"), f"seed{self.seed}")
+
+    def config(self) -> dict[str, Any]:
+        """What a finished run must match to be skipped."""
+        return dict(
+            algo=self.algo_name,
+            algo_class=self.algo.class_path(),
+            task_set=self.tasks.label,  # the key earlier run directories have, so that they are still reused
+            task_names=list(self.tasks.task_names),
+            seed=self.seed,
+            **asdict(self.settings),
+        )
+
+
+def grid(out: str, algos: Sequence[str], tasks: Sequence[str], seeds: Sequence[int], settings: BenchSettings) -> list[RunSpec]:
+    """The runs of a grid: multi-task algorithms take a suite as one run, the others one run per task."""
+    settings.check()
+    unknown = [name for name in algos if name not in ALGOS]
+    if unknown:
+        raise ValueError(f"Unknown algorithm(s) {unknown}; registered: {sorted(ALGOS)}")
+    resolved = [resolve_tasks(name) for name in tasks]
+    runs = []
+    for name in algos:
+        algo = ALGOS[name]
+        for entry in resolved:
+            parts = [entry] if algo.multi_task or not entry.is_suite else entry.split()
+            runs += [RunSpec(name, algo, part, seed, settings, out) for part in parts for seed in seeds]
+    return runs
+
+
+def read_json(path: str) -> Any:
+    """A JSON file's content, or ``None`` when it is missing or unreadable (a run that never wrote it)."""
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_complete(spec: RunSpec) -> bool:
+    """A finished run with the same settings (its evaluations are reused)."""
+    saved = read_json(os.path.join(spec.run_dir, "config.json"))
+    if saved is None or saved.get("status") != "complete":
+        return False
+    return {k: v for k, v in saved.items() if k not in ("status", "wall_s")} == spec.config()

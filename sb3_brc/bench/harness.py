@@ -1,0 +1,142 @@
+"""Benchmark harness: a grid of algorithms x tasks x seeds, run in parallel processes, aggregated with rliable.
+
+Each run trains one algorithm on one task (or, for a multi-task algorithm, on all tasks of a suite at once),
+evaluates it deterministically every ``eval_every`` env steps per task and writes, into
+``OUT/<algo>/<task-or-suite>/seed<k>/``:
+
+- ``evaluations.csv``: :data:`sb3_brc.tools.evaluation.CSV_FIELDS` rows, one per task and evaluation;
+- ``random.json``: the random policy's per-task returns on the same evaluation env (the baseline of the score);
+- ``config.json``: the run's settings and ``status`` (``"complete"`` once finished). A complete run with the same
+  settings is skipped when the grid is run again, so an interrupted grid resumes where it stopped.
+
+Then the grid is scored and aggregated (IQM, mean and median with stratified-bootstrap 95% CIs, performance
+profiles, probability of improvement of a reference algorithm over each other one, IQM sample-efficiency
+curves) into ``OUT/aggregate.md`` and PNGs next to it.
+
+Scores: a task's own normalised score where BRC defines one (DMC return / 1000, Meta-World success rate,
+Atari human-normalised score);
+otherwise min-max normalisation per task, ``(R - R_random) / (R_best - R_random)`` with ``R_random`` the
+random policy's mean return and ``R_best`` the best evaluation return any run of the grid reached on that task
+(so min-max scores are relative to this grid, not absolute). ``aggregate.md`` lists which one each task used.
+
+Algorithms live in ``sb3_brc.bench.ALGOS``, name -> ``BenchAlgo``; adding one is one entry (``register_algo``).
+``brc_dqn`` (BRCDQN, discrete actions) runs on the Atari suites (``atari-2``, ``atari-5``) and other discrete
+tasks; its evaluation envs play whole games and its scores are human-normalised.
+"""
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from sb3_brc.bench.algos import ALGOS
+from sb3_brc.bench.grid import grid
+from sb3_brc.bench.markdown import replace_section, results_section
+from sb3_brc.bench.plots import plot_aggregate
+from sb3_brc.bench.runner import run_grid
+from sb3_brc.bench.scoring import aggregate, load_grid
+from sb3_brc.bench.settings import BenchSettings, add_setting_flags, settings_from_args
+
+
+def run_benchmark(
+    out: str,
+    algos: Sequence[str],
+    tasks: Sequence[str],
+    seeds: Sequence[int],
+    settings: BenchSettings,
+    workers: int = 1,
+    reference: str | None = "brc_sac",
+    reps: int = 2000,
+    results_md: str | None = None,
+    results_title: str | None = None,
+    command: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) a grid, aggregate it and write ``OUT/aggregate.md`` and the plots.
+
+    :param out: Output directory
+    :param algos: Names in :data:`sb3_brc.bench.ALGOS`
+    :param tasks: Tasks or suites (see :func:`sb3_brc.bench.resolve_tasks`)
+    :param seeds: Seeds
+    :param settings: Budget and sizes
+    :param workers: Parallel processes
+    :param reference: Algorithm compared by probability of improvement with each other one
+    :param reps: Bootstrap resamples
+    :param results_md: Markdown file in which to write (or replace) a section with the results and the command
+    :param results_title: Heading of that section (default: from the grid)
+    :param command: The command line to record (default: ``sys.argv``)
+    :param progress: Show the progress display
+    :return: ``{"runs": per-run status, "data": GridData, "aggregate": rliable results and the plot file names
+        (``"plots"``), "markdown": text}``
+    """
+    runs = grid(out, algos, tasks, seeds, settings)
+    os.makedirs(out, exist_ok=True)
+    statuses = run_grid(runs, workers=workers, threads=settings.threads, progress=progress)
+    failed = [s for s in statuses if s["status"] == "failed"]
+    data = load_grid(runs)
+    result = aggregate(data, reference=reference, reps=reps)
+    result["plots"] = plot_aggregate(data, result, out)
+    if command is None:
+        command = ("python " if sys.argv[0].endswith(".py") else "") + shlex.join(sys.argv)
+    title = results_title or f"Benchmark: {', '.join(algos)} on {', '.join(tasks)}"
+    body = results_section(command, data, result, settings, failed)
+    with open(os.path.join(out, "aggregate.md"), "w") as file:
+        file.write(f"# {title}\n\n{body}")
+    if results_md is not None:
+        # Plot links relative to the Markdown file
+        prefix = os.path.relpath(os.path.abspath(out), os.path.dirname(os.path.abspath(results_md))) + "/"
+        replace_section(results_md, title, results_section(command, data, result, settings, failed, prefix))
+    return dict(runs=statuses, data=data, aggregate=result, markdown=body)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The harness's command-line flags (shared by ``benchmarks/run.py``, ``sb3-brc bench`` and the claims)."""
+    algos = ", ".join(f"{name} ({algo.description})" for name, algo in ALGOS.items())
+    parser.add_argument("--algos", nargs="+", default=["brc_sac", "sac", "tqc", "crossq"], help=f"from: {algos}")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["Pendulum-v1", "InvertedPendulum-v5"],
+        help="Gymnasium ids, task names, or suites (sb3-brc suites)",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", default="runs/bench", help="output directory (runs are resumed from it)")
+    add_setting_flags(parser, BenchSettings)
+    parser.add_argument("--workers", type=int, default=1, help="parallel run processes")
+    parser.add_argument("--reference", default="brc_sac", help="algorithm compared with each other one (P(X > Y))")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--results-md", default=None, help="Markdown file to write (or replace) a results section in")
+    parser.add_argument("--results-title", default=None, help="heading of that section")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_from_args(args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
+    """Run the harness from parsed :func:`add_arguments` flags."""
+    result = run_benchmark(
+        args.out,
+        args.algos,
+        args.tasks,
+        args.seeds,
+        settings_from_args(BenchSettings, args),
+        workers=args.workers,
+        reference=args.reference,
+        reps=args.reps,
+        results_md=args.results_md,
+        results_title=args.results_title,
+        command=command,
+        progress=not args.no_progress,
+    )
+    print(result["markdown"])
+    print(f"Written: {os.path.join(args.out, 'aggregate.md')} and {', '.join(result['aggregate']['plots'])}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python benchmarks/run.py ...``"""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "disable")
+    run_from_args(args)

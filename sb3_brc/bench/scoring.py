@@ -1,0 +1,178 @@
+"""Scores of a grid and their rliable aggregates.
+
+A task's score is its own normalised score where BRC defines one (DMC return / 1000, Meta-World success rate,
+Atari human-normalised score); otherwise min-max normalisation per task, ``(R - R_random) / (R_best - R_random)``
+with ``R_random`` the random policy's mean return and ``R_best`` the best evaluation return any run of the grid
+reached on that task (so min-max scores are relative to this grid, not absolute).
+"""
+
+import math
+import os
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from sb3_brc.bench.grid import RunSpec, is_complete, read_json
+from sb3_brc.tools.report import read_eval_csv
+
+
+def rliable() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """rliable's ``library``, ``metrics`` and ``plot_utils`` (an optional dependency: the ``bench`` extra)."""
+    try:
+        from rliable import library, metrics, plot_utils
+    except ImportError as error:
+        raise ImportError("Aggregation needs rliable: pip install 'sb3-brc[bench]'") from error
+    return library, metrics, plot_utils
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How a task's returns become scores: ``"native"`` (the task's own score column) or ``"min-max"``."""
+
+    method: str
+    random_return: float
+    best_return: float
+
+    def score(self, mean_return: float, native_score: float | None) -> float:
+        """Normalised score of one evaluation."""
+        if self.method == "native":
+            if native_score is None:
+                raise ValueError("A task normalised natively has an evaluation without a score")
+            return float(native_score)
+        span = self.best_return - self.random_return
+        # A task on which no run beat the random policy has no scale: every score is 0 there
+        return 0.0 if span <= 0 else (mean_return - self.random_return) / span
+
+
+def task_normalizations(rows: Sequence[dict[str, Any]], random_returns: dict[str, list[float]]) -> dict[str, Normalization]:
+    """Choose each task's normalisation from all evaluation rows of the grid.
+
+    :param rows: Evaluation rows (``task``, ``mean_return``, ``score``) of every run and evaluation point
+    :param random_returns: Per task, the random policy's mean return measured by each run that has the task
+    :return: Per task: native where every row has a score (DMC, Meta-World), else min-max between the random
+        return (mean over the runs) and the best evaluation return of the grid
+    """
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_task[row["task"]].append(row)
+    norms = {}
+    for task, task_rows in by_task.items():
+        random = float(np.mean(random_returns[task])) if random_returns.get(task) else math.nan
+        best = max(row["mean_return"] for row in task_rows)
+        native = all(row["score"] is not None for row in task_rows)
+        norms[task] = Normalization("native" if native else "min-max", random, best)
+    return norms
+
+
+@dataclass
+class GridData:
+    """Scores of a grid: ``final[algo]`` is ``(runs, tasks)`` at the last evaluation, ``curves[algo]`` is
+    ``(runs, tasks, points)`` over the evaluation points ``steps``; a "run" is one seed (covering all tasks)."""
+
+    algos: list[str]
+    tasks: list[str]
+    steps: list[int]
+    final: dict[str, np.ndarray]
+    curves: dict[str, np.ndarray]
+    norms: dict[str, Normalization]
+    returns: dict[str, dict[str, list[float]]]  # algo -> task -> final mean return per seed
+    wall_s: dict[str, float]
+
+
+def load_grid(runs: Sequence[RunSpec]) -> GridData:
+    """Read the complete runs of a grid and score them (runs that did not finish are left out)."""
+    table: dict[tuple[str, int, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    random_returns: dict[str, list[float]] = defaultdict(list)
+    all_rows: list[dict[str, Any]] = []
+    wall: dict[str, float] = defaultdict(float)
+    for spec in runs:
+        if not is_complete(spec):
+            continue
+        rows = read_eval_csv(os.path.join(spec.run_dir, "evaluations.csv"))
+        for row in read_json(os.path.join(spec.run_dir, "random.json")) or []:
+            random_returns[row["task"]].append(row["mean_return"])
+        for row in rows:
+            table[(spec.algo_name, spec.seed, row["task"])][row["steps_per_task"]] = row
+        all_rows += rows
+        wall[spec.algo_name] += float(read_json(os.path.join(spec.run_dir, "config.json")).get("wall_s", 0.0))
+    if not table:
+        raise ValueError("No complete runs to aggregate")
+    norms = task_normalizations(all_rows, random_returns)
+    algos = list(dict.fromkeys(spec.algo_name for spec in runs if any(k[0] == spec.algo_name for k in table)))
+    tasks = sorted({task for (_, _, task) in table})
+    # Tasks and evaluation points every algorithm has, so that all score matrices line up
+    tasks = [t for t in tasks if all(any(k[0] == a and k[2] == t for k in table) for a in algos)]
+    if not tasks:
+        raise ValueError(f"No task has complete runs of every algorithm ({algos}); nothing to compare")
+    steps = sorted(set.intersection(*(set(points) for points in table.values())))
+    final, curves, returns = {}, {}, {}
+    for algo in algos:
+        seeds = sorted({s for (a, s, t) in table if a == algo and all((algo, s, task) in table for task in tasks)})
+        cells = [[[table[(algo, s, t)][p] for p in steps] for t in tasks] for s in seeds]
+        curve = np.array(
+            [
+                [[norms[t].score(r["mean_return"], r["score"]) for r in row] for t, row in zip(tasks, seed_rows, strict=True)]
+                for seed_rows in cells
+            ]
+        )
+        curves[algo], final[algo] = curve, curve[:, :, -1]
+        returns[algo] = {t: [table[(algo, s, t)][steps[-1]]["mean_return"] for s in seeds] for t in tasks}
+    return GridData(algos, tasks, steps, final, curves, norms, returns, dict(wall))
+
+
+def aggregate(data: GridData, reference: str | None = None, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """rliable aggregates of a grid, with stratified-bootstrap 95% CIs.
+
+    :param data: Scores from :func:`load_grid`
+    :param reference: Algorithm compared with each other one by probability of improvement (default: the first)
+    :param reps: Bootstrap resamples
+    :param seed: Seed of the bootstrap
+    :return: ``{"point": {algo: [IQM, mean, median]}, "ci": {algo: [[lo, hi] x 3]}, "poi": {pair: (p, lo, hi)},
+        "reference": algo, "curves": {algo: (iqm per point, ci (2, points))}, "profile": (taus, {algo: fraction
+        of runs above each tau}, {algo: its CI})}``
+    """
+    library, metrics, _ = rliable()
+
+    def rng() -> np.random.RandomState:
+        # rliable's stratified bootstrap draws its resamples from numpy's global RNG (the random_state it takes
+        # does not reach them): seed that too, for reproducible CIs; the caller's global state is restored below
+        np.random.seed(seed)
+        return np.random.RandomState(seed)
+
+    def summary(scores: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores), metrics.aggregate_median(scores)])
+
+    def iqm_per_point(scores: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(scores[..., i]) for i in range(scores.shape[-1])])
+
+    global_state = np.random.get_state()
+    warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+    try:
+        point, ci = library.get_interval_estimates(data.final, summary, reps=reps, random_state=rng())
+        result: dict[str, Any] = dict(point={a: point[a].tolist() for a in data.algos})
+        result["ci"] = {a: ci[a].T.tolist() for a in data.algos}
+
+        everything = np.concatenate([scores.ravel() for scores in data.final.values()])
+        taus = np.linspace(min(0.0, float(everything.min())), max(1.0, float(everything.max())), 101)
+        rng()
+        result["profile"] = (taus, *library.create_performance_profile(data.final, taus, reps=reps))
+
+        curve_point, curve_ci = library.get_interval_estimates(data.curves, iqm_per_point, reps=reps, random_state=rng())
+        result["curves"] = {a: (curve_point[a].tolist(), curve_ci[a].tolist()) for a in data.algos}
+
+        reference = reference if reference in data.algos else data.algos[0]
+        others = [a for a in data.algos if a != reference]
+        result["reference"], result["poi"] = reference, {}
+        if others:
+            pairs = {f"{reference},{other}": [data.final[reference], data.final[other]] for other in others}
+            improvement = metrics.probability_of_improvement
+            poi, poi_ci = library.get_interval_estimates(pairs, improvement, reps=reps, random_state=rng())
+            result["poi"] = {pair: (float(poi[pair]), *map(float, np.ravel(poi_ci[pair]))) for pair in pairs}
+        return result
+    finally:
+        np.random.set_state(global_state)

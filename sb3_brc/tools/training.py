@@ -1,0 +1,150 @@
+"""The training driver shared by ``sb3-brc train`` and the benchmark harness.
+
+One run: the random policy's per-task returns on the evaluation env (the baseline of every score) -> the model
+-> per-task evaluations every ``eval_every`` env steps per task during ``learn()`` -> a final evaluation when the
+schedule did not land on the last step. What differs between its users is a parameter: how the model is built
+(or restored from a checkpoint, ``resume``), extra callbacks (checkpoints) and a hook on each evaluation
+(the harness's progress display).
+"""
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_brc.envs.vec_env import MultiTaskVecEnv
+from sb3_brc.sac.policies import SIZE_PRESETS
+from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
+from sb3_brc.tools.report import read_eval_csv
+
+EvalRows = list[dict[str, Any]]
+
+
+def brc_sac_policy_kwargs(size: str, width: int | None) -> dict[str, Any]:
+    """BRCSAC's network size: a :data:`SIZE_PRESETS` name, or critic blocks ``[width, width]`` when ``width`` is set."""
+    if width is not None:
+        return dict(net_arch=dict(pi=[min(width, 256)], qf=[width, width]))
+    return dict(net_arch=SIZE_PRESETS[size])
+
+
+def brc_dqn_policy_kwargs(size: str, width: int | None) -> dict[str, Any]:
+    """BRCDQN's BroNet head: the size preset's critic blocks, or ``[width, width]``."""
+    return dict(net_arch=[width, width] if width is not None else SIZE_PRESETS[size]["qf"])
+
+
+def per_task_budget(
+    num_tasks: int, steps_per_task: int, learning_starts_per_task: int, buffer_size_per_task: int
+) -> dict[str, int]:
+    """``learning_starts`` and ``buffer_size`` keyword arguments for ``num_tasks`` tasks given per-task numbers
+    (the replay buffer never holds more than the run's transitions)."""
+    return dict(
+        learning_starts=learning_starts_per_task * num_tasks,
+        buffer_size=min(buffer_size_per_task, steps_per_task) * num_tasks,
+    )
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write ``data`` as JSON; a process killed mid-write leaves the previous file, never half of one."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as file:
+        json.dump(data, file, indent=2)
+    os.replace(tmp, path)
+
+
+class _EvalCallback(MultiTaskEvalCallback):
+    """:class:`MultiTaskEvalCallback` that hands each evaluation's rows to ``on_evaluation``."""
+
+    def __init__(self, *args: Any, on_evaluation: Callable[[EvalRows], None] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.on_evaluation = on_evaluation
+
+    def evaluate(self) -> EvalRows:
+        rows = super().evaluate()
+        if self.on_evaluation is not None:
+            self.on_evaluation(rows)
+        return rows
+
+
+def _keep_evaluations_until(eval_csv: str, timesteps: int) -> None:
+    # Rows written between the checkpoint and a crash: the resumed run evaluates those steps again
+    if os.path.exists(eval_csv):
+        write_eval_rows(eval_csv, [row for row in read_eval_csv(eval_csv) if row["timesteps"] <= timesteps], append=False)
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train_and_evaluate` leaves besides its files.
+
+    :param model: The trained model
+    :param random_baseline: The random policy's evaluation rows, one per task
+    :param final: The rows of the last evaluation (at ``steps_per_task``), one per task
+    """
+
+    model: BaseAlgorithm
+    random_baseline: EvalRows
+    final: EvalRows
+
+
+def train_and_evaluate(
+    env: MultiTaskVecEnv,
+    eval_env: MultiTaskVecEnv,
+    make_model: Callable[[], BaseAlgorithm],
+    *,
+    steps_per_task: int,
+    eval_every: int,
+    eval_episodes: int,
+    eval_csv: str,
+    baseline_json: str,
+    seed: int,
+    resume: bool = False,
+    callbacks: Sequence[BaseCallback] = (),
+    on_evaluation: Callable[[EvalRows], None] | None = None,
+    progress_bar: bool = False,
+) -> TrainingResult:
+    """Train a model on ``env`` for ``steps_per_task`` env steps per task, evaluating it on ``eval_env``.
+
+    :param env: The training env (one sub-env per task)
+    :param eval_env: A separate evaluation env with the same tasks
+    :param make_model: Builds the model on ``env`` (``resume``: restores it from a checkpoint)
+    :param steps_per_task: Env steps per task to train for in all (a resumed model continues from its step count)
+    :param eval_every: Env steps per task between evaluations
+    :param eval_episodes: Deterministic episodes per task and evaluation (also for the random baseline)
+    :param eval_csv: Evaluation CSV (:data:`sb3_brc.tools.evaluation.CSV_FIELDS` rows); a fresh run replaces it
+    :param baseline_json: The random baseline's rows: written by a fresh run, read by a resumed one
+    :param seed: Seed of the random baseline's actions
+    :param resume: Continue a run: keep its baseline and the evaluations up to the restored model's step
+    :param callbacks: Further callbacks of ``learn()`` (checkpoints)
+    :param on_evaluation: Called with the rows of each evaluation
+    :param progress_bar: Show SB3's progress bar during ``learn()``
+    """
+    if resume:
+        with open(baseline_json) as file:
+            baseline = json.load(file)
+    else:
+        baseline = evaluate_tasks(None, eval_env, eval_episodes, seed=seed)
+        write_json_atomic(baseline_json, baseline)
+        if os.path.exists(eval_csv):
+            os.remove(eval_csv)
+    model = make_model()
+    if resume:
+        _keep_evaluations_until(eval_csv, model.num_timesteps)
+    evaluation = _EvalCallback(eval_env, eval_every, eval_episodes, log_path=eval_csv, on_evaluation=on_evaluation)
+    total = steps_per_task * env.num_tasks
+    if model.num_timesteps < total:
+        model.learn(
+            total - model.num_timesteps,
+            callback=[evaluation, *callbacks],
+            progress_bar=progress_bar,
+            reset_num_timesteps=not resume,
+        )
+    rows = read_eval_csv(eval_csv) if os.path.exists(eval_csv) else []
+    if not rows or rows[-1]["steps_per_task"] != steps_per_task:
+        # The schedule evaluates on the last step; this covers envs that count steps otherwise and a run resumed
+        # from its final checkpoint without the final evaluation
+        evaluation.init_callback(model)
+        rows += evaluation.evaluate()
+    return TrainingResult(model, baseline, rows[-env.num_tasks :])

@@ -1,0 +1,44 @@
+"""The training driver shared by `sb3-brc train` and the benchmark harness (sb3_brc.tools.training)."""
+
+import functools
+import json
+
+from sb3_brc import BRCSAC, MultiTaskVecEnv
+from sb3_brc.tools.evaluation import write_eval_rows
+from sb3_brc.tools.report import read_eval_csv
+from sb3_brc.tools.training import brc_sac_policy_kwargs, per_task_budget, train_and_evaluate
+
+
+def test_per_task_budget_scales_with_the_tasks_and_caps_the_buffer_at_the_run():
+    assert per_task_budget(3, 500, 100, 1_000) == dict(learning_starts=300, buffer_size=1_500)
+    assert per_task_budget(2, 5_000, 100, 1_000) == dict(learning_starts=200, buffer_size=2_000)
+
+
+def test_schedule_off_the_last_step_gets_a_final_evaluation_and_resume_keeps_the_run(tmp_path):
+    env = MultiTaskVecEnv(["Pendulum-v1"], seed=0)
+    eval_env = MultiTaskVecEnv(["Pendulum-v1"], seed=100)
+    make_model = functools.partial(
+        BRCSAC, "MlpPolicy", env, learning_starts=50, batch_size=16, seed=0, policy_kwargs=brc_sac_policy_kwargs("tiny", 16)
+    )
+    eval_csv, baseline_json = str(tmp_path / "eval.csv"), str(tmp_path / "random.json")
+    seen = []
+    plan = dict(steps_per_task=150, eval_every=100, eval_episodes=1, eval_csv=eval_csv, baseline_json=baseline_json, seed=0)
+    result = train_and_evaluate(env, eval_env, make_model, on_evaluation=seen.append, **plan)
+
+    assert result.model.num_timesteps == 150
+    # Every 100 steps per task, then once more at the last step, which the schedule missed
+    assert [row["steps_per_task"] for row in read_eval_csv(eval_csv)] == [100, 150]
+    assert [rows[0]["steps_per_task"] for rows in seen] == [100, 150]
+    assert [row["steps_per_task"] for row in result.final] == [150] and result.final[0]["task"] == "Pendulum-v1"
+    with open(baseline_json) as file:
+        assert json.load(file) == result.random_baseline
+    assert result.random_baseline[0]["task"] == "Pendulum-v1" and result.random_baseline[0]["episodes"] == 1
+
+    # Resumed at its last step: the baseline is read back, rows written after that step are dropped, nothing retrains
+    marked = [dict(row, mean_return=-1.0) for row in result.random_baseline]
+    with open(baseline_json, "w") as file:
+        json.dump(marked, file)
+    write_eval_rows(eval_csv, [dict(result.final[0], timesteps=999, steps_per_task=999)], append=True)
+    resumed = train_and_evaluate(env, eval_env, lambda: result.model, resume=True, **plan)
+    assert resumed.random_baseline == marked and resumed.model.num_timesteps == 150
+    assert [row["steps_per_task"] for row in read_eval_csv(eval_csv)] == [100, 150]
