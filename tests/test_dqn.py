@@ -8,9 +8,9 @@ from gymnasium import spaces
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from sb3_brc import BRCDQN, ImpalaCNN
 from sb3_brc.common.augmentation import random_shift
 from sb3_brc.common.buffers import CompactNStepReplayBuffer
-from sb3_brc import BRCDQN, ImpalaCNN
 from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv
 
 TINY_DQN = dict(net_arch=[16, 16], n_atoms=11)

@@ -146,7 +146,12 @@ CASES = {
         "CartPole-v1",
         "needs Box actions",
     ),
-    "task-id-out-of-range": (lambda tp, mp: two_tasks().layout.name_of(2), ValueError, "Task id 2 is out of range", "tasks 0..1"),
+    "task-id-out-of-range": (
+        lambda tp, mp: two_tasks().layout.name_of(2),
+        ValueError,
+        "Task id 2 is out of range",
+        "tasks 0..1",
+    ),
     "predict-bad-task-id": (
         lambda tp, mp: predict_with_bad_task_id(),
         ValueError,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 
 from sb3_brc.envs.atari import ATARI_5, ATARI_100K, atari_factory, atari_game
-from sb3_brc.envs.tasks import require, task_factory
+from sb3_brc.envs.tasks import TaskSpec, require, task_factory
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, MultiTaskVecEnv
 
 DMC_DOGS = ["dog-stand", "dog-walk", "dog-trot", "dog-run"]
