@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sb3_brc.envs.suites import make_suite
-from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv, TaskSpec
+from sb3_brc.envs.tasks import TaskSpec
+from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, DropTaskIds, MultiTaskVecEnv
 from sb3_brc.tools.training import brc_dqn_policy_kwargs, brc_sac_policy_kwargs
 
 
@@ -24,12 +25,20 @@ def make_multi_task_env(
     tasks: Sequence[TaskSpec], task_names: Sequence[str] | None, seed: int, suite: str | None = None, training: bool = True
 ) -> MultiTaskVecEnv:
     """The default env builder of the harness: a :class:`MultiTaskVecEnv` of the tasks (one task for a
-    single-task run: the task id column it appends is then a constant 0). ``suite`` builds a named suite with
+    single-task run: its task id is then a constant 0). ``suite`` builds a named suite with
     :func:`sb3_brc.envs.suites.make_suite` instead (Meta-World and Atari suites only exist as such); ``training=False``
     builds evaluation envs (Atari: whole games instead of episodes ending at a lost life)."""
     if suite is not None:
         return make_suite(suite, seed=seed, training=training)
     return MultiTaskVecEnv(list(tasks), task_names=list(task_names) if task_names else None, seed=seed)
+
+
+def task_free_env(
+    tasks: Sequence[TaskSpec], task_names: Sequence[str] | None, seed: int, suite: str | None = None, training: bool = True
+) -> DropTaskIds:
+    """Env builder of algorithms without task input (SB3's SAC, TQC, CrossQ): :func:`make_multi_task_env` with plain
+    observations (single-task runs)."""
+    return DropTaskIds(make_multi_task_env(tasks, task_names, seed, suite, training))
 
 
 def discrete_multi_task_env(
@@ -94,16 +103,19 @@ ALGOS: dict[str, BenchAlgo] = {
     ),
     "brc_dqn": BenchAlgo(
         "sb3_brc.dqn.dqn:BRCDQN",
-        "CnnPolicy",
+        "MlpPolicy",  # BRCDQN's MlpPolicy picks NatureCNN for images (Atari) and a flatten for vectors (CartPole)
         multi_task=True,
         policy_kwargs=brc_dqn_policy_kwargs,
         make_env=discrete_multi_task_env,
         description="BRC for discrete actions (sb3_brc.BRCDQN): Atari suites, CartPole, ...",
     ),
-    "sac": BenchAlgo("stable_baselines3:SAC", description="SB3 SAC, its default hyperparameters"),
-    "tqc": BenchAlgo("sb3_contrib:TQC", description="sb3-contrib TQC, its default hyperparameters"),
+    "sac": BenchAlgo("stable_baselines3:SAC", make_env=task_free_env, description="SB3 SAC, its default hyperparameters"),
+    "tqc": BenchAlgo("sb3_contrib:TQC", make_env=task_free_env, description="sb3-contrib TQC, its default hyperparameters"),
     "crossq": BenchAlgo(
-        "sb3_contrib:CrossQ", policy_kwargs=crossq_policy_kwargs, description="sb3-contrib CrossQ, its default hyperparameters"
+        "sb3_contrib:CrossQ",
+        policy_kwargs=crossq_policy_kwargs,
+        make_env=task_free_env,
+        description="sb3-contrib CrossQ, its default hyperparameters",
     ),
 }
 

@@ -20,7 +20,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
 
-from sb3_brc.common.task_layout import TaskLayout, tag_observations, task_observation_space
+from sb3_brc.common.task_layout import OBSERVATION_KEY, TaskLayout, tag_observations, task_observation_space
 from sb3_brc.envs.atari import legal_union_actions
 from sb3_brc.envs.scores import normalized_score
 from sb3_brc.envs.tasks import TaskSpec, task_factory
@@ -234,3 +234,25 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
         """One uniformly random legal action per task."""
         rng = self.action_space.np_random
         return np.array([legal[rng.integers(len(legal))] for legal in self.layout.legal_actions])
+
+
+class DropTaskIds(VecEnvWrapper):
+    """A multi-task env seen without its task ids: plain ``observation`` arrays, for algorithms that take no task
+    input (e.g. SB3's SAC as a single-task baseline on one task of a suite). The layout, scores and infos stay the
+    wrapped env's.
+
+    :param venv: A multi-task env
+    """
+
+    def __init__(self, venv: BaseMultiTaskVecEnv):
+        super().__init__(venv, observation_space=venv.observation_space[OBSERVATION_KEY])
+
+    def reset(self) -> VecEnvObs:
+        return self.venv.reset()[OBSERVATION_KEY]
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for info in infos:
+            if "terminal_observation" in info:
+                info["terminal_observation"] = info["terminal_observation"][OBSERVATION_KEY]
+        return obs[OBSERVATION_KEY], rewards, dones, infos
