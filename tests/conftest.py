@@ -7,6 +7,7 @@ import torch as th
 
 # Small networks everywhere: the suite must stay fast on 2 CPU cores
 TINY_POLICY = dict(net_arch=dict(pi=[16], qf=[16, 16]), n_atoms=11)
+TINY_DQN = dict(net_arch=[16, 16], n_atoms=11)
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ from envs import TargetEnv
 from stable_baselines3 import SAC
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.torch_layers import NatureCNN
 
 import sb3_brc
 from sb3_brc import BRCSAC, ReturnNormalization
@@ -230,3 +231,36 @@ def test_configure_logger_roundtrip(tmp_path):
     model.learn(80, log_interval=1)
     header = (tmp_path / "progress.csv").read_text().splitlines()[0]
     assert "train/q_mean" in header and "train/reward_scale" in header
+
+
+def test_sb3_conformance_frozen_target_and_collect_only():
+    # tau=0: a frozen target (SB3's batch-norm tests use it); gradient_steps=0: collect without training
+    model = tiny_model(tau=0.0, learning_starts=20)
+    target = [p.detach().clone() for p in model.critic_target.parameters()]
+    model.learn(60)
+    assert model._n_updates > 0
+    assert all(th.equal(p, q) for p, q in zip(target, model.critic_target.parameters(), strict=True))
+    model = tiny_model(gradient_steps=0, learning_starts=20)
+    model.learn(60)
+    assert model._n_updates == 0 and model.replay_buffer.size() == 60
+
+
+def test_cnn_policy_for_pixel_control():
+    class Pixels(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (3, 36, 36), np.uint8)
+        action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            self.t += 1
+            return self.observation_space.sample(), -float(np.abs(action).sum()), False, self.t >= 10, {}
+
+    model = BRCSAC("CnnPolicy", Pixels(), learning_starts=20, batch_size=8, policy_kwargs=TINY_POLICY, seed=0)
+    assert isinstance(model.critic.features_extractor, NatureCNN) and isinstance(model.actor.features_extractor, NatureCNN)
+    model.learn(40)
+    action, _ = model.predict(Pixels().observation_space.sample(), deterministic=True)
+    assert action.shape == (2,) and model._n_updates > 0

@@ -3,10 +3,10 @@ import math
 import numpy as np
 import pytest
 import torch as th
-from conftest import TINY_POLICY
+from conftest import TINY_DQN, TINY_POLICY
 from envs import TargetEnv
 
-from sb3_brc import BRCSAC, MultiTaskVecEnv
+from sb3_brc import BRCDQN, BRCSAC, DiscreteMultiTaskVecEnv, MultiTaskVecEnv
 from sb3_brc.tools.diagnostics import DiagnosticsCallback, gradient_conflict_rate, plot_task_embeddings, task_diagnostics
 
 
@@ -51,3 +51,15 @@ def test_task_diagnostics_leave_the_model_untouched_and_log(tmp_path):
     assert 0.0 <= result["conflict_rate"] <= 1.0 and result["cosines"].shape == (3, 3)
     coords = plot_task_embeddings(model, str(tmp_path / "emb.png"))
     assert coords.shape == (3, 2) and (tmp_path / "emb.png").stat().st_size > 0
+
+
+def test_diagnostics_serve_brcdqn():
+    env = DiscreteMultiTaskVecEnv(["CartPole-v1", "Acrobot-v1"], seed=0)
+    model = BRCDQN("MlpPolicy", env, learning_starts=100, policy_kwargs=TINY_DQN, seed=0)
+    callback = DiagnosticsCallback(every_n_updates=50, samples_per_task=32)
+    model.learn(300, callback=callback)
+    result = callback.history[-1]
+    assert result["tasks"] == ["CartPole-v1", "Acrobot-v1"]
+    assert all(np.isfinite(result["critic_loss"])) and all(value > 0 for value in result["grad_norm"])
+    assert all(np.isnan(result["entropy"]))  # epsilon-greedy: no entropy estimate
+    assert 0.0 <= result["conflict_rate"] <= 1.0

@@ -4,6 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from conftest import TINY_DQN
 from gymnasium import spaces
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -13,7 +14,6 @@ from sb3_brc.common.augmentation import random_shift
 from sb3_brc.common.buffers import CompactNStepReplayBuffer
 from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv
 
-TINY_DQN = dict(net_arch=[16, 16], n_atoms=11)
 GAMMA = 0.9
 
 

@@ -1,6 +1,8 @@
 """Bad input gets a clear error: the right exception type, naming the problem and the fix."""
 
 import importlib
+import json
+import zipfile
 
 import gymnasium as gym
 import numpy as np
@@ -63,6 +65,18 @@ def text_file_as_zip(tmp_path):
 def sac_zip(tmp_path):
     SAC("MlpPolicy", TargetEnv(), policy_kwargs=dict(net_arch=[8])).save(tmp_path / "sac.zip")
     BRCSAC.load(tmp_path / "sac.zip")
+
+
+def save_from_sb3_brc_0_1(tmp_path):
+    # A save as sb3-brc 0.1 wrote it: no version recorded, the policy class in the old ``sb3_brc.brc`` module
+    source = zipfile.ZipFile(saved(tmp_path))
+    data = json.loads(source.read("data"))
+    del data["sb3_brc_version"]
+    data["policy_class"]["__module__"] = "sb3_brc.brc.policies"
+    with zipfile.ZipFile(tmp_path / "old.zip", "w") as old:
+        for name in source.namelist():
+            old.writestr(name, json.dumps(data) if name == "data" else source.read(name))
+    BRCSAC.load(tmp_path / "old.zip")
 
 
 def nan_from_env(bad):
@@ -173,6 +187,12 @@ CASES = {
     "truncated-zip": (lambda tp, mp: truncated_zip(tp), ValueError, "truncated or corrupted", "earlier checkpoint"),
     "not-a-zip": (lambda tp, mp: text_file_as_zip(tp), ValueError, "not a readable zip", "intact save"),
     "sac-zip": (lambda tp, mp: sac_zip(tp), ValueError, "saved by another algorithm", "that algorithm's load"),
+    "save-from-0.1": (
+        lambda tp, mp: save_from_sb3_brc_0_1(tp),
+        ValueError,
+        "written by sb3-brc 0.1 or older",
+        "Load it with that version .* or retrain",
+    ),
     "other-observation-size": (
         lambda tp, mp: BRCSAC.load(saved(tp), env=TargetEnv(obs_dim=4)),
         ValueError,

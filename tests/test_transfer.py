@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch as th
-from conftest import TINY_POLICY
+from conftest import TINY_DQN, TINY_POLICY
 from envs import TargetEnv
 
-from sb3_brc import BRCSAC, MultiTaskVecEnv, add_tasks, new_task_env
+from sb3_brc import BRCDQN, BRCSAC, DiscreteMultiTaskVecEnv, MultiTaskVecEnv, add_tasks, new_task_env
 from sb3_brc.common.buffers import ReplayWithPrevious
 
 
@@ -105,3 +105,26 @@ def test_transfer_errors():
         add_tasks(single, new_tasks(model))
     with pytest.raises(ValueError, match="continues a trained model's tasks"):
         BRCSAC("MlpPolicy", new_tasks(model), policy_kwargs=TINY_POLICY)
+
+
+def test_brcdqn_transfer_keeps_old_tasks_and_trains_the_new_one():
+    env = DiscreteMultiTaskVecEnv(["CartPole-v1", "Acrobot-v1"], seed=0)
+    model = BRCDQN("MlpPolicy", env, learning_starts=100, policy_kwargs=TINY_DQN, seed=0)
+    model.learn(300)
+    obs = {key: th.as_tensor(value) for key, value in env.reset().items()}
+    with th.no_grad():
+        before = model.q_net(obs), model.q_net_target(obs)
+    new_env = new_task_env(model, ["MountainCar-v0"], seed=1)
+    assert new_env.first_task_id == 2 and new_env.observation_space == model.observation_space
+    add_tasks(model, new_env, learning_starts=20)
+    with th.no_grad():
+        after = model.q_net(obs), model.q_net_target(obs)
+    assert all(th.equal(b, a) for b, a in zip(before, after, strict=True))  # old tasks' outputs exactly kept
+    assert model.task_names == ["CartPole-v1", "Acrobot-v1", "MountainCar-v0"] and model.num_tasks == 3
+    assert model.policy.action_masks.tolist()[2] == [True, True, True]  # MountainCar's 3 actions
+    row = model.q_net.task_embedding.embedding.weight[2].detach().clone()
+    model.learn(120)
+    assert not th.equal(model.q_net.task_embedding.embedding.weight[2], row)  # the new row trains
+    assert set(model.task_ids(model.replay_buffer.sample(64).observations).tolist()) == {2}
+    with pytest.raises(ValueError, match="freeze takes"):
+        add_tasks(model, new_task_env(model, ["CartPole-v1"], task_names=["cartpole-2"]), freeze=["actor"])

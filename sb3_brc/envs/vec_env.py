@@ -186,7 +186,9 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
     :param vec_env_cls: ``DummyVecEnv`` (default) or ``SubprocVecEnv``
     :param vec_env_kwargs: Keyword arguments of ``vec_env_cls``
     :param seed: Seed of the sub-envs (task ``i`` gets ``seed + i``)
-    :param first_task_id: Id of the first task
+    :param first_task_id: Id of the first task (ids continue a trained model's when adding tasks to it)
+    :param obs_dim: Pad vector observations to this size instead of the largest task's (to fit a trained model)
+    :param n_actions: Size of the union action space instead of the tasks' own (to fit a trained model)
     """
 
     def __init__(
@@ -198,6 +200,8 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
         vec_env_kwargs: dict[str, Any] | None = None,
         seed: int | None = None,
         first_task_id: int = 0,
+        obs_dim: int | None = None,
+        n_actions: int | None = None,
     ):
         factories, probes, names, kinds = _resolve_tasks(tasks, task_names, task_kinds, seed)
         for env, name in zip(probes, names, strict=True):
@@ -217,8 +221,15 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
         legal_and_sizes = [legal_union_actions(env) for env in probes]
         legal_actions = [legal for legal, _ in legal_and_sizes]
         layout = TaskLayout(names, shapes, [len(legal) for legal in legal_actions], kinds, legal_actions, first_task_id)
-        n_actions = max(size for _, size in legal_and_sizes)
-        obs_dim = None if images[0] else max(int(np.prod(shape)) for shape in shapes)
+        largest_obs = None if images[0] else max(int(np.prod(shape)) for shape in shapes)
+        largest_action = max(max(legal) + 1 for legal in legal_actions)
+        for given, largest, what in ((obs_dim, largest_obs, "observation"), (n_actions, largest_action, "action")):
+            if given is not None and (largest is None or given < largest):
+                raise ValueError(
+                    f"The tasks' {what} sizes do not fit the padded size {given}: a model trained on it cannot take them."
+                )
+        n_actions = n_actions or max(size for _, size in legal_and_sizes)
+        obs_dim = obs_dim or largest_obs
         per_task = [dict(legal=legal, n_actions=n_actions, obs_dim=obs_dim) for legal in legal_actions]
         venv = _vectorize(probes, factories, union_discrete_task, per_task, vec_env_cls, vec_env_kwargs)
         super().__init__(venv, layout, seed)

@@ -23,14 +23,15 @@ def new_task_env(model: MultiTaskAlgorithm, tasks: list[Any], **kwargs: Any) -> 
     :param tasks: The new tasks (ids, names or callables, as for ``MultiTaskVecEnv``)
     :param kwargs: Passed to the env (``seed``, ``vec_env_cls``, ...)
     """
+    observation_space = observation_part(model.observation_space)
     if model.task_layout is not None and model.task_layout.legal_actions is not None:
-        return DiscreteMultiTaskVecEnv(tasks, first_task_id=model.num_tasks, **kwargs)
+        # Images are not padded: new image tasks must have the model's image shape
+        obs_dim = observation_space.shape[0] if len(observation_space.shape) == 1 else None
+        return DiscreteMultiTaskVecEnv(
+            tasks, first_task_id=model.num_tasks, obs_dim=obs_dim, n_actions=int(model.action_space.n), **kwargs
+        )
     return MultiTaskVecEnv(
-        tasks,
-        first_task_id=model.num_tasks,
-        obs_dim=observation_part(model.observation_space).shape[0],
-        act_dim=model.action_space.shape[0],
-        **kwargs,
+        tasks, first_task_id=model.num_tasks, obs_dim=observation_space.shape[0], act_dim=model.action_space.shape[0], **kwargs
     )
 
 
