@@ -104,10 +104,11 @@ def test_replace_section(tmp_path):
 
 
 def test_tiny_grid_end_to_end_and_resume(tmp_path):
+    # InvertedPendulum: a few hundred steps reliably beat the random policy (about 4), so min-max scores reach 1
     out, results_md = str(tmp_path / "bench"), str(tmp_path / "RESULTS.md")
     settings = BenchSettings(**FLAGS)
     result = run_benchmark(
-        out, ["brc_sac", "sac"], ["Pendulum-v1"], SEEDS, settings, workers=2, reps=200, results_md=results_md,
+        out, ["brc_sac", "sac"], ["InvertedPendulum-v5"], SEEDS, settings, workers=2, reps=200, results_md=results_md,
         results_title="Tiny grid", command="tiny command", progress=False,
     )  # fmt: skip
     assert sorted(r["status"] for r in result["runs"]) == ["done"] * 4
@@ -116,17 +117,17 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path):
     mtimes = {}
     for algo in ("brc_sac", "sac"):
         for seed in SEEDS:
-            run_dir = os.path.join(out, algo, "Pendulum-v1", f"seed{seed}")
+            run_dir = os.path.join(out, algo, "InvertedPendulum-v5", f"seed{seed}")
             rows = read_eval_csv(os.path.join(run_dir, "evaluations.csv"))
             assert [r["steps_per_task"] for r in rows] == [100, 200]
-            assert all(r["task"] == "Pendulum-v1" and r["episodes"] == 1 for r in rows)
+            assert all(r["task"] == "InvertedPendulum-v5" and r["episodes"] == 1 for r in rows)
             for name in ("config.json", "random.json"):
                 assert os.path.getsize(os.path.join(run_dir, name)) > 0
             mtimes[run_dir] = os.path.getmtime(os.path.join(run_dir, "evaluations.csv"))
 
     # Aggregates: finite, CI around the point estimate
     data, aggregate = result["data"], result["aggregate"]
-    assert data.norms["Pendulum-v1"].method == "min-max" and data.steps == [100, 200]
+    assert data.norms["InvertedPendulum-v5"].method == "min-max" and data.steps == [100, 200]
     for algo in ("brc_sac", "sac"):
         assert data.final[algo].shape == (2, 1) and data.curves[algo].shape == (2, 1, 2)
         for value, (low, high) in zip(aggregate["point"][algo], aggregate["ci"][algo], strict=True):
@@ -144,14 +145,14 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path):
     text = open(os.path.join(out, "aggregate.md")).read()
     iqm_rows = [line for line in text.splitlines() if line.startswith(("| brc_sac | 2 |", "| sac | 2 |"))]
     assert len(iqm_rows) == 2
-    assert "# Tiny grid" in text and "tiny command" in text and "| Pendulum-v1 | min-max |" in text
+    assert "# Tiny grid" in text and "tiny command" in text and "| InvertedPendulum-v5 | min-max |" in text
     assert "![sample_efficiency](sample_efficiency.png)" in text
     section = open(results_md).read()
     assert section.startswith("## Tiny grid") and "(bench/performance_profile.png)" in section
 
     # Same grid through `sb3-brc bench`: every run is complete, so nothing retrains; the aggregate is rewritten
     cli.main(
-        ["bench", "--algos", "brc_sac", "sac", "--tasks", "Pendulum-v1", "--seeds", "0", "1", "--out", out,
+        ["bench", "--algos", "brc_sac", "sac", "--tasks", "InvertedPendulum-v5", "--seeds", "0", "1", "--out", out,
          "--steps-per-task", "200", "--eval-every", "100", "--eval-episodes", "1", "--learning-starts", "100",
          "--batch-size", "32", "--width", "16", "--reps", "200", "--no-progress", "--results-md", results_md,
          "--results-title", "Tiny grid"]
