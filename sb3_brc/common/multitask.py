@@ -8,11 +8,12 @@ import pathlib
 import zipfile
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.policies import BasePolicy
@@ -103,19 +104,33 @@ class MultiTaskAlgorithm(ABC):
     _task_successes: list[deque] | None
 
     @classmethod
-    def _task_policy(cls, policy: str | type[BasePolicy], env: GymEnv | None) -> str | type[BasePolicy]:
-        """Resolve a policy name for a multi-task env: its ``Dict(observation, task_id)`` is the task-id encoding,
-        not the Dict observation SB3's ``MultiInputPolicy`` is for, so ``MlpPolicy``/``CnnPolicy`` stay valid."""
-        if not (isinstance(policy, str) and env is not None and is_task_observation_space(env.observation_space)):
-            return policy
-        if policy not in cls.policy_aliases:
-            raise ValueError(f"Unknown policy {policy!r}; {cls.__name__} takes {sorted(cls.policy_aliases)}")
-        if policy == "MultiInputPolicy":
+    def _checked_env_and_policy(
+        cls, policy: str | type[BasePolicy], env: GymEnv | str | None, verbose: int, check_spaces: Callable[[GymEnv], None]
+    ) -> tuple[GymEnv | None, str | type[BasePolicy]]:
+        """The env (made from an id, its spaces checked) and the policy, before SB3's constructor sees them.
+
+        A policy name is resolved here on a multi-task env: its ``Dict(observation, task_id)`` is the task-id
+        encoding, not the Dict observation SB3's ``MultiInputPolicy`` is for, so ``MlpPolicy``/``CnnPolicy`` stay
+        valid. A policy class must derive from the algorithm's (``policy_aliases["MlpPolicy"]``)."""
+        if env is not None:
+            env = maybe_make_env(env, verbose)
+            check_spaces(env)
+        if isinstance(policy, str) and env is not None and is_task_observation_space(env.observation_space):
+            if policy not in cls.policy_aliases:
+                raise ValueError(f"Unknown policy {policy!r}; {cls.__name__} takes {sorted(cls.policy_aliases)}")
+            if policy == "MultiInputPolicy":
+                raise ValueError(
+                    "MultiInputPolicy is for Dict observations of a single task. A multi-task env's observation part is a "
+                    "Box: use MlpPolicy (or CnnPolicy for images)."
+                )
+            policy = cls.policy_aliases[policy]
+        base = cls.policy_aliases["MlpPolicy"]
+        if isinstance(policy, type) and not issubclass(policy, base):
             raise ValueError(
-                "MultiInputPolicy is for Dict observations of a single task. A multi-task env's observation part is a "
-                "Box: use MlpPolicy (or CnnPolicy for images)."
+                f"{cls.__name__} needs a {base.__name__}, got {policy.__name__}. If this comes from {cls.__name__}.load(), "
+                "the file was saved by another algorithm (e.g. SB3's SAC): load it with that algorithm's load()."
             )
-        return cls.policy_aliases[policy]
+        return env, policy
 
     @staticmethod
     def _task_policy_kwargs(policy_kwargs: dict[str, Any] | None, env: GymEnv | None) -> dict[str, Any]:

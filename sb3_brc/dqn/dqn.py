@@ -7,7 +7,6 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import DQN
-from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
@@ -122,15 +121,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        if env is not None:
-            env = maybe_make_env(env, verbose)
-            _check_spaces(env)
-        policy = self._task_policy(policy, env)
-        if isinstance(policy, type) and not issubclass(policy, BRCDQNPolicy):
-            raise ValueError(
-                f"BRCDQN needs a BRCDQNPolicy, got {policy.__name__}. If this comes from BRCDQN.load(), the file was "
-                "saved by another algorithm: load it with that algorithm's load()."
-            )
+        env, policy = self._checked_env_and_policy(policy, env, verbose, _check_spaces)
         num_tasks = num_tasks_of(env)
         if n_steps < 1 or exploration_decay_steps < 1 or augment_pad < 0:
             raise ValueError(

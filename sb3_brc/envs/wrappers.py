@@ -28,7 +28,6 @@ class PadTask(gym.Wrapper):
     def __init__(self, env: gym.Env, obs_dim: int, act_dim: int):
         super().__init__(env)
         check_task_spaces(env, "task")
-        self.task_obs_dim = int(np.prod(env.observation_space.shape))
         self.task_act_dim = int(np.prod(env.action_space.shape))
         self._low = env.action_space.low.astype(np.float64).reshape(-1)
         self._high = env.action_space.high.astype(np.float64).reshape(-1)

@@ -6,7 +6,6 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import SAC
-from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
@@ -163,15 +162,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        if env is not None:
-            env = maybe_make_env(env, verbose)
-            _check_spaces(env)
-        policy = self._task_policy(policy, env)
-        if isinstance(policy, type) and not issubclass(policy, BRCPolicy):
-            raise ValueError(
-                f"BRCSAC needs a BRCPolicy, got {policy.__name__}. If this comes from BRCSAC.load(), the file was saved "
-                "by another algorithm (e.g. SAC): load it with that algorithm's load()."
-            )
+        env, policy = self._checked_env_and_policy(policy, env, verbose, _check_spaces)
         _check_hyperparameters(
             buffer_size=buffer_size,
             learning_starts=learning_starts,
