@@ -1,5 +1,5 @@
-"""Claim (BRC.md Part A.5): a cross-entropy critic keeps per-task TD loss, critic gradient norm and policy entropy
-on one scale across tasks with very different reward scales; a regression (MSE) critic does not.
+"""Claim (paper, arXiv 2505.23150): a cross-entropy critic keeps per-task TD loss, critic gradient norm and policy
+entropy on one scale across tasks with very different reward scales; a regression (MSE) critic does not.
 
     MUJOCO_GL=disable python benchmarks/claims/ce_vs_mse.py --steps-per-task 3000 --out benchmarks/results/ce_vs_mse.png
 

@@ -1,4 +1,4 @@
-"""Claim (BRC.md Part A.5): the gradient-conflict rate between tasks falls as the critic gets wider.
+"""Claim (paper, arXiv 2505.23150): the gradient-conflict rate between tasks falls as the critic gets wider.
 
     MUJOCO_GL=disable python benchmarks/claims/conflict_vs_width.py --widths 64 256 512 --seeds 0 1 \
         --out benchmarks/results/conflict_vs_width.png

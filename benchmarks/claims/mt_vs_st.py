@@ -1,5 +1,5 @@
-"""Claim (BRC.md Part A.5): multi-task BRC beats single-task BRC at equal env steps per task on tasks that share an
-embodiment.
+"""Claim (paper, arXiv 2505.23150): multi-task BRC beats single-task BRC at equal env steps per task on tasks that
+share an embodiment.
 
     MUJOCO_GL=disable python benchmarks/claims/mt_vs_st.py --steps-per-task 3000 --seeds 0 1 \
         --out benchmarks/results/mt_vs_st --results-md benchmarks/RESULTS.md
