@@ -10,6 +10,7 @@ import pytest
 from conftest import TINY_POLICY
 from envs import TargetEnv
 from stable_baselines3 import SAC
+from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv, ReturnNormalizer, TaskEmbedding, make_suite
 from sb3_brc.common.torch_layers import BroNet
@@ -187,6 +188,12 @@ CASES = {
     "truncated-zip": (lambda tp, mp: truncated_zip(tp), ValueError, "truncated or corrupted", "earlier checkpoint"),
     "not-a-zip": (lambda tp, mp: text_file_as_zip(tp), ValueError, "not a readable zip", "intact save"),
     "sac-zip": (lambda tp, mp: sac_zip(tp), ValueError, "saved by another algorithm", "that algorithm's load"),
+    "vec-normalize-task-ids": (
+        lambda tp, mp: tiny(VecNormalize(two_tasks())),
+        ValueError,
+        "normalise the task ids",
+        "norm_obs_keys=\\['observation'\\]",
+    ),
     "save-from-0.1": (
         lambda tp, mp: save_from_sb3_brc_0_1(tp),
         ValueError,

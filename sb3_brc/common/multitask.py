@@ -18,11 +18,13 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples
+from stable_baselines3.common.vec_env import unwrap_vec_normalize
 from torch import nn
 
 from sb3_brc.common.callbacks import TaskProgressBarCallback
 from sb3_brc.common.normalizer import ReturnNormalization, ReturnNormalizer
 from sb3_brc.common.task_layout import (
+    TASK_ID_KEY,
     TaskLayout,
     is_task_observation_space,
     num_tasks_of,
@@ -115,6 +117,12 @@ class MultiTaskAlgorithm(ABC):
         if env is not None:
             env = maybe_make_env(env, verbose)
             check_spaces(env)
+            vec_normalize = unwrap_vec_normalize(env)
+            if vec_normalize is not None and vec_normalize.norm_obs and TASK_ID_KEY in (vec_normalize.norm_obs_keys or []):
+                raise ValueError(
+                    "VecNormalize would normalise the task ids into meaningless floats: build it with "
+                    "VecNormalize(env, norm_obs_keys=['observation'])."
+                )
         if isinstance(policy, str) and env is not None and is_task_observation_space(env.observation_space):
             if policy not in cls.policy_aliases:
                 raise ValueError(f"Unknown policy {policy!r}; {cls.__name__} takes {sorted(cls.policy_aliases)}")
