@@ -3,12 +3,16 @@
 (The batched critic ensemble against separate networks: ``test_networks.py``.)
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import torch as th
 from envs import TargetEnv
 
 from sb3_brc import BRCSAC
+from sb3_brc.common.utils import native_bf16_matmul
+from sb3_brc.sac import sac as sac_module
 
 
 def filled_model(**kwargs):
@@ -78,8 +82,29 @@ def test_bf16_losses_close_to_fp32():
     assert actor16.item() == pytest.approx(actor32.item(), rel=0.05, abs=0.02)
 
 
-def test_mixed_precision_training_runs_and_keeps_fp32_state():
+def test_mixed_precision_training_runs_and_keeps_fp32_state(monkeypatch):
+    # bf16 on any CPU here (emulated where the CPU lacks it: slow, but the same numbers path)
+    monkeypatch.setattr(sac_module, "native_bf16_matmul", lambda device: True)
     model = filled_model(mixed_precision=True)
+    assert model._autocast_bf16
     model.train(gradient_steps=2, batch_size=32)
     assert all(p.dtype == th.float32 for p in model.policy.parameters())
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+@pytest.mark.parametrize("avx512_bf16, amx", [(True, False), (False, True), (False, False)])
+def test_mixed_precision_only_where_bf16_is_native(monkeypatch, avx512_bf16, amx):
+    monkeypatch.setattr(th.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(th.cpu, "_is_amx_tile_supported", lambda: amx)
+    native = avx512_bf16 or amx
+    assert native_bf16_matmul(th.device("cpu")) is native
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = BRCSAC("MlpPolicy", TargetEnv(), mixed_precision=True, policy_kwargs=dict(net_arch=[16]), device="cpu")
+    assert model.mixed_precision and model._autocast_bf16 is native
+    assert any("mixed_precision=True ignored" in str(w.message) for w in caught) is not native
+    # CUDA: compute capability 8.0+ only, never counting PyTorch's emulation
+    asked = []
+    monkeypatch.setattr(th.cuda, "is_bf16_supported", lambda including_emulation=True: asked.append(including_emulation))
+    native_bf16_matmul(th.device("cuda"))
+    assert asked == [False]

@@ -53,3 +53,14 @@ def select_rows(samples: Samples, rows: Any) -> Samples:
 def concat_samples(first: Samples, second: Samples) -> Samples:
     """Two replay samples of one type stacked into one batch."""
     return _map_fields(lambda a, b: th.cat([a, b]), first, second)
+
+
+def native_bf16_matmul(device: th.device) -> bool:
+    """Whether ``device`` multiplies bf16 matrices in hardware: a CUDA GPU of compute capability 8.0 or newer, or a
+    CPU with AVX512-BF16 or AMX. Elsewhere PyTorch emulates bf16 matmuls, far slower than float32 (about 70x for a
+    BRC update on an AVX2-only AMD EPYC), so bf16 autocast only pays off where this is ``True``."""
+    if device.type == "cuda":
+        return th.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return th.cpu._is_avx512_bf16_supported() or th.cpu._is_amx_tile_supported()
+    return True  # other accelerators: autocast picks what the backend supports

@@ -1,5 +1,6 @@
 """BRCSAC: SAC with a BroNet actor, a categorical BroNet critic ensemble, task embeddings and return normalisation."""
 
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,7 +16,7 @@ from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entro
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.task_layout import TaskLayout, num_tasks_of
-from sb3_brc.common.utils import select_rows
+from sb3_brc.common.utils import native_bf16_matmul, select_rows
 from sb3_brc.sac.policies import BRCPolicy, BroNetActor, CategoricalCritic, CnnPolicy, MlpPolicy, MultiInputPolicy
 
 # Per-task defaults of the reference (train.py): warm-up steps, replay capacity, batch (single / multi-task)
@@ -99,8 +100,10 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
     :param target_entropy: Target entropy when learning ``ent_coef`` (``"auto"``: ``-|A|/2``, BRC)
     :param normalize_rewards: BRC return normalisation: ``True`` (default), ``False`` (raw rewards), or its options
         as a :class:`~sb3_brc.common.normalizer.ReturnNormalization`
-    :param mixed_precision: Run the forward passes of the update under bf16 autocast (CPU and GPU); losses,
-        the target projection and the optimiser state stay float32
+    :param mixed_precision: Run the forward passes of the update under bf16 autocast where the device multiplies
+        bf16 in hardware (CUDA compute capability 8.0+, CPUs with AVX512-BF16 or AMX); elsewhere it warns and runs
+        float32, since emulated bf16 is many times slower. Losses, the target projection and the optimiser state
+        stay float32
     :param compile_update: ``torch.compile`` the critic and actor loss functions (first updates are slow
         while it compiles)
     :param use_sde: Not supported by BRC policies
@@ -216,7 +219,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         return self.policy.num_tasks
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_loss_fns"]
+        return [*super()._excluded_save_params(), "_loss_fns", "_autocast_bf16"]
 
     def _setup_model(self) -> None:
         if self.target_entropy == "auto":
@@ -226,6 +229,15 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         if self.log_ent_coef is not None:
             # BRC optimises the temperature with Adam(beta1=0.5)
             self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1), betas=(0.5, 0.999))
+        # Decided where the model runs (also after load() on another machine): emulated bf16 would be a trap
+        self._autocast_bf16 = self.mixed_precision and native_bf16_matmul(self.device)
+        if self.mixed_precision and not self._autocast_bf16:
+            warnings.warn(
+                f"mixed_precision=True ignored: {self.device} has no native bf16 matrix multiply (CUDA compute capability "
+                "8.0+, or a CPU with AVX512-BF16 or AMX), and emulated bf16 runs many times slower than float32. "
+                "Training in float32.",
+                stacklevel=2,
+            )
         self._loss_fns = (self._critic_loss, self._actor_loss)
         if self.compile_update:
             self._loss_fns = (th.compile(self._critic_loss), th.compile(self._actor_loss))
@@ -286,7 +298,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
 
         critic_loss_fn, actor_loss_fn = self._loss_fns
         actor_trainable = any(p.requires_grad for p in self.actor.parameters())
-        autocast = th.autocast(self.device.type, dtype=th.bfloat16, enabled=self.mixed_precision)
+        autocast = th.autocast(self.device.type, dtype=th.bfloat16, enabled=self._autocast_bf16)
         stats: dict[str, list[th.Tensor]] = {
             key: [] for key in ("critic_loss", "actor_loss", "ent_coef", "ent_coef_loss", "q", "h")
         }
