@@ -236,7 +236,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
                 f"mixed_precision=True ignored: {self.device} has no native bf16 matrix multiply (CUDA compute capability "
                 "8.0+, or a CPU with AVX512-BF16 or AMX), and emulated bf16 runs many times slower than float32. "
                 "Training in float32.",
-                stacklevel=2,
+                stacklevel=3,  # the user's BRCSAC(...) line
             )
         self._loss_fns = (self._critic_loss, self._actor_loss)
         if self.compile_update:
