@@ -143,7 +143,7 @@ class TaskLayout:
                 f"{list(found.observation_shapes)}, action sizes {list(found.action_sizes)}) differ from the model's "
                 f"{list(self.names)} (observation shapes {list(self.observation_shapes)}, action sizes "
                 f"{list(self.action_sizes)}). Build the env with the same tasks in the same order (e.g. the same "
-                "make_suite name); new tasks go through model.add_tasks()."
+                "make_suite name); new tasks go through sb3_brc.add_tasks(model, env)."
             )
 
 
