@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 
 from sb3_brc.envs.atari import ATARI_5, ATARI_100K, atari_factory, atari_game
-from sb3_brc.envs.tasks import TaskSpec, require, task_factory
+from sb3_brc.envs.tasks import GOAL_OBSERVABLE, TaskSpec, require, task_factory
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, MultiTaskVecEnv
 
 DMC_DOGS = ["dog-stand", "dog-walk", "dog-trot", "dog-run"]
@@ -26,11 +26,14 @@ def _pendulum(g: float) -> gym.Env:
 
 @dataclass(frozen=True)
 class Suite:
-    """A named list of tasks. ``metaworld`` suites are built as one Meta-World vector env (exact task sets).
+    """A named list of tasks. ``metaworld`` suites are built as one Meta-World vector env (exact task sets), or
+    with ``goal_observable`` as the BRC paper builds them.
 
     :param description: One line for ``sb3-brc suites``
     :param tasks: Task specs: names :func:`task_factory` resolves, or picklable callables returning an env
     :param metaworld: Meta-World benchmark name (``"MT10"``, ``"MT50"``) built as one vector env
+    :param goal_observable: Build the ``metaworld`` benchmark's tasks one by one as goal-observable envs with
+        200-step episodes (the BRC paper's protocol, :func:`~sb3_brc.envs.tasks.make_goal_observable_metaworld`)
     :param atari: The tasks are Atari game names (built by :func:`make_atari_suite`)
     :param task_names: Names of the tasks (required when a task is a callable; default: resolved from the specs)
     """
@@ -38,6 +41,7 @@ class Suite:
     description: str
     tasks: list[TaskSpec] = field(default_factory=list)
     metaworld: str | None = None
+    goal_observable: bool = False
     atari: bool = False
     task_names: list[str] | None = None
 
@@ -46,11 +50,23 @@ class Suite:
             raise ValueError("A suite with callable tasks needs task_names")
         if self.task_names is not None and len(self.task_names) != len(self.tasks):
             raise ValueError(f"{len(self.task_names)} task names for {len(self.tasks)} tasks")
+        if self.goal_observable and self.metaworld is None:
+            raise ValueError("goal_observable builds a Meta-World benchmark's tasks: name it with metaworld")
 
 
 SUITES: dict[str, Suite] = {
     "mt10": Suite("Meta-World MT10: 10 manipulation tasks, 500-step episodes, success rate", metaworld="MT10"),
     "mt50": Suite("Meta-World MT50: 50 manipulation tasks, 500-step episodes, success rate", metaworld="MT50"),
+    "mt10-paper": Suite(
+        "MT10 as in the BRC paper: goal-observable envs (v3, v2 is gone), 200-step episodes, success rate",
+        metaworld="MT10",
+        goal_observable=True,
+    ),
+    "mt50-paper": Suite(
+        "MT50 as in the BRC paper: goal-observable envs (v3, v2 is gone), 200-step episodes, success rate",
+        metaworld="MT50",
+        goal_observable=True,
+    ),
     "dmc-dogs": Suite("DMC dog stand/walk/trot/run (223-dim obs, 38-dim actions)", _dmc(DMC_DOGS)),
     "dmc-humanoids": Suite("DMC humanoid stand/walk/run (67-dim obs, 21-dim actions)", _dmc(DMC_HUMANOIDS)),
     "dmc-hard": Suite("DMC dogs + humanoids, the paper's 7 hard DMC tasks", _dmc(DMC_DOGS + DMC_HUMANOIDS)),
@@ -92,6 +108,11 @@ def _metaworld_benchmark_envs(benchmark: str, seed: int | None) -> tuple[gym.Env
     # and hand out its sub-envs (SB3 needs its own VecEnv with same-step resets around them)
     require("metaworld")
     return tuple(gym.make_vec(f"Meta-World/{benchmark}", vector_strategy="sync", seed=seed, use_one_hot=False).envs)
+
+
+def _metaworld_benchmark_tasks(benchmark: str) -> list[str]:
+    # The benchmark's task classes in Meta-World's order (its vector env builds them in this order too)
+    return list(getattr(require("metaworld").env_dict, f"{benchmark}_V3"))
 
 
 def _metaworld_vector_task(benchmark: str, index: int, seed: int | None) -> gym.Env:
@@ -146,6 +167,12 @@ def make_suite(name: str, seed: int | None = None, training: bool = True, **vec_
         return MultiTaskVecEnv([name], seed=seed, **vec_env_kwargs)
     if suite.atari:
         return make_atari_suite(suite.tasks, training=training, seed=seed, **vec_env_kwargs)
+    if suite.metaworld is not None and suite.goal_observable:
+        # Every task gets the suite's seed as its constructor seed, as in the reference's ParallelEnv (make_env(name,
+        # seed) for each task): it fixes each task's goal, so a seed reproduces the envs
+        names = _metaworld_benchmark_tasks(suite.metaworld)
+        tasks = [name + GOAL_OBSERVABLE for name in names]
+        return MultiTaskVecEnv(tasks, task_names=names, seed=seed, **vec_env_kwargs)
     if suite.metaworld is not None:
         names = [_metaworld_class_names()[type(env.unwrapped)] for env in _metaworld_benchmark_envs(suite.metaworld, seed)]
         tasks = [functools.partial(_metaworld_vector_task, suite.metaworld, i, seed) for i in range(len(names))]
@@ -162,5 +189,6 @@ def describe_suites() -> str:
             lines.append(" " * 19 + ", ".join(suite.task_names or suite.tasks))
     lines.append("")
     lines.append("Single tasks: any Gymnasium id (HalfCheetah-v5, dm_control/walker-walk-v0), a DMC short name")
-    lines.append("(walker-walk) or a Meta-World task name (reach-v3); MultiTaskVecEnv takes any list of them.")
+    lines.append("(walker-walk) or a Meta-World task name (reach-v3; reach-v3-goal-observable: the BRC paper's")
+    lines.append("goal-observable, 200-step version); MultiTaskVecEnv takes any list of them.")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 
 import gymnasium as gym
+from gymnasium.wrappers import TimeLimit
 
 # A task: a Gymnasium id, a DMC short name, a Meta-World task name, or a callable returning an env
 TaskSpec = str | Callable[[], gym.Env]
@@ -31,6 +32,27 @@ def metaworld_task_names() -> list[str]:
         return list(importlib.import_module("metaworld").ALL_V3_ENVIRONMENTS)
     except ImportError:
         return []
+
+
+# Suffix of a Meta-World task name that asks for the BRC paper's version of the task
+GOAL_OBSERVABLE = "-goal-observable"
+
+# Episode length of Meta-World tasks in the BRC paper (the reference's TimeLimit; Meta-World's own is 500)
+PAPER_METAWORLD_STEPS = 200
+
+
+def make_goal_observable_metaworld(name: str, seed: int | None = None) -> gym.Env:
+    """A Meta-World task as the BRC paper trains on it: the goal-observable env (goal position in the last 3 of
+    the 39 observation entries) with 200-step episodes, built as the reference's ``jaxrl/envs.py`` builds its
+    ``"<name>-v2-goal-observable"`` tasks. The reference used v2 envs, which Meta-World 3 no longer ships: this
+    is the v3 version.
+
+    :param name: Meta-World task name (``"reach-v3"``)
+    :param seed: Constructor seed: it fixes the goal and initial positions for every episode (Meta-World ignores
+        ``reset(seed=...)``); ``None`` draws them from NumPy's global generator
+    """
+    constructor = require("metaworld").ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[name + GOAL_OBSERVABLE]
+    return TimeLimit(constructor(seed=seed), PAPER_METAWORLD_STEPS)
 
 
 def _registered_ids() -> list[str]:
@@ -62,7 +84,8 @@ def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], 
     """Resolve a task spec into ``(factory, name, kind)``.
 
     Accepted: a callable returning an env (name taken from its spec later), a Meta-World task name
-    (``"reach-v3"``, an MT1 env), a Gymnasium id (``"HalfCheetah-v5"``, ``"dm_control/walker-walk-v0"``), or a
+    (``"reach-v3"``, an MT1 env; ``"reach-v3-goal-observable"``, the BRC paper's version:
+    :func:`make_goal_observable_metaworld`), a Gymnasium id (``"HalfCheetah-v5"``, ``"dm_control/walker-walk-v0"``), or a
     DMC short name (``"walker-walk"``).
     """
     if callable(task):
@@ -71,6 +94,8 @@ def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], 
         raise TypeError(f"A task is a Gymnasium id, a task name or a callable returning an env, got {task!r}")
     if task in metaworld_task_names():
         return functools.partial(make_registered, "Meta-World/MT1", env_name=task, seed=seed), task, "metaworld"
+    if task.endswith(GOAL_OBSERVABLE) and task.removesuffix(GOAL_OBSERVABLE) in metaworld_task_names():
+        return functools.partial(make_goal_observable_metaworld, task.removesuffix(GOAL_OBSERVABLE), seed), task, "metaworld"
     if task.startswith("dm_control/"):
         require("shimmy")
     registered = _registered_ids()

@@ -1,0 +1,97 @@
+"""Meta-World at the BRC paper's protocol: the ``mt10-paper`` / ``mt50-paper`` suites and goal-observable tasks."""
+
+import numpy as np
+import pytest
+from stable_baselines3.common.vec_env import SubprocVecEnv
+
+from sb3_brc import MultiTaskVecEnv, make_suite
+from sb3_brc.envs.suites import SUITES, _metaworld_benchmark_tasks, describe_suites
+
+metaworld = pytest.importorskip("metaworld", reason="the Meta-World suites need the metaworld extra")
+
+MT10 = [
+    "reach-v3",
+    "push-v3",
+    "pick-place-v3",
+    "door-open-v3",
+    "drawer-open-v3",
+    "drawer-close-v3",
+    "button-press-topdown-v3",
+    "peg-insert-side-v3",
+    "window-open-v3",
+    "window-close-v3",
+]
+
+
+@pytest.fixture(scope="module")
+def mt10_paper():
+    env = make_suite("mt10-paper", seed=0)
+    yield env
+    env.close()
+
+
+def goals(obs: dict) -> np.ndarray:
+    return obs["observation"][:, 36:39]
+
+
+def test_mt10_paper_has_mt10_tasks_in_order(mt10_paper):
+    assert mt10_paper.task_names == MT10
+    assert mt10_paper.layout.score_kinds == ("metaworld",) * 10
+    assert mt10_paper.layout.observation_shapes == ((39,),) * 10
+    assert mt10_paper.layout.action_sizes == (4,) * 10 and mt10_paper.observation_space["observation"].shape == (39,)
+    assert "mt10-paper" in describe_suites() and "mt50-paper" in describe_suites()
+
+
+def test_mt50_paper_has_all_50_tasks():
+    names = _metaworld_benchmark_tasks(SUITES["mt50-paper"].metaworld)
+    assert len(names) == 50 and set(names) == set(metaworld.ALL_V3_ENVIRONMENTS)
+
+
+def test_goal_is_visible_and_fixed(mt10_paper):
+    first = goals(mt10_paper.reset())
+    targets = [sub_env.unwrapped._target_pos for sub_env in mt10_paper.venv.envs]
+    np.testing.assert_allclose(first, np.array(targets, dtype=np.float32))
+    assert len({tuple(goal) for goal in first}) > 1, "every task shows the same goal"
+    for _ in range(3):
+        obs, *_ = mt10_paper.step(mt10_paper.sample_actions())
+        np.testing.assert_array_equal(goals(obs), first)
+    np.testing.assert_array_equal(goals(mt10_paper.reset()), first)
+
+
+def test_episodes_end_at_200_steps_with_success(mt10_paper):
+    first = mt10_paper.reset()
+    for step in range(1, 201):
+        obs, _, dones, infos = mt10_paper.step(mt10_paper.sample_actions())
+        assert dones.all() == (step == 200) and dones.any() == (step == 200), f"episode ended at step {step}"
+    for info in infos:
+        assert info["TimeLimit.truncated"] is True
+        assert isinstance(info["is_success"], bool)
+        np.testing.assert_array_equal(info["terminal_observation"]["observation"][36:], goals(first)[info["task_id"]])
+    # Meta-World's goal-observable envs restart from the same state every episode
+    np.testing.assert_array_equal(obs["observation"], first["observation"])
+
+
+def test_seed_reproduces_the_envs(mt10_paper):
+    first = mt10_paper.reset()["observation"]
+    again = make_suite("mt10-paper", seed=0)
+    np.testing.assert_array_equal(again.reset()["observation"], first)
+    again.close()
+    other_seed = make_suite("reach-v3-goal-observable", seed=1)
+    assert other_seed.task_names == ["reach-v3-goal-observable"]
+    assert not np.array_equal(goals(other_seed.reset())[0], goals({"observation": first})[0])
+    other_seed.close()
+
+
+def test_mt10_paper_tasks_in_subprocesses(mt10_paper):
+    # Two of mt10-paper's tasks, resolved like the suite resolves them (ten fresh workers would take a minute on two
+    # cores): each worker imports Meta-World and rebuilds its task, the same env as in-process
+    picked = [0, 3]
+    tasks = [MT10[i] + "-goal-observable" for i in picked]
+    env = MultiTaskVecEnv(tasks, task_names=[MT10[i] for i in picked], vec_env_cls=SubprocVecEnv, seed=0)
+    try:
+        np.testing.assert_array_equal(env.reset()["observation"], mt10_paper.reset()["observation"][picked])
+        _, rewards, dones, infos = env.step(env.sample_actions())
+        assert rewards.shape == (2,) and not dones.any()
+        assert [info["task_name"] for info in infos] == ["reach-v3", "door-open-v3"]
+    finally:
+        env.close()
