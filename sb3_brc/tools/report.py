@@ -7,6 +7,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from sb3_brc.envs.paper_scores import PaperScore, paper_score
+
 
 def read_eval_csv(path: str) -> list[dict[str, Any]]:
     """Rows of an evaluation CSV written by :class:`MultiTaskEvalCallback`, with numbers parsed."""
@@ -74,6 +76,27 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _paper_comparison(final: list[dict[str, Any]], paper: dict[str, PaperScore | None], steps: int) -> str:
+    """One line comparing the run's mean score with the paper's over the tasks both have, per task family."""
+    by_family: dict[str, list[tuple[float, PaperScore]]] = defaultdict(list)
+    for row in final:
+        reference = paper[row["task"]]
+        if reference is not None and row["score"] is not None:
+            by_family[reference.family].append((row["score"], reference))
+    parts = []
+    for family, pairs in by_family.items():
+        single = [reference.single_task for _, reference in pairs if reference.single_task is not None]
+        parts.append(
+            f"{family} ({len(pairs)} tasks): this run {sum(score for score, _ in pairs) / len(pairs):.2f}, paper multi-task "
+            f"{sum(reference.multi_task for _, reference in pairs) / len(pairs):.2f}"
+            + (f", single-task {sum(single) / len(single):.2f}" if len(single) == len(pairs) else "")
+        )
+    return (
+        f"Mean score against the BRC paper's final scores (its full budget, e.g. 1M steps per task and a 4096-wide critic; "
+        f"this run: {steps} env steps per task): " + ("; ".join(parts) if parts else "no task with a comparable score") + "."
+    )
+
+
 def write_report(out_dir: str, title: str, baseline_rows: list[dict[str, Any]], extra: str = "") -> str:
     """Write ``report.md``, ``curves.png`` and ``scores.png`` in ``out_dir`` from ``out_dir/eval.csv``.
 
@@ -88,22 +111,31 @@ def write_report(out_dir: str, title: str, baseline_rows: list[dict[str, Any]], 
     plot_learning_curves(rows, baseline, os.path.join(out_dir, "curves.png"))
     plot_final_scores(final, baseline, os.path.join(out_dir, "scores.png"))
     beat = [row for row in final if row["task"] in baseline and row["mean_return"] > baseline[row["task"]]]
+    paper = {row["task"]: paper_score(row["task"]) for row in final}
+    with_paper = any(score is not None for score in paper.values())
     lines = [
         f"# {title}",
         "",
         f"{len(beat)} of {len(final)} tasks beat the random policy after {last_step} env steps per task "
         f"(deterministic evaluation, {final[0]['episodes']} episode(s) per task).",
         "",
-        "| task | random return | final return (± std) | best return | success rate | score |",
-        "|---|---|---|---|---|---|",
+        "| task | random return | final return (± std) | best return | success rate | score |"
+        + (" paper MT score | paper ST score |" if with_paper else ""),
+        "|---|---|---|---|---|---|" + ("---|---|" if with_paper else ""),
     ]
     for row in final:
         best = max(r["mean_return"] for r in rows if r["task"] == row["task"])
-        lines.append(
+        line = (
             f"| {row['task']} | {_fmt(baseline.get(row['task']), 1)} | {row['mean_return']:.1f} ± {row['std_return']:.1f} "
             f"| {best:.1f} | {_fmt(row['success_rate'])} | {_fmt(row['score'])} |"
         )
+        if with_paper:
+            reference = paper[row["task"]]
+            line += f" {_fmt(reference and reference.multi_task)} | {_fmt(reference and reference.single_task)} |"
+        lines.append(line)
     lines += ["", "Score: DMC return / 1000, Meta-World success rate, '-' where no normalisation is defined.", ""]
+    if with_paper:
+        lines += [_paper_comparison(final, paper, last_step), ""]
     lines += ["![learning curves](curves.png)", "", "![final returns](scores.png)", ""]
     if extra:
         lines += [extra, ""]
