@@ -5,11 +5,12 @@ import pytest
 
 pytest.importorskip("ale_py")
 
-from sb3_brc import make_suite
+from sb3_brc import DiscreteMultiTaskVecEnv, make_suite
 from sb3_brc.dqn import BRCDQN
 from sb3_brc.envs.atari import FULL_ACTION_MEANINGS, make_atari
 from sb3_brc.envs.scores import ATARI_SCORES, human_normalized_score
 from sb3_brc.envs.suites import make_atari_suite
+from sb3_brc.envs.tasks import task_factory
 from sb3_brc.tools.evaluation import evaluate_tasks
 
 
@@ -84,3 +85,13 @@ def test_smoke_run_on_two_games(tmp_path):
     assert [row["task"] for row in rows] == ["Pong", "Breakout"]
     for row in rows:
         assert row["score"] == pytest.approx(human_normalized_score(row["task"], row["mean_return"]))
+
+
+def test_ale_ids_are_tasks():
+    _, name, kind = task_factory("ALE/Pong-v5")
+    assert (name, kind) == ("Pong", "atari")  # the game's name: its human-normalised score applies
+    env = DiscreteMultiTaskVecEnv(["ALE/Pong-v5", "ALE/Breakout-v5"], seed=0)
+    assert env.task_names == ["Pong", "Breakout"]
+    assert env.layout.legal_actions[1] == tuple(FULL_ACTION_MEANINGS.index(m) for m in ["NOOP", "FIRE", "RIGHT", "LEFT"])
+    assert env.normalized_score(0, ATARI_SCORES["Pong"][1], None) == pytest.approx(1.0)
+    env.close()

@@ -56,18 +56,32 @@ def make_goal_observable_metaworld(name: str, seed: int | None = None) -> gym.En
 
 
 def _registered_ids() -> list[str]:
-    try:
-        importlib.import_module("shimmy")  # registers dm_control/* ids
-    except ImportError:
-        pass
+    # Importing these registers their id namespaces (dm_control/*, ALE/*); either may be absent (optional extras)
+    for module in ("shimmy", "ale_py"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
     return list(gym.registry)
 
 
 def task_kind(name: str) -> str:
-    """``"dmc"``, ``"metaworld"`` or ``"gym"``: decides the normalised score of a task."""
+    """``"dmc"``, ``"metaworld"``, ``"atari"`` or ``"gym"``: decides the normalised score of a task."""
     if name.startswith("dm_control/") or f"dm_control/{name}-v0" in gym.registry:
         return "dmc"
+    if name.startswith("ALE/"):
+        return "atari"
     return "metaworld" if name in metaworld_task_names() else "gym"
+
+
+def _short_name(env_id: str) -> str:
+    """Task name of a registered id: DMC's ``"walker-walk"``; an ALE game's name (``"ALE/Pong-v5"``: ``"Pong"``, the
+    name its human-normalised score is listed under); otherwise the id itself."""
+    if env_id.startswith("dm_control/"):
+        return env_id.removeprefix("dm_control/").removesuffix("-v0")
+    if env_id.startswith("ALE/"):
+        return env_id.removeprefix("ALE/").rsplit("-v", 1)[0]
+    return env_id
 
 
 def make_registered(env_id: str, **kwargs) -> gym.Env:
@@ -102,8 +116,7 @@ def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], 
     if task not in registered and f"dm_control/{task}-v0" in registered:
         task = f"dm_control/{task}-v0"
     if task in registered:
-        name = task.removeprefix("dm_control/").removesuffix("-v0") if task.startswith("dm_control/") else task
-        return functools.partial(make_registered, task), name, task_kind(task)
+        return functools.partial(make_registered, task), _short_name(task), task_kind(task)
     close = difflib.get_close_matches(task, metaworld_task_names() + registered, n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"Unknown task {task!r}.{hint} Run `sb3-brc suites` to list suites and tasks.")
