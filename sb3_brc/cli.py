@@ -15,7 +15,7 @@ from gymnasium import spaces
 
 from sb3_brc.bench import add_arguments as add_bench_arguments
 from sb3_brc.bench import run_from_args as run_bench
-from sb3_brc.bench.settings import BenchSettings, add_setting_flags
+from sb3_brc.bench.settings import BenchSettings, add_preset_flag, add_setting_flags, parse_with_preset
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.dqn import dqn as brcdqn_module
 from sb3_brc.dqn.dqn import BRCDQN
@@ -62,7 +62,7 @@ def new_model(args: argparse.Namespace, env: MultiTaskVecEnv) -> MultiTaskAlgori
     algorithm = algorithm_for(env)
     defaults = brcdqn_module if algorithm is BRCDQN else brcsac_module
     policy_kwargs = brc_dqn_policy_kwargs if algorithm is BRCDQN else brc_sac_policy_kwargs
-    learning_starts = args.learning_starts_per_task
+    learning_starts = args.learning_starts
     if learning_starts is None:
         learning_starts = defaults.LEARNING_STARTS_PER_TASK
     return algorithm(
@@ -92,10 +92,11 @@ def train(args: argparse.Namespace) -> None:
         tasks=args.tasks,
         steps_per_task=args.steps_per_task,
         seed=args.seed,
+        preset=args.preset,
         size=args.size,
         n_atoms=args.n_atoms,
         batch_size=args.batch_size,
-        learning_starts_per_task=args.learning_starts_per_task,
+        learning_starts_per_task=args.learning_starts,
         eval_episodes=args.eval_episodes,
     )
     config_path = os.path.join(args.out, "config.json")
@@ -117,9 +118,12 @@ def train(args: argparse.Namespace) -> None:
     eval_env = build_env(config, args.seed + 42, training=False)  # separate eval envs, seed + 42 as in the reference
     if not args.resume:
         print(f"Training {algorithm_for(env).__name__} on {env.num_tasks} task(s): {', '.join(env.task_names)}")
-        print(f"  {args.steps_per_task} env steps per task, size {args.size!r} {SIZE_PRESETS[args.size]}, out: {args.out}")
+        print(
+            f"  preset {args.preset!r}: {args.steps_per_task} env steps per task, "
+            f"size {args.size!r} {SIZE_PRESETS[args.size]}, out: {args.out}"
+        )
         shutil.rmtree(checkpoints, ignore_errors=True)
-    eval_freq = args.eval_freq or max(1, args.steps_per_task // 10)
+    eval_freq = args.eval_every or max(1, args.steps_per_task // 10)
     start = time.time()
     result = train_and_evaluate(
         env,
@@ -139,6 +143,8 @@ def train(args: argparse.Namespace) -> None:
     model = result.model
     model.save(os.path.join(args.out, "model.zip"))
     extra = (
+        f"Preset `{args.preset}` (size `{args.size}`, {args.steps_per_task} env steps per task, evaluation every "
+        f"{eval_freq} steps over {args.eval_episodes} episodes). "
         f"Trained {args.steps_per_task} env steps per task ({minutes:.1f} min in this session); model: `model.zip`; "
         "tensorboard logs: `tb/`; checkpoints: `checkpoints/`; config: `config.json`."
     )
@@ -166,7 +172,8 @@ def evaluate(args: argparse.Namespace) -> None:
     _print_table(evaluate_tasks(model, env, args.episodes))
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line parsed, the chosen ``--preset``'s settings applied where no flag gives them."""
     parser = argparse.ArgumentParser(prog="sb3-brc", description="BRC multi-task RL on Stable-Baselines3")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -186,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         BenchSettings,
         ["steps_per_task", "size", "batch_size", "learning_starts", "eval_every", "eval_episodes", "threads", "device"],
         overrides=dict(
-            steps_per_task=dict(default=None, required=True),
+            steps_per_task=dict(default=None, help="env steps per task (required unless --preset sets it)"),
             size=dict(help="network size preset"),
             batch_size=dict(help="default: BRCSAC 256 single-task, 1024 multi-task; BRCDQN 32 per task"),
             learning_starts=dict(flag="--learning-starts-per-task", default=None, help="default: BRCSAC 5000, BRCDQN 1600"),
@@ -195,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             threads=dict(default=max(1, min(4, os.cpu_count() or 1)), help="torch threads"),
         ),
     )
+    add_preset_flag(p_train)
     p_train.add_argument("--verbose", type=int, default=0)
     p_train.add_argument("--no-progress", action="store_true", help="no progress bar")
     p_train.add_argument("--checkpoint-freq", type=int, default=None, help="env steps per task (default: eval freq)")
@@ -217,10 +225,18 @@ def main(argv: list[str] | None = None) -> None:
         "bench", help="benchmark grid: algorithms x tasks x seeds in parallel, aggregated with rliable (sb3_brc.bench)"
     )
     add_bench_arguments(p_bench)
+    add_preset_flag(p_bench)
     bench_command = "sb3-brc " + shlex.join(sys.argv[1:] if argv is None else argv)  # recorded in the results
     p_bench.set_defaults(func=lambda parsed: run_bench(parsed, command=bench_command))
 
-    args = parser.parse_args(argv)
+    args = parse_with_preset(parser, argv, {"train": p_train, "bench": p_bench})
+    if args.command == "train" and args.steps_per_task is None:
+        p_train.error("--steps-per-task is required (or a --preset that sets it, e.g. paper)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "disable")  # physics only: no display needed
     try:
         args.func(args)

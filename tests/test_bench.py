@@ -82,7 +82,8 @@ def test_settings_flags_are_generated_from_the_fields():
     # Another flag name and default for a field (what `sb3-brc train` does)
     renamed = argparse.ArgumentParser()
     add_setting_flags(renamed, BenchSettings, ["learning_starts"], dict(learning_starts=dict(flag="--ls", default=None)))
-    assert renamed.parse_args([]).ls is None and renamed.parse_args(["--ls", "7"]).ls == 7
+    # the value keeps the field's name under the other flag (presets and settings look it up by that name)
+    assert renamed.parse_args([]).learning_starts is None and renamed.parse_args(["--ls", "7"]).learning_starts == 7
 
 
 def test_pendulum_gravity_is_a_suite():

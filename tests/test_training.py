@@ -3,7 +3,12 @@
 import functools
 import json
 
+import pytest
+
 from sb3_brc import BRCSAC, MultiTaskVecEnv
+from sb3_brc.bench.settings import PRESETS
+from sb3_brc.cli import parse_args
+from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.tools.evaluation import write_eval_rows
 from sb3_brc.tools.report import read_eval_csv
 from sb3_brc.tools.training import brc_sac_policy_kwargs, per_task_budget, train_and_evaluate
@@ -42,3 +47,20 @@ def test_schedule_off_the_last_step_gets_a_final_evaluation_and_resume_keeps_the
     resumed = train_and_evaluate(env, eval_env, lambda: result.model, resume=True, **plan)
     assert resumed.random_baseline == marked and resumed.model.num_timesteps == 150
     assert [row["steps_per_task"] for row in read_eval_csv(eval_csv)] == [100, 150]
+
+
+def test_paper_preset_sets_the_reference_settings_unless_a_flag_does():
+    args = parse_args(["train", "--suite", "dmc-hard", "--out", "runs/x", "--preset", "paper"])
+    assert (args.size, args.steps_per_task, args.eval_every, args.eval_episodes) == ("256M", 1_000_000, 50_000, 10)
+    assert args.learning_starts == 5_000 and args.batch_size is None  # batch: the algorithm's 256 / 1024
+    assert SIZE_PRESETS["256M"] == dict(pi=[256], qf=[4096, 4096])  # the reference's 4096-wide critic, actor 256
+    args = parse_args(
+        ["train", "--suite", "dmc-hard", "--out", "x", "--preset", "paper", "--size", "tiny", "--eval-freq", "7"]
+    )
+    assert (args.size, args.eval_every, args.steps_per_task) == ("tiny", 7, 1_000_000)  # explicit flags win
+    args = parse_args(["train", "--tasks", "Pendulum-v1", "--out", "x", "--steps-per-task", "100"])
+    assert (args.preset, args.size, args.learning_starts) == ("cpu", "tiny", None)  # the cheap default
+    with pytest.raises(SystemExit):  # the cpu preset sets no budget
+        parse_args(["train", "--tasks", "Pendulum-v1", "--out", "x"])
+    bench = parse_args(["bench", "--tasks", "dmc-hard", "--preset", "paper"])
+    assert {name: getattr(bench, name) for name in PRESETS["paper"]} == PRESETS["paper"]

@@ -37,7 +37,7 @@ from sb3_brc.bench.markdown import replace_section, results_section
 from sb3_brc.bench.plots import plot_aggregate
 from sb3_brc.bench.runner import run_grid
 from sb3_brc.bench.scoring import aggregate, load_grid
-from sb3_brc.bench.settings import BenchSettings, add_setting_flags, settings_from_args
+from sb3_brc.bench.settings import BenchSettings, add_preset_flag, add_setting_flags, parse_with_preset, settings_from_args
 
 
 def run_benchmark(
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python benchmarks/run.py ...``"""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    add_preset_flag(parser)
+    args = parse_with_preset(parser, argv, {None: parser})
     os.environ.setdefault("MUJOCO_GL", "disable")
     run_from_args(args)

@@ -47,6 +47,44 @@ class BenchSettings:
             raise ValueError(f"Unknown size {self.size!r}; presets: {list(SIZE_PRESETS)}")
 
 
+# Named run settings: flags of ``sb3-brc train`` and ``sb3-brc bench`` that ``--preset`` sets unless given explicitly.
+# "cpu" keeps each command's cheap defaults (a tiny network, CPU minutes); "paper" is the reference training setup
+# (``train.py`` of naumix/BiggerRegularizedCategorical): a 4096-wide critic with 2 blocks and a 256-wide actor (size
+# "256M"), 5000 random steps per task, 1M env steps per task, evaluation every 50k steps per task over 10
+# deterministic episodes; batch 256 single-task / 1024 multi-task, 2 updates per env step and 1M replay per task
+# are the algorithm's own defaults already.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "paper": dict(size="256M", learning_starts=5_000, steps_per_task=1_000_000, eval_every=50_000, eval_episodes=10),
+}
+
+
+def add_preset_flag(parser: argparse.ArgumentParser) -> None:
+    """``--preset``: one of :data:`PRESETS` (apply it with :func:`parse_with_preset`)."""
+    parser.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="cpu",
+        help="named settings (paper: the reference's training setup, for GPUs); flags given explicitly win",
+    )
+
+
+def parse_with_preset(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, preset_parsers: dict[str | None, argparse.ArgumentParser]
+) -> argparse.Namespace:
+    """Parse ``argv`` with the chosen preset's values as defaults of the parser that has the ``--preset`` flag.
+
+    :param parser: The top-level parser
+    :param argv: The arguments (``None``: ``sys.argv``)
+    :param preset_parsers: The (sub)parsers with a ``--preset`` flag, by ``args.command`` (``None`` for ``parser``)
+    """
+    first, _ = parser.parse_known_args(argv)
+    target = preset_parsers.get(getattr(first, "command", None))
+    if target is not None:
+        target.set_defaults(**PRESETS[first.preset])
+    return parser.parse_args(argv)
+
+
 def _flag_type(annotation: Any) -> type:
     # ``int | None`` parses as int (None is the default, never typed on the command line)
     if isinstance(annotation, types.UnionType):
@@ -66,7 +104,7 @@ def add_setting_flags(
     :param settings_class: The dataclass
     :param names: The fields to add, in this order (default: all, in field order)
     :param overrides: Per field, ``add_argument`` keywords replacing the generated ones; ``"flag"`` gives another
-        flag name (its ``dest`` follows the name)
+        flag name (the parsed value keeps the field's name, so presets and settings find it)
     """
     fields = {item.name: item for item in dataclasses.fields(settings_class)}
     hints = typing.get_type_hints(settings_class)
@@ -75,7 +113,7 @@ def add_setting_flags(
         kwargs = dict(type=_flag_type(hints[name]), default=item.default, **item.metadata)
         kwargs.update((overrides or {}).get(name, {}))
         flag = kwargs.pop("flag", "--" + name.replace("_", "-"))
-        parser.add_argument(flag, **kwargs)
+        parser.add_argument(flag, dest=name, **kwargs)  # the field's name, also under another flag name
 
 
 def settings_from_args(settings_class: type[Settings], args: argparse.Namespace) -> Settings:
