@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 
 from sb3_brc.envs.atari import ATARI_5, ATARI_100K, atari_factory, atari_game
+from sb3_brc.envs.humanoidbench import H1_TASKS, H1HAND_TASKS
 from sb3_brc.envs.tasks import GOAL_OBSERVABLE, TaskSpec, require, task_factory
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, MultiTaskVecEnv
 
@@ -73,6 +74,14 @@ SUITES: dict[str, Suite] = {
     "dmc-easy": Suite(
         "Cheap DMC set: cartpole-swingup, reacher-easy, cheetah-run, walker-walk",
         _dmc(["cartpole-swingup", "reacher-easy", "cheetah-run", "walker-walk"]),
+    ),
+    "hb-h1": Suite(
+        "HumanoidBench H1 without hands, the paper's 9 tasks (51-dim obs, 19-dim actions, 1000 steps; humanoid_bench)",
+        H1_TASKS,
+    ),
+    "hb-h1hand": Suite(
+        "HumanoidBench H1 with hands, the paper's 28 released tasks (61-dim actions, 500/1000 steps; humanoid_bench)",
+        H1HAND_TASKS,
     ),
     "mujoco-locomotion": Suite(
         "Gymnasium MuJoCo locomotion: HalfCheetah, Hopper, Walker2d, Ant (v5)",

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import gymnasium as gym
 from gymnasium.wrappers import TimeLimit
 
+from sb3_brc.envs.humanoidbench import is_humanoidbench_id, make_humanoidbench
+
 # A task: a Gymnasium id, a DMC short name, a Meta-World task name, or a callable returning an env
 TaskSpec = str | Callable[[], gym.Env]
 
@@ -66,7 +68,9 @@ def _registered_ids() -> list[str]:
 
 
 def task_kind(name: str) -> str:
-    """``"dmc"``, ``"metaworld"``, ``"atari"`` or ``"gym"``: decides the normalised score of a task."""
+    """``"dmc"``, ``"metaworld"``, ``"atari"``, ``"humanoidbench"`` or ``"gym"``: decides the normalised score of a task."""
+    if is_humanoidbench_id(name):
+        return "humanoidbench"
     if name.startswith("dm_control/") or f"dm_control/{name}-v0" in gym.registry:
         return "dmc"
     if name.startswith("ALE/"):
@@ -99,13 +103,17 @@ def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], 
 
     Accepted: a callable returning an env (name taken from its spec later), a Meta-World task name
     (``"reach-v3"``, an MT1 env; ``"reach-v3-goal-observable"``, the BRC paper's version:
-    :func:`make_goal_observable_metaworld`), a Gymnasium id (``"HalfCheetah-v5"``, ``"dm_control/walker-walk-v0"``), or a
-    DMC short name (``"walker-walk"``).
+    :func:`make_goal_observable_metaworld`), a HumanoidBench id (``"h1-walk-v0"``,
+    :func:`~sb3_brc.envs.humanoidbench.make_humanoidbench`), a Gymnasium id (``"HalfCheetah-v5"``,
+    ``"dm_control/walker-walk-v0"``), or a DMC short name (``"walker-walk"``).
     """
     if callable(task):
         return task, None, "custom"
     if not isinstance(task, str):
         raise TypeError(f"A task is a Gymnasium id, a task name or a callable returning an env, got {task!r}")
+    if is_humanoidbench_id(task):
+        # Recognised by its form, so that a missing humanoid_bench gives its install hint, not "unknown task"
+        return functools.partial(make_humanoidbench, task), task, "humanoidbench"
     if task in metaworld_task_names():
         return functools.partial(make_registered, "Meta-World/MT1", env_name=task, seed=seed), task, "metaworld"
     if task.endswith(GOAL_OBSERVABLE) and task.removesuffix(GOAL_OBSERVABLE) in metaworld_task_names():
