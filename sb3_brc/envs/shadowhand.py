@@ -136,8 +136,8 @@ def make_shadowhand(env_id: str) -> gym.Env:
 
     :param env_id: A gymnasium-robotics ``HandManipulate*`` id or a BRC object's ``<object>-rotate-v1``
     """
-    _import_gymnasium_robotics()
     if env_id.startswith("HandManipulate"):
+        _import_gymnasium_robotics()
         return GoalObservation(gym.make(env_id))
-    check_objects([env_id.removesuffix(ROTATE_SUFFIX)])
+    check_objects([env_id.removesuffix(ROTATE_SUFFIX)])  # imports gymnasium-robotics and dex_envs
     return GoalObservation(gym.make(env_id, reward_type="sparse"))
