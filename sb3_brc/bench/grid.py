@@ -45,6 +45,9 @@ def resolve_tasks(name: str) -> RunTasks:
     if suite is None:
         resolved = task_factory(name)[1] or name
         return RunTasks(resolved, (name,), (resolved,))
+    if suite.shadowhand_objects:
+        names = tuple(suite.tasks)  # make_shadowhand_suite names each task after its object
+        return RunTasks(name, names, names, suite=name)
     if suite.atari or suite.metaworld is not None:
         env = make_suite(name)  # the task names are those of the built suite
         names = tuple(env.task_names)

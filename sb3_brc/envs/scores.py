@@ -1,4 +1,4 @@
-"""Normalised task scores as BRC reports them: DMC return / 1000, Meta-World success rate, Atari
+"""Normalised task scores as BRC reports them: DMC return / 1000, Meta-World and ShadowHand success rate, Atari
 human-normalised score, HumanoidBench success-normalised score."""
 
 # (random, human) episode returns: the standard table (Mnih et al. 2015 / Badia et al. 2020), as used for the
@@ -98,14 +98,14 @@ def humanoidbench_normalized_score(task: str, episode_return: float) -> float:
 def normalized_score(kind: str, name: str, mean_return: float, success_rate: float | None) -> float | None:
     """The score of a task of ``kind`` (``None`` where no scale is defined, e.g. Gymnasium MuJoCo tasks).
 
-    :param kind: ``"dmc"``, ``"metaworld"``, ``"atari"``, ``"humanoidbench"``, ``"gym"`` or ``"custom"``
+    :param kind: ``"dmc"``, ``"metaworld"``, ``"shadowhand"``, ``"atari"``, ``"humanoidbench"``, ``"gym"`` or ``"custom"``
     :param name: Task name (the game's name for Atari, the id for HumanoidBench)
     :param mean_return: Mean episode return
     :param success_rate: Success rate, ``None`` if the task reports none
     """
     if kind == "dmc":
         return mean_return / 1000.0
-    if kind == "metaworld":
+    if kind in ("metaworld", "shadowhand"):
         return success_rate
     if kind == "atari" and name in ATARI_SCORES:
         return human_normalized_score(name, mean_return)

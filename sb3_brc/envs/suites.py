@@ -1,5 +1,5 @@
-"""Task suites: named task lists (Meta-World MT10/MT50, DeepMind Control, Gymnasium MuJoCo, Atari, a CPU-sized
-benchmark suite) and their envs."""
+"""Task suites: named task lists (Meta-World MT10/MT50, DeepMind Control, Gymnasium MuJoCo, ShadowHand, Atari, a
+CPU-sized benchmark suite) and their envs."""
 
 import difflib
 import functools
@@ -10,6 +10,13 @@ import gymnasium as gym
 
 from sb3_brc.envs.atari import ATARI_5, ATARI_100K, atari_factory, atari_game
 from sb3_brc.envs.humanoidbench import H1_TASKS, H1HAND_TASKS
+from sb3_brc.envs.shadowhand import (
+    SHADOWHAND_TASKS,
+    SHADOWHAND_TEST_OBJECTS,
+    SHADOWHAND_TRAIN_OBJECTS,
+    check_objects,
+    object_task,
+)
 from sb3_brc.envs.tasks import GOAL_OBSERVABLE, TaskSpec, require, task_factory
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, MultiTaskVecEnv
 
@@ -36,6 +43,7 @@ class Suite:
     :param goal_observable: Build the ``metaworld`` benchmark's tasks one by one as goal-observable envs with
         200-step episodes (the BRC paper's protocol, :func:`~sb3_brc.envs.tasks.make_goal_observable_metaworld`)
     :param atari: The tasks are Atari game names (built by :func:`make_atari_suite`)
+    :param shadowhand_objects: The tasks are the BRC paper's ShadowHand objects (built by :func:`make_shadowhand_suite`)
     :param task_names: Names of the tasks (required when a task is a callable; default: resolved from the specs)
     """
 
@@ -44,6 +52,7 @@ class Suite:
     metaworld: str | None = None
     goal_observable: bool = False
     atari: bool = False
+    shadowhand_objects: bool = False
     task_names: list[str] | None = None
 
     def __post_init__(self) -> None:
@@ -94,6 +103,20 @@ SUITES: dict[str, Suite] = {
     "demo": Suite(
         "Mixed heterogeneous demo (CPU minutes): InvertedPendulum-v5, Reacher-v5, DMC cartpole-balance",
         ["InvertedPendulum-v5", "Reacher-v5", "dm_control/cartpole-balance-v0"],
+    ),
+    "shadowhand": Suite(
+        "gymnasium-robotics' ShadowHand rotations (block z/parallel/xyz, egg, pen): 100 steps, success rate",
+        SHADOWHAND_TASKS,
+    ),
+    "shadowhand-85": Suite(
+        "The BRC paper's 85 ShadowHand training objects (z-rotation, 100 steps, success rate; needs dex_envs)",
+        SHADOWHAND_TRAIN_OBJECTS,
+        shadowhand_objects=True,
+    ),
+    "shadowhand-test-29": Suite(
+        "The BRC paper's 29 held-out ShadowHand objects (transfer; needs dex_envs)",
+        SHADOWHAND_TEST_OBJECTS,
+        shadowhand_objects=True,
     ),
     "atari-5": Suite("Atari, 5 games (BRCDQN): Pong, Breakout, Boxing, Freeway, MsPacman", ATARI_5, atari=True),
     "atari-2": Suite("Atari, 2 games for quick checks (BRCDQN): Pong, Breakout", ["Pong", "Breakout"], atari=True),
@@ -155,6 +178,18 @@ def make_atari_suite(
     )
 
 
+def make_shadowhand_suite(objects: list[str], seed: int | None = None, **vec_env_kwargs) -> MultiTaskVecEnv:
+    """A :class:`MultiTaskVecEnv` of the BRC paper's ShadowHand objects (``dex_envs`` of its reference code), each
+    task named after its object. Raises one ``ImportError`` naming every object that is not available.
+
+    :param objects: Object names (``"apple"``, ...; :data:`~sb3_brc.envs.shadowhand.SHADOWHAND_TRAIN_OBJECTS`)
+    :param seed: Seed of the envs
+    :param vec_env_kwargs: Passed to :class:`MultiTaskVecEnv`
+    """
+    check_objects(objects)
+    return MultiTaskVecEnv([object_task(name) for name in objects], task_names=list(objects), seed=seed, **vec_env_kwargs)
+
+
 def make_suite(name: str, seed: int | None = None, training: bool = True, **vec_env_kwargs) -> BaseMultiTaskVecEnv:
     """Build a :class:`MultiTaskVecEnv` for a suite (``mt10``, ``dmc-hard``, ...) or a single task name; Atari
     suites (``atari-5``, ...) give a :class:`DiscreteMultiTaskVecEnv` (for ``BRCDQN``).
@@ -176,6 +211,8 @@ def make_suite(name: str, seed: int | None = None, training: bool = True, **vec_
         return MultiTaskVecEnv([name], seed=seed, **vec_env_kwargs)
     if suite.atari:
         return make_atari_suite(suite.tasks, training=training, seed=seed, **vec_env_kwargs)
+    if suite.shadowhand_objects:
+        return make_shadowhand_suite(suite.tasks, seed=seed, **vec_env_kwargs)
     if suite.metaworld is not None and suite.goal_observable:
         # Every task gets the suite's seed as its constructor seed, as in the reference's ParallelEnv (make_env(name,
         # seed) for each task): it fixes each task's goal, so a seed reproduces the envs
@@ -198,6 +235,7 @@ def describe_suites() -> str:
             lines.append(" " * 19 + ", ".join(suite.task_names or suite.tasks))
     lines.append("")
     lines.append("Single tasks: any Gymnasium id (HalfCheetah-v5, dm_control/walker-walk-v0), a DMC short name")
-    lines.append("(walker-walk) or a Meta-World task name (reach-v3; reach-v3-goal-observable: the BRC paper's")
-    lines.append("goal-observable, 200-step version); MultiTaskVecEnv takes any list of them.")
+    lines.append("(walker-walk), a Meta-World task name (reach-v3; reach-v3-goal-observable: the BRC paper's")
+    lines.append("goal-observable, 200-step version), or a ShadowHand id (HandManipulateEggRotate-v1; apple-rotate-v1 with")
+    lines.append("dex_envs); MultiTaskVecEnv takes any list of them.")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import gymnasium as gym
 from gymnasium.wrappers import TimeLimit
 
 from sb3_brc.envs.humanoidbench import is_humanoidbench_id, make_humanoidbench
+from sb3_brc.envs.shadowhand import ROTATE_SUFFIX, SHADOWHAND_KIND, is_shadowhand_task, make_shadowhand
 
 # A task: a Gymnasium id, a DMC short name, a Meta-World task name, or a callable returning an env
 TaskSpec = str | Callable[[], gym.Env]
@@ -104,7 +105,9 @@ def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], 
     Accepted: a callable returning an env (name taken from its spec later), a Meta-World task name
     (``"reach-v3"``, an MT1 env; ``"reach-v3-goal-observable"``, the BRC paper's version:
     :func:`make_goal_observable_metaworld`), a HumanoidBench id (``"h1-walk-v0"``,
-    :func:`~sb3_brc.envs.humanoidbench.make_humanoidbench`), a Gymnasium id (``"HalfCheetah-v5"``,
+    :func:`~sb3_brc.envs.humanoidbench.make_humanoidbench`), a ShadowHand id (gymnasium-robotics'
+    ``"HandManipulateBlockRotateZ-v1"`` or a BRC object's ``"apple-rotate-v1"``, named ``"apple"``:
+    :func:`~sb3_brc.envs.shadowhand.make_shadowhand`), a Gymnasium id (``"HalfCheetah-v5"``,
     ``"dm_control/walker-walk-v0"``), or a DMC short name (``"walker-walk"``).
     """
     if callable(task):
@@ -114,6 +117,9 @@ def task_factory(task: TaskSpec, seed: int | None = None) -> tuple[Callable[[], 
     if is_humanoidbench_id(task):
         # Recognised by its form, so that a missing humanoid_bench gives its install hint, not "unknown task"
         return functools.partial(make_humanoidbench, task), task, "humanoidbench"
+    if is_shadowhand_task(task):
+        # Before the registry lookup: these ids are registered too, but need the BRC observation (no achieved goal)
+        return functools.partial(make_shadowhand, task), task.removesuffix(ROTATE_SUFFIX), SHADOWHAND_KIND
     if task in metaworld_task_names():
         return functools.partial(make_registered, "Meta-World/MT1", env_name=task, seed=seed), task, "metaworld"
     if task.endswith(GOAL_OBSERVABLE) and task.removesuffix(GOAL_OBSERVABLE) in metaworld_task_names():
