@@ -94,7 +94,7 @@ def _float_rows(obs: np.ndarray | dict[str, np.ndarray], n_rows: int) -> np.ndar
 class MultiTaskAlgorithm(ABC):
     """Mixin placed before an SB3 off-policy algorithm (``class BRCSAC(MultiTaskAlgorithm, SAC)``).
 
-    The subclass calls :meth:`_task_policy` and :meth:`_task_policy_kwargs` before SB3's constructor and
+    The subclass calls :meth:`_checked_env_and_policy` and :meth:`_task_policy_kwargs` before SB3's constructor and
     :meth:`_init_task_state` after it, has a ``num_tasks`` property, and implements the hooks the tools use
     (diagnostics, transfer): :attr:`value_network`, :meth:`value_loss`, :meth:`policy_entropy`, :meth:`_grow_tasks`.
     """
@@ -172,7 +172,6 @@ class MultiTaskAlgorithm(ABC):
             if not isinstance(options, ReturnNormalization):
                 raise TypeError(f"normalize_rewards takes True, False or a ReturnNormalization, got {normalize_rewards!r}")
             self.return_normalizer = options.build(num_tasks_of(env), self.gamma)
-        self.sb3_brc_version = SB3_BRC_VERSION
 
     def learn(
         self: SelfMultiTask,

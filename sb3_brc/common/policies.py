@@ -79,3 +79,13 @@ class TaskConditionedNetwork(BaseModel):
             raise ValueError("This network has no task embedding (single-task model): there is no table to grow.")
         self.task_embedding.add_rows(count, new_rows)
         self.num_tasks += count
+
+
+def grow_task_embeddings(online: TaskConditionedNetwork, target: TaskConditionedNetwork, count: int, new_rows: str) -> None:
+    """Grow the embedding tables of a value network and its target by ``count`` tasks (transfer); the target's new
+    rows copy the online ones, so both start equal on the new tasks as they did at construction."""
+    old_tasks = online.num_tasks
+    online.add_tasks(count, new_rows)
+    target.add_tasks(count, new_rows)
+    with th.no_grad():
+        target.task_embedding.embedding.weight[old_tasks:] = online.task_embedding.embedding.weight[old_tasks:]

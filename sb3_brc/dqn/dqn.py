@@ -18,6 +18,7 @@ from sb3_brc.common.buffers import CompactNStepReplayBuffer
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
+from sb3_brc.common.policies import grow_task_embeddings
 from sb3_brc.common.task_layout import TaskLayout, map_observation_part, num_tasks_of, observation_part
 from sb3_brc.dqn.policies import BRCDQNPolicy, CategoricalQNetwork, CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -307,13 +308,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         return None  # epsilon-greedy: no entropy estimate to report
 
     def _grow_tasks(self, new: TaskLayout, new_rows: str) -> None:
-        old_tasks = self.num_tasks
-        self.q_net.add_tasks(new.num_tasks, new_rows)
-        self.q_net_target.add_tasks(new.num_tasks, new_rows)
-        with th.no_grad():  # online and target start equal on the new rows
-            self.q_net_target.task_embedding.embedding.weight[old_tasks:] = self.q_net.task_embedding.embedding.weight[
-                old_tasks:
-            ]
+        grow_task_embeddings(self.q_net, self.q_net_target, new.num_tasks, new_rows)
         self.policy.add_tasks([list(legal) for legal in new.legal_actions])
         self.policy_kwargs.update(num_tasks=self.num_tasks, legal_actions=self.policy.legal_actions)
         if self.target_update_interval == self.n_envs:  # the default copy after every env step of every task

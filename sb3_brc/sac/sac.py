@@ -15,6 +15,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection, expected_value
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
+from sb3_brc.common.policies import grow_task_embeddings
 from sb3_brc.common.task_layout import TaskLayout, num_tasks_of
 from sb3_brc.common.utils import native_bf16_matmul, select_rows
 from sb3_brc.sac.policies import BRCPolicy, BroNetActor, CategoricalCritic, CnnPolicy, MlpPolicy, MultiInputPolicy
@@ -397,12 +398,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         return -self.actor.action_log_prob(observations)[1].mean()
 
     def _grow_tasks(self, new: TaskLayout, new_rows: str) -> None:
-        old_tasks = self.num_tasks
-        self.critic.add_tasks(new.num_tasks, new_rows)
-        self.critic_target.add_tasks(new.num_tasks, new_rows)
-        with th.no_grad():  # online and target start equal on the new rows
-            online, target = self.critic.task_embedding.embedding.weight, self.critic_target.task_embedding.embedding.weight
-            target[old_tasks:] = online[old_tasks:]
+        grow_task_embeddings(self.critic, self.critic_target, new.num_tasks, new_rows)
         self.policy.num_tasks = self.actor.num_tasks = self.critic.num_tasks
         self.policy_kwargs["num_tasks"] = self.critic.num_tasks
         # The embedding parameter was replaced: a new critic optimiser (its moments restart)
