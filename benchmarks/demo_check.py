@@ -1,0 +1,75 @@
+"""Does a task that learns single-task also learn inside a multi-task run? And which tasks suit the demo?
+
+Trains BRCSAC (size ``tiny``: critic 2 x 128, actor 64) on ``--tasks``, each repeated ``--copies`` times as separate
+tasks of one multi-task run, and prints each task's random baseline and its evaluations. A multi-task run makes
+``--gradient-steps`` updates per vector step for all its tasks together, so ``--gradient-steps 4`` with two copies
+gives each copy the updates of a single-task run with ``--gradient-steps 2`` (BRC's default) at equal env steps per
+task. One thread per process; run two at once on two cores:
+
+    MUJOCO_GL=disable python benchmarks/demo_check.py --tasks InvertedPendulum-v5 --seeds 0 1 2
+    MUJOCO_GL=disable python benchmarks/demo_check.py --tasks InvertedPendulum-v5 --copies 2 --gradient-steps 4
+"""
+
+import argparse
+import json
+import time
+
+import torch as th
+
+from sb3_brc import BRCSAC, MultiTaskVecEnv, evaluate_tasks
+from sb3_brc.sac.policies import SIZE_PRESETS
+from sb3_brc.tools.evaluation import MultiTaskEvalCallback
+
+
+def run(args: argparse.Namespace, seed: int) -> dict:
+    tasks = [task for task in args.tasks for _ in range(args.copies)]
+    names = [f"{task.split('/')[-1]}#{copy}" for task in args.tasks for copy in range(args.copies)]
+    env = MultiTaskVecEnv(tasks, task_names=names, seed=seed)
+    eval_env = MultiTaskVecEnv(tasks, task_names=names, seed=seed + 1000)
+    random = {row["task"]: row["mean_return"] for row in evaluate_tasks(None, eval_env, args.eval_episodes, seed=seed)}
+    model = BRCSAC(
+        "MlpPolicy",
+        env,
+        batch_size=args.batch_size,
+        gradient_steps=args.gradient_steps,
+        learning_starts=args.learning_starts * len(tasks),
+        buffer_size=args.steps_per_task * len(tasks),
+        policy_kwargs=dict(net_arch=SIZE_PRESETS[args.size]),
+        seed=seed,
+    )
+    evaluation = MultiTaskEvalCallback(eval_env, args.eval_freq, args.eval_episodes)
+    start = time.time()
+    model.learn(args.steps_per_task * len(tasks), callback=evaluation)
+    minutes = (time.time() - start) / 60
+    curves: dict[str, list[float]] = {}
+    for row in evaluation.history:
+        curves.setdefault(row["task"], []).append(round(row["mean_return"], 1))
+    return {"seed": seed, "minutes": round(minutes, 2), "random": random, "curves": curves}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", required=True)
+    parser.add_argument("--copies", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps-per-task", type=int, default=6000)
+    parser.add_argument("--learning-starts", type=int, default=1000, help="random steps per task")
+    parser.add_argument("--gradient-steps", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--size", default="tiny", choices=sorted(SIZE_PRESETS))
+    parser.add_argument("--eval-freq", type=int, default=1000, help="env steps per task")
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--out", help="append one JSON line per seed to this file")
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    for seed in args.seeds:
+        result = run(args, seed)
+        result["settings"] = {k: v for k, v in vars(args).items() if k not in ("seeds", "out")}
+        print(json.dumps(result), flush=True)
+        if args.out:
+            with open(args.out, "a") as file:
+                file.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
