@@ -19,27 +19,41 @@ from sb3_brc.bench.settings import BenchSettings, add_preset_flag, add_setting_f
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.dqn import dqn as brcdqn_module
 from sb3_brc.dqn.dqn import BRCDQN
+from sb3_brc.envs.subproc import EnvStepTimeout, check_step_timeout
 from sb3_brc.envs.suites import describe_suites, make_suite, task_factory
 from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv
 from sb3_brc.sac import sac as brcsac_module
 from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.sac.sac import BRCSAC
-from sb3_brc.tools.checkpoint import CheckpointCallback, load_checkpoint
+from sb3_brc.tools.checkpoint import CheckpointCallback, latest_checkpoint, load_checkpoint
 from sb3_brc.tools.diagnostics import plot_task_embeddings
 from sb3_brc.tools.evaluation import evaluate_tasks
 from sb3_brc.tools.report import write_report
 from sb3_brc.tools.training import brc_dqn_policy_kwargs, brc_sac_policy_kwargs, per_task_budget, train_and_evaluate
 
+# Exit status of `sb3-brc train` when a task's step or reset exceeded --step-timeout (bad input: 2)
+EXIT_ENV_TIMEOUT = 3
 
-def build_env(config: dict[str, Any], seed: int, training: bool = True) -> MultiTaskVecEnv:
+
+def build_env(config: dict[str, Any], seed: int, training: bool = True, step_timeout: float | None = None) -> MultiTaskVecEnv:
     """The env a run config names: a suite, or an explicit task list (discrete tasks: a
-    ``DiscreteMultiTaskVecEnv``). ``training=False`` builds evaluation envs (Atari: whole games)."""
+    ``DiscreteMultiTaskVecEnv``). ``training=False`` builds evaluation envs (Atari: whole games).
+    ``step_timeout``: each task in its own process, a step or reset slower than that many seconds raises
+    :class:`~sb3_brc.envs.subproc.EnvStepTimeout`."""
     if config.get("suite"):
-        return make_suite(config["suite"], seed=seed, training=training)
+        return make_suite(config["suite"], seed=seed, training=training, step_timeout=step_timeout)
     first_task = task_factory(config["tasks"][0])[0]()
     discrete = isinstance(first_task.action_space, spaces.Discrete)
     first_task.close()
-    return (DiscreteMultiTaskVecEnv if discrete else MultiTaskVecEnv)(config["tasks"], seed=seed)
+    return (DiscreteMultiTaskVecEnv if discrete else MultiTaskVecEnv)(config["tasks"], seed=seed, step_timeout=step_timeout)
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds (argparse type)."""
+    try:
+        return check_step_timeout(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from error
 
 
 def algorithm_for(env: MultiTaskVecEnv) -> type[MultiTaskAlgorithm]:
@@ -114,8 +128,10 @@ def train(args: argparse.Namespace) -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(config_path, "w") as file:
         json.dump(config, file, indent=2)
-    env = build_env(config, args.seed)
-    eval_env = build_env(config, args.seed + 42, training=False)  # separate eval envs, seed + 42 as in the reference
+    # The step timeout is not part of the config: it does not change what is trained, and a retry may change it
+    env = build_env(config, args.seed, step_timeout=args.step_timeout)
+    # Separate eval envs, seed + 42 as in the reference
+    eval_env = build_env(config, args.seed + 42, training=False, step_timeout=args.step_timeout)
     if not args.resume:
         print(f"Training {algorithm_for(env).__name__} on {env.num_tasks} task(s): {', '.join(env.task_names)}")
         print(
@@ -152,6 +168,8 @@ def train(args: argparse.Namespace) -> None:
         plot_task_embeddings(model, os.path.join(args.out, "embeddings.png"))
         extra += "\n\n![task embeddings (PCA)](embeddings.png)"
     text = write_report(args.out, f"BRC on {args.suite or ', '.join(env.task_names)}", result.random_baseline, extra=extra)
+    env.close()
+    eval_env.close()
     print()
     _print_table(result.final, result.random_baseline)
     print()
@@ -209,6 +227,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p_train.add_argument("--no-replay-checkpoint", action="store_true", help="checkpoints without the replay buffer")
     p_train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p_train.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    p_train.add_argument(
+        "--step-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="each task in its own process; a step or reset that takes longer ends the run (exit status 3) with an "
+        "error naming the task and the step, the last checkpoint intact for --resume",
+    )
     p_train.set_defaults(func=train)
 
     p_eval = sub.add_parser("eval", help="evaluate a trained run per task")
@@ -243,3 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, ImportError, FileNotFoundError, TypeError) as error:  # bad input: message, no traceback
         print(f"sb3-brc: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except EnvStepTimeout as error:  # a hung env: a fault to retry, not bad input
+        print(f"sb3-brc: error: {error}", file=sys.stderr)
+        checkpoint = latest_checkpoint(os.path.join(args.out, "checkpoints"))
+        if checkpoint is None:
+            print("sb3-brc: no checkpoint was written before the hang: rerun the command to start again", file=sys.stderr)
+        else:
+            print(f"sb3-brc: the last checkpoint ({checkpoint}) is intact: add --resume to continue from it", file=sys.stderr)
+        sys.exit(EXIT_ENV_TIMEOUT)

@@ -1,5 +1,7 @@
 """Tiny deterministic test environments."""
 
+import time
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
@@ -59,3 +61,24 @@ class RecordActionEnv(gym.Env):
         self.t += 1
         obs = {"a": np.array([self.t, -self.t], dtype=np.float64), "b": np.array(float(self.t))}
         return obs, 1.0, self.t >= self.terminate_at, False, {"success": float(self.t == 2)}
+
+
+class HangEnv(TargetEnv):
+    """:class:`TargetEnv` whose ``step()`` (``hang_in="step"``) or ``reset()`` (``hang_in="reset"``) never returns
+    once it has taken ``hang_after`` steps: a stuck simulator."""
+
+    def __init__(self, hang_after: int, hang_in: str = "step", **kwargs):
+        super().__init__(**kwargs)
+        self.hang_after, self.hang_in = hang_after, hang_in
+
+    def _hang_if_due(self, where: str) -> None:
+        while where == self.hang_in and self.steps >= self.hang_after:
+            time.sleep(1)
+
+    def reset(self, *, seed=None, options=None):
+        self._hang_if_due("reset")
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self._hang_if_due("step")
+        return super().step(action)

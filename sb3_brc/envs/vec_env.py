@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, Vec
 from sb3_brc.common.task_layout import OBSERVATION_KEY, TaskLayout, tag_observations, task_observation_space
 from sb3_brc.envs.atari import legal_union_actions
 from sb3_brc.envs.scores import normalized_score
+from sb3_brc.envs.subproc import TimeoutSubprocVecEnv, check_step_timeout
 from sb3_brc.envs.tasks import TaskSpec, task_factory
 from sb3_brc.envs.wrappers import check_task_spaces, flatten_dict_observation, padded_continuous_task, union_discrete_task
 
@@ -53,6 +54,23 @@ def _resolve_tasks(
     return list(factories), probes, list(task_names), list(task_kinds) if task_kinds is not None else list(kinds)
 
 
+def _vec_env_class(vec_env_cls: VecEnvClass | None, step_timeout: float | None) -> VecEnvClass:
+    """The vector env class to build: ``DummyVecEnv`` by default, :class:`TimeoutSubprocVecEnv` with a step
+    timeout (which needs subprocesses: a step running in this process cannot be interrupted)."""
+    if step_timeout is None:
+        return vec_env_cls or DummyVecEnv
+    check_step_timeout(step_timeout)
+    if vec_env_cls is None or vec_env_cls is SubprocVecEnv:
+        return TimeoutSubprocVecEnv
+    if isinstance(vec_env_cls, type) and issubclass(vec_env_cls, TimeoutSubprocVecEnv):
+        return vec_env_cls
+    raise ValueError(
+        f"step_timeout needs subprocess envs (vec_env_cls=SubprocVecEnv, or leave vec_env_cls out), got "
+        f"{getattr(vec_env_cls, '__name__', vec_env_cls)}: a step running in the training process cannot be interrupted "
+        "safely (see sb3_brc.envs.subproc)."
+    )
+
+
 def _vectorize(
     probes: list[gym.Env],
     factories: list[Callable[[], gym.Env]],
@@ -60,6 +78,8 @@ def _vectorize(
     per_task: list[dict[str, Any]],
     vec_env_cls: VecEnvClass,
     vec_env_kwargs: dict[str, Any] | None,
+    names: list[str],
+    step_timeout: float | None,
 ) -> VecEnv:
     """One sub-env per task, ``build(make, **per_task[i])`` wrapping the task that ``make()`` returns. In-process
     the probes are reused; subprocesses rebuild their task from its factory (``build`` must be picklable)."""
@@ -67,7 +87,12 @@ def _vectorize(
     makers = [(lambda env=env: env) if in_process else make for env, make in zip(probes, factories, strict=True)]
     env_fns = [functools.partial(build, make, **kwargs) for make, kwargs in zip(makers, per_task, strict=True)]
     probes.clear()  # in-process the sub-envs now hold them; subprocess runs do not need them any more
-    return vec_env_cls(env_fns, **(vec_env_kwargs or {}))
+    kwargs = dict(vec_env_kwargs or {})
+    if issubclass(vec_env_cls, TimeoutSubprocVecEnv):
+        kwargs.setdefault("env_names", names)  # errors name the task
+        if step_timeout is not None:
+            kwargs["step_timeout"] = step_timeout
+    return vec_env_cls(env_fns, **kwargs)
 
 
 class BaseMultiTaskVecEnv(VecEnvWrapper):
@@ -133,8 +158,13 @@ class MultiTaskVecEnv(BaseMultiTaskVecEnv):
     :param task_names: Names for the tasks (default: derived from the ids; must be unique)
     :param task_kinds: ``"dmc"``, ``"metaworld"``, ``"gym"`` or ``"custom"`` per task, for normalised scores
         (default: derived from the ids)
-    :param vec_env_cls: ``DummyVecEnv`` (default) or ``SubprocVecEnv`` (one process per task)
+    :param vec_env_cls: ``DummyVecEnv`` (default; with ``step_timeout``: ``TimeoutSubprocVecEnv``) or
+        ``SubprocVecEnv`` (one process per task)
     :param vec_env_kwargs: Keyword arguments of ``vec_env_cls``
+    :param step_timeout: Seconds a task's ``step()`` or ``reset()`` may take; longer is a fault that raises
+        :class:`~sb3_brc.envs.subproc.EnvStepTimeout` naming the task and the step, after ending its worker.
+        Runs each task in its own process (:class:`~sb3_brc.envs.subproc.TimeoutSubprocVecEnv`); an in-process
+        ``vec_env_cls`` (``DummyVecEnv``) is refused, as a step in the training process cannot be interrupted
     :param seed: Seed of the sub-envs (task ``i`` gets ``seed + i``)
     :param obs_dim: Pad observations to this size instead of the largest task's (to fit a trained model)
     :param act_dim: Pad actions to this size instead of the largest task's
@@ -146,13 +176,15 @@ class MultiTaskVecEnv(BaseMultiTaskVecEnv):
         tasks: Sequence[TaskSpec],
         task_names: Sequence[str] | None = None,
         task_kinds: Sequence[str] | None = None,
-        vec_env_cls: VecEnvClass = DummyVecEnv,
+        vec_env_cls: VecEnvClass | None = None,
         vec_env_kwargs: dict[str, Any] | None = None,
         seed: int | None = None,
         obs_dim: int | None = None,
         act_dim: int | None = None,
         first_task_id: int = 0,
+        step_timeout: float | None = None,
     ):
+        vec_env_cls = _vec_env_class(vec_env_cls, step_timeout)
         factories, probes, names, kinds = _resolve_tasks(tasks, task_names, task_kinds, seed, flatten_dict_observation)
         for env, name in zip(probes, names, strict=True):
             check_task_spaces(env, name)
@@ -166,7 +198,10 @@ class MultiTaskVecEnv(BaseMultiTaskVecEnv):
                 )
         layout = TaskLayout(names, [(size,) for size in obs_dims], act_dims, kinds, first_id=first_task_id)
         padded = dict(obs_dim=obs_dim or max(obs_dims), act_dim=act_dim or max(act_dims))
-        venv = _vectorize(probes, factories, padded_continuous_task, [padded] * len(names), vec_env_cls, vec_env_kwargs)
+        per_task = [padded] * len(names)
+        venv = _vectorize(
+            probes, factories, padded_continuous_task, per_task, vec_env_cls, vec_env_kwargs, names, step_timeout
+        )
         super().__init__(venv, layout, seed)
 
 
@@ -183,8 +218,11 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
     :param tasks: Callables returning an env, or Gymnasium ids, one per task (``Discrete`` actions)
     :param task_names: Names for the tasks (default: from the ids)
     :param task_kinds: ``"atari"`` (human-normalised score) or ``"gym"``/``"custom"`` per task
-    :param vec_env_cls: ``DummyVecEnv`` (default) or ``SubprocVecEnv``
+    :param vec_env_cls: ``DummyVecEnv`` (default; with ``step_timeout``: ``TimeoutSubprocVecEnv``) or
+        ``SubprocVecEnv``
     :param vec_env_kwargs: Keyword arguments of ``vec_env_cls``
+    :param step_timeout: Seconds a task's ``step()`` or ``reset()`` may take (subprocess envs, as in
+        :class:`MultiTaskVecEnv`)
     :param seed: Seed of the sub-envs (task ``i`` gets ``seed + i``)
     :param first_task_id: Id of the first task (ids continue a trained model's when adding tasks to it)
     :param obs_dim: Pad vector observations to this size instead of the largest task's (to fit a trained model)
@@ -196,13 +234,15 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
         tasks: Sequence[TaskSpec],
         task_names: Sequence[str] | None = None,
         task_kinds: Sequence[str] | None = None,
-        vec_env_cls: VecEnvClass = DummyVecEnv,
+        vec_env_cls: VecEnvClass | None = None,
         vec_env_kwargs: dict[str, Any] | None = None,
         seed: int | None = None,
         first_task_id: int = 0,
         obs_dim: int | None = None,
         n_actions: int | None = None,
+        step_timeout: float | None = None,
     ):
+        vec_env_cls = _vec_env_class(vec_env_cls, step_timeout)
         factories, probes, names, kinds = _resolve_tasks(tasks, task_names, task_kinds, seed)
         for env, name in zip(probes, names, strict=True):
             if not isinstance(env.action_space, spaces.Discrete):
@@ -231,7 +271,7 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
         n_actions = n_actions or max(size for _, size in legal_and_sizes)
         obs_dim = obs_dim or largest_obs
         per_task = [dict(legal=legal, n_actions=n_actions, obs_dim=obs_dim) for legal in legal_actions]
-        venv = _vectorize(probes, factories, union_discrete_task, per_task, vec_env_cls, vec_env_kwargs)
+        venv = _vectorize(probes, factories, union_discrete_task, per_task, vec_env_cls, vec_env_kwargs, names, step_timeout)
         super().__init__(venv, layout, seed)
         self._masks = np.zeros((self.num_tasks, n_actions), dtype=bool)
         for row, legal in enumerate(legal_actions):
