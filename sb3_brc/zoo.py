@@ -66,6 +66,7 @@ def register(enjoy: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m sb3_brc.zoo train|enjoy``: register ``brc_sac``, then run rl-zoo3."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("train", "enjoy"):
         raise SystemExit("usage: python -m sb3_brc.zoo {train,enjoy} [rl-zoo3 arguments]")
