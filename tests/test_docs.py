@@ -227,3 +227,10 @@ def test_every_benchmark_plot_is_on_the_site():
     plots = set((ROOT / "benchmarks" / "results").rglob("*.png"))
     missing = sorted(str(path.relative_to(ROOT)) for path in plots - _images(DOCS / "benchmarks.md"))
     assert not missing, f"plots missing from docs/benchmarks.md (or the results it includes): {missing}"
+
+
+def test_readme_links_resolve():
+    readme = ROOT / "README.md"
+    links = [link for link in re.findall(r"\]\(([^)\s]+)\)", readme.read_text()) if "://" not in link]
+    missing = [link for link in links if not (ROOT / link.split("#")[0]).exists()]
+    assert links and not missing, f"README.md links to missing files: {missing}"
