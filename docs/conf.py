@@ -29,9 +29,8 @@ exclude_patterns = ["_build"]
 myst_heading_anchors = 3
 
 # The API reference: each object documented once, where it is defined; own members only (SB3's inherited methods are
-# documented on SB3's site);
-# signatures keep their type hints. A method without its own docstring is an override documented by its base class
-# (ours or SB3's), so it is left out rather than shown with SB3's or PyTorch's text
+# documented on SB3's site); signatures keep their type hints. A method without its own docstring is an override
+# documented by its base class (ours or SB3's), so it is left out rather than shown with SB3's or PyTorch's text
 autodoc_default_options = {"members": True, "member-order": "bysource", "show-inheritance": True}
 autodoc_inherit_docstrings = False
 autodoc_typehints_format = "short"
