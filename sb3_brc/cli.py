@@ -100,6 +100,7 @@ def resumed_model(args: argparse.Namespace, env: MultiTaskVecEnv) -> MultiTaskAl
 
 
 def train(args: argparse.Namespace) -> None:
+    """``sb3-brc train``: train on a suite or task list, evaluate, checkpoint and write the run directory."""
     th.set_num_threads(args.threads)
     config = dict(
         suite=args.suite,
@@ -178,6 +179,7 @@ def train(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
+    """``sb3-brc eval``: evaluate a trained run per task and print the table."""
     run_dir = args.run if os.path.isdir(args.run) else os.path.dirname(args.run)
     model_path = os.path.join(args.run, "model.zip") if os.path.isdir(args.run) else args.run
     config_path = os.path.join(run_dir, "config.json")
@@ -262,6 +264,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``sb3-brc``; bad input ends with a one-line error and exit status 2."""
     args = parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "disable")  # physics only: no display needed
     try:

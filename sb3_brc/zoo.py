@@ -36,8 +36,9 @@ from typing import Any
 
 from sb3_brc.sac.sac import BRCSAC
 
-# The widths searched by default (BroNet blocks of the critic, depth fixed at 2; one actor block)
+#: The critic widths searched by default (BroNet blocks, depth fixed at 2)
 CRITIC_WIDTHS = (256, 512, 1024)
+#: The actor widths searched by default (one block)
 ACTOR_WIDTHS = (128, 256)
 
 # The direction of rl-zoo3's studies (it maximises the mean evaluation return)
@@ -206,6 +207,7 @@ def _prepare_search(flags: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m sb3_brc.zoo train|enjoy``: register ``brc_sac``, then run rl-zoo3."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("train", "enjoy"):
         raise SystemExit("usage: python -m sb3_brc.zoo {train,enjoy} [rl-zoo3 arguments]")

@@ -88,6 +88,8 @@ class BenchAlgo:
         return self.cls if isinstance(self.cls, str) else f"{self.cls.__module__}:{self.cls.__name__}"
 
 
+#: The harness's algorithms by name (``--algos``); :func:`register_algo` adds one.
+#: :meta hide-value:
 ALGOS: dict[str, BenchAlgo] = {
     "brc_sac": BenchAlgo(
         "sb3_brc.sac.sac:BRCSAC",

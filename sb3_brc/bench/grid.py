@@ -31,6 +31,7 @@ class RunTasks:
 
     @property
     def is_suite(self) -> bool:
+        """Whether these are several tasks (or a named suite) rather than one task."""
         return len(self.tasks) > 1 or self.suite is not None
 
     def split(self) -> list["RunTasks"]:
@@ -70,10 +71,12 @@ class RunSpec:
 
     @property
     def key(self) -> str:
+        """``<algo>/<tasks>/seed<k>``: the run's name in the progress display and the run statuses."""
         return f"{self.algo_name}/{self.tasks.label}/seed{self.seed}"
 
     @property
     def run_dir(self) -> str:
+        """The run's output directory, ``OUT/<algo>/<tasks>/seed<k>``."""
         return os.path.join(self.out, self.algo_name, self.tasks.label.replace("/", "_"), f"seed{self.seed}")
 
     def config(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from sb3_brc.sac.policies import SIZE_PRESETS
 
+#: A settings dataclass (e.g. :class:`BenchSettings`).
 Settings = TypeVar("Settings")
 
 
@@ -47,12 +48,12 @@ class BenchSettings:
             raise ValueError(f"Unknown size {self.size!r}; presets: {list(SIZE_PRESETS)}")
 
 
-# Named run settings: flags of ``sb3-brc train`` and ``sb3-brc bench`` that ``--preset`` sets unless given explicitly.
-# "cpu" keeps each command's cheap defaults (a tiny network, CPU minutes); "paper" is the reference training setup
-# (``train.py`` of naumix/BiggerRegularizedCategorical): a 4096-wide critic with 2 blocks and a 256-wide actor (size
-# "256M"), 5000 random steps per task, 1M env steps per task, evaluation every 50k steps per task over 10
-# deterministic episodes; batch 256 single-task / 1024 multi-task, 2 updates per env step and 1M replay per task
-# are the algorithm's own defaults already.
+#: Named run settings: flags of ``sb3-brc train`` and ``sb3-brc bench`` that ``--preset`` sets unless given explicitly.
+#: "cpu" keeps each command's cheap defaults (a tiny network, CPU minutes); "paper" is the reference training setup
+#: (``train.py`` of naumix/BiggerRegularizedCategorical): a 4096-wide critic with 2 blocks and a 256-wide actor (size
+#: "256M"), 5000 random steps per task, 1M env steps per task, evaluation every 50k steps per task over 10
+#: deterministic episodes; batch 256 single-task / 1024 multi-task, 2 updates per env step and 1M replay per task
+#: are the algorithm's own defaults already.
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {},
     "paper": dict(size="256M", learning_starts=5_000, steps_per_task=1_000_000, eval_every=50_000, eval_episodes=10),

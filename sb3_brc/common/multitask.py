@@ -33,6 +33,7 @@ from sb3_brc.common.task_layout import (
 )
 from sb3_brc.common.utils import NON_FINITE_HINT, SB3_BRC_VERSION, check_finite
 
+#: The type of ``self`` (``learn()`` and ``load()`` return the subclass).
 SelfMultiTask = TypeVar("SelfMultiTask", bound="MultiTaskAlgorithm")
 
 # Saves written before this version used another task-id encoding (a float last observation entry) and are refused
@@ -234,6 +235,8 @@ class MultiTaskAlgorithm(ABC):
                 self._task_successes[task].append(float(info["is_success"]))
 
     def dump_logs(self) -> None:
+        """SB3's logs, with several tasks also ``time/steps_per_task`` and ``rollout/<task>/ep_rew_mean`` and
+        ``rollout/<task>/success_rate``."""
         if self.num_tasks > 1:
             self.logger.record("time/steps_per_task", self.num_timesteps // self.num_tasks)
             for name, returns, successes in zip(
@@ -345,6 +348,8 @@ class MultiTaskAlgorithm(ABC):
         force_reset: bool = True,
         **kwargs: Any,
     ) -> SelfMultiTask:
+        """SB3's ``load()``, with a clear error for a truncated or foreign file; with ``env``, checks that it holds the
+        model's tasks (same tasks, task ids and layout, or a contiguous run of them)."""
         check_save_file(path)
         try:
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
@@ -370,5 +375,6 @@ class MultiTaskAlgorithm(ABC):
             self.task_layout.check_window(found)
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """SB3's ``set_env()``, refusing an env of another task set or layout."""
         self._check_same_tasks(env)
         super().set_env(env, force_reset)

@@ -106,6 +106,7 @@ class TaskLayout:
 
     @property
     def num_tasks(self) -> int:
+        """Number of tasks."""
         return len(self.names)
 
     def name_of(self, task_id: int) -> str:

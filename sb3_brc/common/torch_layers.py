@@ -173,6 +173,7 @@ class TaskEmbedding(nn.Module):
 
     @property
     def num_tasks(self) -> int:
+        """Number of rows (tasks) of the table."""
         return self.embedding.num_embeddings
 
     def forward(self, task_ids: th.Tensor) -> th.Tensor:

@@ -10,6 +10,7 @@ import torch as th
 # The package version, written into every save so that a later version can tell which layout wrote it
 SB3_BRC_VERSION = (pathlib.Path(__file__).parents[1] / "version.txt").read_text().strip()
 
+#: A replay sample type (SB3's ``ReplayBufferSamples`` and the like).
 Samples = TypeVar("Samples", bound=NamedTuple)
 
 NON_FINITE_HINT = "Fix the environment, or wrap it (e.g. clip or replace non-finite values) before training."

@@ -170,6 +170,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
 
     @property
     def num_tasks(self) -> int:
+        """Number of tasks the model learns (1 for a plain env)."""
         return self.policy.num_tasks
 
     def _setup_model(self) -> None:

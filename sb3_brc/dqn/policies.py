@@ -148,6 +148,7 @@ class BRCDQNPolicy(BasePolicy):
         return masks
 
     def make_q_net(self) -> CategoricalQNetwork:
+        """A new categorical Q-network (online or target) with its own encoder."""
         extractor = self.features_extractor_class(observation_part(self.observation_space), **self.features_extractor_kwargs)
         return CategoricalQNetwork(
             self.observation_space,

@@ -1,8 +1,9 @@
 """Normalised task scores as BRC reports them: DMC return / 1000, Meta-World and ShadowHand success rate, Atari
 human-normalised score, HumanoidBench success-normalised score."""
 
-# (random, human) episode returns: the standard table (Mnih et al. 2015 / Badia et al. 2020), as used for the
-# human-normalised score (R - random) / (human - random). The Atari-100k games plus a few common ones.
+#: (random, human) episode returns: the standard table (Mnih et al. 2015 / Badia et al. 2020), as used for the
+#: human-normalised score (R - random) / (human - random). The Atari-100k games plus a few common ones.
+#: :meta hide-value:
 ATARI_SCORES: dict[str, tuple[float, float]] = {
     "Alien": (227.8, 7127.7),
     "Amidar": (5.8, 1719.5),
@@ -44,8 +45,9 @@ def human_normalized_score(game: str, episode_return: float) -> float:
     return (episode_return - random) / (human - random)
 
 
-# (random, success) episode returns of HumanoidBench tasks, the table of the reference's
-# `results/score_normalization.py`: score (R - random) / (success - random), 1.0 = the task's success threshold
+#: (random, success) episode returns of HumanoidBench tasks, the table of the reference's
+#: `results/score_normalization.py`: score (R - random) / (success - random), 1.0 = the task's success threshold
+#: :meta hide-value:
 HUMANOIDBENCH_SCORES: dict[str, tuple[float, float]] = {
     "h1-walk-v0": (2.377, 700.0),
     "h1-stand-v0": (10.545, 800.0),

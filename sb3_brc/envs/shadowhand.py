@@ -32,7 +32,8 @@ SHADOWHAND_TASKS = [
     "HandManipulatePenRotate-v1",
 ]
 
-# The BRC paper's objects (the reference's ``jaxrl/env_names.py``): the multi-task training set ...
+#: The BRC paper's 85 multi-task training objects (the reference's ``jaxrl/env_names.py``)
+#: :meta hide-value:
 SHADOWHAND_TRAIN_OBJECTS = [
     "e_toy_airplane", "knife", "flat_screwdriver", "elephant", "apple", "scissors", "i_cups", "cup", "foam_brick",
     "pudding_box", "wristwatch", "padlock", "power_drill", "binoculars", "b_lego_duplo", "ps_controller", "mouse",
@@ -47,7 +48,8 @@ SHADOWHAND_TRAIN_OBJECTS = [
     "g_lego_duplo", "cracker_box", "orange", "e_cups",
 ]  # fmt: skip
 
-# ... and the held-out objects of its transfer experiments
+#: The BRC paper's 29 held-out objects of its transfer experiments (the reference's ``jaxrl/env_names.py``)
+#: :meta hide-value:
 SHADOWHAND_TEST_OBJECTS = [
     "rubiks_cube", "dice", "bleach_cleanser", "pear", "e_lego_duplo", "pyramid", "stapler", "flashlight", "large_clamp",
     "a_toy_airplane", "tomato_soup_can", "fork", "cell_phone", "m_lego_duplo", "toothpaste", "flute", "stanford_bunny",

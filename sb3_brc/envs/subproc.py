@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env import SubprocVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
 
-# Seconds a worker gets to exit after "close" (or after SIGTERM) before it is killed
+#: Seconds a worker gets to exit after "close" (or after SIGTERM) before it is killed
 SHUTDOWN_GRACE_S = 5.0
 
 
@@ -77,7 +77,7 @@ class TimeoutSubprocVecEnv(SubprocVecEnv):
     ``step_timeout`` seconds of the wait starting. A worker that has not is ended (``SIGTERM``, ``SIGKILL`` if it
     is still alive :data:`SHUTDOWN_GRACE_S` seconds later), the other workers are shut down, the env is closed and
     :class:`EnvStepTimeout` is raised. Building the envs (the constructor returns once every worker has built
-    its env) and the other worker calls (``get_attr``, ``env_method``, ...) are not timed. :meth:`close` is
+    its env) and the other worker calls (``get_attr``, ``env_method``, ...) are not timed. :meth:`~TimeoutSubprocVecEnv.close` is
     bounded too: a worker still busy after ``step_timeout`` seconds is ended instead of waited for.
 
     Choose the timeout well above the slowest legitimate step, including the env's automatic reset at the end
@@ -128,6 +128,7 @@ class TimeoutSubprocVecEnv(SubprocVecEnv):
         return _stack_obs(obs, self.observation_space)
 
     def close(self) -> None:
+        """Close the workers; one still busy after the grace period is ended rather than waited on."""
         if self.closed:
             return
         self._shut_down(self._unanswered() if self.waiting else [])

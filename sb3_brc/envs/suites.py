@@ -64,6 +64,8 @@ class Suite:
             raise ValueError("goal_observable builds a Meta-World benchmark's tasks: name it with metaworld")
 
 
+#: The suites by name (``sb3-brc suites`` lists them); :func:`make_suite` builds one.
+#: :meta hide-value:
 SUITES: dict[str, Suite] = {
     "mt10": Suite("Meta-World MT10: 10 manipulation tasks, 500-step episodes, success rate", metaworld="MT10"),
     "mt50": Suite("Meta-World MT50: 50 manipulation tasks, 500-step episodes, success rate", metaworld="MT50"),

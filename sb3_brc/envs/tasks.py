@@ -11,7 +11,7 @@ from gymnasium.wrappers import TimeLimit
 from sb3_brc.envs.humanoidbench import is_humanoidbench_id, make_humanoidbench
 from sb3_brc.envs.shadowhand import ROTATE_SUFFIX, SHADOWHAND_KIND, is_shadowhand_task, make_shadowhand
 
-# A task: a Gymnasium id, a DMC short name, a Meta-World task name, or a callable returning an env
+#: A task: a Gymnasium id, a DMC short name, a Meta-World task name, or a callable returning an env
 TaskSpec = str | Callable[[], gym.Env]
 
 EXTRAS = {"shimmy": "dmc", "dm_control": "dmc", "metaworld": "metaworld", "ale_py": "atari", "cv2": "atari"}

@@ -115,14 +115,17 @@ class BaseMultiTaskVecEnv(VecEnvWrapper):
 
     @property
     def num_tasks(self) -> int:
+        """Number of tasks (one sub-env each)."""
         return self.layout.num_tasks
 
     @property
     def task_names(self) -> list[str]:
+        """Names of the tasks, in task-id order."""
         return list(self.layout.names)
 
     @property
     def first_task_id(self) -> int:
+        """Task id of the first sub-env (0 unless the env continues a trained model's tasks)."""
         return self.layout.first_id
 
     def normalized_score(self, index: int, mean_return: float, success_rate: float | None) -> float | None:

@@ -18,9 +18,9 @@ from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_su
 from sb3_brc.common.task_layout import check_task_ids, observation_part, split_task_observation
 from sb3_brc.common.torch_layers import BroNet, TaskEmbedding, orthogonal_init_
 
-# Named network sizes (``net_arch`` for BRCPolicy). Depth stays 2 critic blocks; BRC scales width only.
-# Parameter counts are for the critic, 2 heads + target, on a DMC-dog-sized input (223 observation + 38 action
-# entries); the paper's "64M / 256M / 1B" most likely count the same way (unverified).
+#: Named network sizes (``net_arch`` for BRCPolicy). Depth stays 2 critic blocks; BRC scales width only.
+#: Parameter counts are for the critic, 2 heads + target, on a DMC-dog-sized input (223 observation + 38 action
+#: entries); the paper's "64M / 256M / 1B" most likely count the same way (unverified).
 SIZE_PRESETS: dict[str, dict[str, list[int]]] = {
     "tiny": dict(pi=[64], qf=[128, 128]),  # CPU demos and tests
     "small": dict(pi=[256], qf=[512, 512]),  # reference class default, ~5M

@@ -217,6 +217,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
 
     @property
     def num_tasks(self) -> int:
+        """Number of tasks the model learns (1 for a plain env)."""
         return self.policy.num_tasks
 
     def _excluded_save_params(self) -> list[str]:

@@ -36,6 +36,7 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    """The Python, NumPy, PyTorch (and CUDA) random generator states."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": th.get_rng_state()}
     if th.cuda.is_available():
         state["cuda"] = th.cuda.get_rng_state_all()
@@ -43,6 +44,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the generator states of :func:`rng_state`."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     th.set_rng_state(state["torch"])

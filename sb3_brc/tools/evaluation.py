@@ -10,6 +10,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv
 
+#: Columns of the evaluation CSV (``eval.csv``, ``evaluations.csv``), one row per task and evaluation.
 CSV_FIELDS = ["timesteps", "steps_per_task", "task", "mean_return", "std_return", "success_rate", "score", "episodes"]
 
 
