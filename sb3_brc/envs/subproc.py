@@ -77,8 +77,9 @@ class TimeoutSubprocVecEnv(SubprocVecEnv):
     ``step_timeout`` seconds of the wait starting. A worker that has not is ended (``SIGTERM``, ``SIGKILL`` if it
     is still alive :data:`SHUTDOWN_GRACE_S` seconds later), the other workers are shut down, the env is closed and
     :class:`EnvStepTimeout` is raised. Building the envs (the constructor returns once every worker has built
-    its env) and the other worker calls (``get_attr``, ``env_method``, ...) are not timed. :meth:`~TimeoutSubprocVecEnv.close` is
-    bounded too: a worker still busy after ``step_timeout`` seconds is ended instead of waited for.
+    its env) and the other worker calls (``get_attr``, ``env_method``, ...) are not timed.
+    :meth:`~TimeoutSubprocVecEnv.close` is bounded too: a worker still busy after ``step_timeout`` seconds is ended
+    instead of waited for.
 
     Choose the timeout well above the slowest legitimate step, including the env's automatic reset at the end
     of an episode (which runs inside ``step``) and the first step after start-up.
