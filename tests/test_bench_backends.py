@@ -7,10 +7,12 @@ import dataclasses
 import importlib.util
 import json
 import os
+import pathlib
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 
@@ -116,7 +118,7 @@ def test_written_back_result_files_complete_a_run(tmp_path):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_killed_worker_is_retried_from_its_checkpoint_and_a_failing_run_is_reported(backend, tmp_path, request, capsys):
-    settings = BenchSettings(steps_per_task=300, **FAST)
+    settings = BenchSettings(steps_per_task=600, **FAST)  # long enough to be killed before its end
     (run,) = grid(str(tmp_path), ["sac"], ["InvertedPendulum-v5"], [0], settings)
     failing = _unknown_task_run(str(tmp_path), settings)
     killed = []
@@ -140,7 +142,7 @@ def test_killed_worker_is_retried_from_its_checkpoint_and_a_failing_run_is_repor
     assert second["start_steps_per_task"] == done["start_steps"] >= 100 and second["pid"] != killed[0]
     assert done["redone_steps"] >= 0
     # Evaluations complete and duplicate-free; the complete run keeps no checkpoint
-    assert _evaluation_steps(run) == [100, 200, 300]
+    assert _evaluation_steps(run) == [100, 200, 300, 400, 500, 600]
     assert is_complete(run) and not os.path.exists(os.path.join(run.run_dir, CHECKPOINTS))
 
     bad = results[failing.key]
@@ -150,7 +152,7 @@ def test_killed_worker_is_retried_from_its_checkpoint_and_a_failing_run_is_repor
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ctrl_c_stops_the_grid_and_leaves_resumable_runs(backend, tmp_path, request):
-    settings = BenchSettings(steps_per_task=300, **FAST)
+    settings = BenchSettings(steps_per_task=600, **FAST)  # long enough not to end before Ctrl-C lands
     (run,) = grid(str(tmp_path), ["sac"], ["InvertedPendulum-v5"], [0], settings)
     watcher = _after_first_checkpoint(run, lambda attempts: os.kill(os.getpid(), signal.SIGINT))  # Ctrl-C on the driver
     try:
@@ -162,7 +164,7 @@ def test_ctrl_c_stops_the_grid_and_leaves_resumable_runs(backend, tmp_path, requ
     # The same grid again resumes the run from its checkpoint
     (result,) = _run(backend, [run], request, progress=False)
     assert result["status"] == "done" and result["start_steps"] >= 100
-    assert _evaluation_steps(run) == [100, 200, 300] and len(_attempts(run)) == 2
+    assert _evaluation_steps(run) == [100, 200, 300, 400, 500, 600] and len(_attempts(run)) == 2
 
 
 @requires_ray
@@ -184,6 +186,13 @@ def test_ray_grid_matches_the_local_backend(tmp_path, ray_session):
         run_dir = os.path.relpath(spec.run_dir, spec.out)
         ray_rows, local_rows = ((tmp_path / out / run_dir / "evaluations.csv").read_text() for out in ("ray", "local"))
         assert ray_rows == local_rows, spec.key
+    # Never more runs at a time than Ray's 2 CPUs (a run waiting on Ray, as for a blocking queue put, lends its CPU)
+    spans = []
+    for spec in grid(str(tmp_path / "ray"), algos, tasks, seeds, BenchSettings(**flags)):
+        (attempt,) = _attempts(spec)
+        start = datetime.fromisoformat(attempt["time"]).timestamp()
+        spans.append((start, start + json.loads((pathlib.Path(spec.run_dir) / "config.json").read_text())["wall_s"] - 0.3))
+    assert max(sum(start <= t < end for start, end in spans) for t, _ in spans) <= 2, spans
     ray_aggregate = aggregate(load_grid(grid(str(tmp_path / "ray"), algos, tasks, seeds, BenchSettings(**flags))), reps=100)
     for name in ("point", "ci", "poi", "curves"):
         assert ray_aggregate[name] == local["aggregate"][name], name
@@ -191,7 +200,7 @@ def test_ray_grid_matches_the_local_backend(tmp_path, ray_session):
 
 
 @requires_ray
-def test_ray_driver_writes_back_results_from_another_filesystem(tmp_path, ray_session):
+def test_ray_driver_writes_back_results_from_another_filesystem(tmp_path, ray_session, capsys):
     settings = BenchSettings(steps_per_task=100, **FAST)
     (worker_spec,) = grid(str(tmp_path / "worker-disk"), ["sac"], ["InvertedPendulum-v5"], [0], settings)
     driver_spec = dataclasses.replace(worker_spec, out=str(tmp_path / "driver-disk"))
@@ -201,4 +210,5 @@ def test_ray_driver_writes_back_results_from_another_filesystem(tmp_path, ray_se
             pass
         result = backend.result(handle, driver_spec)
     assert result["status"] == "done" and "files" not in result
+    assert "was written on another filesystem" in capsys.readouterr().out
     assert is_complete(driver_spec) and _evaluation_steps(driver_spec) == [100]

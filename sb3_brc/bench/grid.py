@@ -12,7 +12,7 @@ from sb3_brc.bench.settings import BenchSettings
 from sb3_brc.envs.suites import SUITES, make_suite, task_factory
 from sb3_brc.envs.vec_env import TaskSpec
 
-# What a run leaves in its directory for the aggregation (small text files; checkpoints are not among them)
+#: What a run leaves in its directory for the aggregation (small text files; checkpoints are not among them)
 RESULT_FILES = ("evaluations.csv", "random.json", "attempts.jsonl", "config.json")
 
 

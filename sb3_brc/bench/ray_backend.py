@@ -2,7 +2,7 @@
 
 The task runs :func:`sb3_brc.bench.runner.run_one`, the local backend's per-run function, asking Ray for
 ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs; :func:`sb3_brc.bench.runner.drive_grid` submits the tasks, shows
-their progress (a Ray queue actor relays the runs' messages), retries failed runs and stops them on Ctrl-C.
+their progress (a Ray actor relays the runs' messages), retries failed runs and stops them on Ctrl-C.
 
 Retries are the driver's, not Ray's (tasks are submitted with ``max_retries=0``): a run whose worker process or
 node dies comes back as a ``WorkerCrashedError`` (or ``NodeDiedError``), one that raises as its own error, and both
@@ -26,9 +26,9 @@ from typing import Any
 from rich.console import Console
 
 from sb3_brc.bench.grid import RunSpec, is_complete, run_files, write_run_files
-from sb3_brc.bench.runner import GridBackend, RunProgress, drive_grid, init_worker, run_one
+from sb3_brc.bench.runner import GridBackend, RunProgress, drive_grid, init_worker, note, run_one
 
-# Seconds the runs get to stop on Ctrl-C (KeyboardInterrupt in each) before their workers are killed
+#: Seconds the runs get to stop on Ctrl-C (KeyboardInterrupt in each) before their workers are killed
 STOP_GRACE_SECONDS = 10.0
 
 
@@ -36,10 +36,38 @@ def import_ray() -> Any:
     """The ``ray`` module, or an ImportError that says how to install it."""
     try:
         import ray
-        import ray.util.queue
     except ImportError as error:
         raise ImportError(f"The Ray backend needs Ray ({error}): pip install sb3-brc[ray]") from error
     return ray
+
+
+class ProgressRelay:
+    """The Ray actor (no CPU) between the runs and the driver: runs :meth:`put` messages, the driver :meth:`take` s them."""
+
+    def __init__(self):
+        self.messages: list[RunProgress] = []
+
+    def put(self, message: RunProgress) -> None:
+        """Keep a message."""
+        self.messages.append(message)
+
+    def take(self) -> list[RunProgress]:
+        """The messages kept since the last call."""
+        messages, self.messages = self.messages, []
+        return messages
+
+
+class RelayQueue:
+    """What :func:`~sb3_brc.bench.runner.run_one` puts its progress into, in a Ray task: sends each message to the
+    :class:`ProgressRelay` without waiting. A task blocked on ``ray.get`` lends its CPUs back to Ray, which then
+    starts further runs on them: waiting for each message would put more runs on a node than it has CPUs."""
+
+    def __init__(self, relay: Any):
+        self.relay = relay
+
+    def put(self, message: RunProgress) -> None:
+        """Send a message (not waiting for it to arrive)."""
+        self.relay.put.remote(message)
 
 
 def run_on_ray_worker(spec: RunSpec, queue: Any, threads: int, checkpoint_every: int | None) -> dict[str, Any]:
@@ -85,7 +113,8 @@ class RayBackend(GridBackend):
             else:
                 ray.init(address=address, log_to_driver=False)
         self._check_resources(cpus_per_run, gpus_per_run, strict=address is None and self.owns_session)
-        self.queue = ray.util.queue.Queue(actor_options=dict(num_cpus=0))
+        self.relay = ray.remote(ProgressRelay).options(num_cpus=0).remote()
+        self.queue = RelayQueue(self.relay)
         self.task = ray.remote(run_on_ray_worker).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         self.wrote_back = False
 
@@ -98,7 +127,7 @@ class RayBackend(GridBackend):
         if strict:  # a local instance never grows
             self.close()
             raise ValueError(f"{text}; lower --cpus-per-run / --gpus-per-run or raise --workers.")
-        self.console.print(f"[yellow]{text}: the runs wait until such a node joins (an autoscaling cluster).[/]")
+        note(self.console, f"{text}: the runs wait until such a node joins (an autoscaling cluster).")
 
     def submit(self, spec: RunSpec) -> Any:
         return self.task.remote(spec, self.queue, self.threads, self.checkpoint_every)
@@ -116,16 +145,16 @@ class RayBackend(GridBackend):
         if not is_complete(spec):  # the worker wrote the run elsewhere: --out is not shared with this machine
             write_run_files(spec, files)
             if not self.wrote_back:
-                self.console.print(
-                    f"[yellow]{spec.run_dir} was written on another filesystem: the driver writes each run's results "
-                    "into its --out (checkpoints stay on the workers' nodes).[/]"
+                note(
+                    self.console,
+                    f"{spec.run_dir} was written on another filesystem: the driver writes each run's results into its "
+                    "--out (checkpoints stay on the workers' nodes; --out should be shared, see docs/guide/scaling.md).",
                 )
                 self.wrote_back = True
         return result
 
     def messages(self) -> list[RunProgress]:
-        size = self.queue.qsize()
-        return self.queue.get_nowait_batch(size) if size else []
+        return self.ray.get(self.relay.take.remote())
 
     def stop(self, handles: list[Any], pids: Sequence[int]) -> None:
         for handle in handles:
@@ -135,10 +164,10 @@ class RayBackend(GridBackend):
             self.ray.cancel(handle, force=True)
 
     def close(self) -> None:
-        queue = getattr(self, "queue", None)
-        if queue is not None:
-            queue.shutdown()
-            self.queue = None
+        relay = getattr(self, "relay", None)
+        if relay is not None:
+            self.ray.kill(relay)
+            self.relay = None
         if self.owns_session and self.ray.is_initialized():
             self.ray.shutdown()
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -36,10 +37,11 @@ from sb3_brc.tools.training import per_task_budget, train_and_evaluate, write_js
 
 # Replay capacity per task of every algorithm of the grid (the run's transitions, up to this many)
 BUFFER_SIZE_PER_TASK = 1_000_000
-# A run's checkpoints (removed once it is complete) and its log of attempts (one JSON line per start)
+#: A run's checkpoint directory (removed once the run is complete)
 CHECKPOINTS = "checkpoints"
+#: A run's log of attempts: one JSON line per start (pid, host, env steps per task it started at, time)
 ATTEMPTS = "attempts.jsonl"
-# Seconds between a running run's step-count reports to the progress display
+#: Seconds between a running run's step-count reports to the progress display
 REPORT_SECONDS = 1.0
 
 
@@ -118,7 +120,7 @@ def _log_attempt(spec: RunSpec, start_steps: int, fresh: bool) -> None:
         pid=os.getpid(),
         host=socket.gethostname(),
         start_steps_per_task=start_steps,
-        time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     )
     with open(os.path.join(spec.run_dir, ATTEMPTS), "w" if fresh else "a") as file:
         file.write(json.dumps(line) + "\n")
@@ -272,6 +274,14 @@ class LocalBackend(GridBackend):
         self.manager.shutdown()
 
 
+def note(console: Console, text: str) -> None:
+    """Print a note that must be seen: on the display's console, or on stderr when the display is off."""
+    if console.quiet:
+        print(text, file=sys.stderr)
+    else:
+        console.print(text)
+
+
 def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".strip()
 
@@ -336,6 +346,47 @@ class _GridDisplay:
         self.bar.update(self.grid, completed=self.completed + sum(self.at.values()), count=count, note=note)
 
 
+class _Ledger:
+    """What :func:`drive_grid` knows of each run: attempts, their errors, steps redone, worker pids."""
+
+    def __init__(self, runs: Sequence[RunSpec]):
+        self.attempts = {spec.key: 0 for spec in runs}
+        self.errors: dict[str, list[str]] = {spec.key: [] for spec in runs}
+        self.redone = dict.fromkeys(self.attempts, 0)
+        self.reached: dict[str, int] = {}  # steps per task a failed attempt had reported (until the next one starts)
+        self.pids: dict[str, int] = {}  # the worker of each run's current attempt
+
+    def read(self, messages: list[RunProgress], in_flight: set[str], display: "_GridDisplay | None") -> None:
+        for message in messages:
+            if message.key not in in_flight:
+                continue  # late news of a run that has ended
+            if message.start and message.pid is not None:
+                self.pids[message.key] = message.pid
+                self.redone[message.key] += max(0, self.reached.pop(message.key, message.steps) - message.steps)
+            if display is not None:
+                display.progress(message)
+
+    def failed(self, key: str, error: str, max_retries: int, display: "_GridDisplay") -> dict[str, Any] | None:
+        """``None`` when the run is to be started again, else its failed result."""
+        self.pids.pop(key, None)
+        self.reached[key] = display.at.get(key, self.reached.get(key, 0))
+        if self.attempts[key] <= max_retries:
+            self.errors[key].append(error)
+            display.ended(key, "retry", f"attempt {self.attempts[key] + 1}/{max_retries + 1} after {error}")
+            return None
+        return dict(key=key, status="failed", wall_s=0.0, start_steps=0, error=error)
+
+    def ended(self, result: dict[str, Any], display: "_GridDisplay") -> dict[str, Any]:
+        key = result["key"]
+        self.pids.pop(key, None)
+        result.update(attempts=self.attempts[key], redone_steps=self.redone[key], errors=self.errors[key])
+        detail = result.get("error") or f"{result['wall_s']:.0f} s"
+        if result.get("start_steps"):
+            detail += f", resumed at {result['start_steps']} steps/task"
+        display.ended(key, result["status"], detail)
+        return result
+
+
 def drive_grid(
     runs: Sequence[RunSpec],
     backend: Callable[[Console], GridBackend],
@@ -366,18 +417,14 @@ def drive_grid(
     console.print(f"{len(runs)} runs: {len(results)} already complete, {len(pending)} to run {description}".rstrip())
     if not pending:
         return results
-    attempts = dict.fromkeys((spec.key for spec in pending), 0)
-    errors: dict[str, list[str]] = {spec.key: [] for spec in pending}
-    redone = dict.fromkeys(attempts, 0)
-    reached: dict[str, int] = {}  # steps per task a failed attempt had reported (until the next one starts)
-    pids: dict[str, int] = {}
+    ledger = _Ledger(pending)
     with _GridDisplay(runs, len(results), console, progress) as display, backend(display.bar.console) as grid_backend:
         for result in results:
             display.skipped(result["key"])
         in_flight: dict[Any, RunSpec] = {}
 
         def submit(spec: RunSpec) -> None:
-            attempts[spec.key] += 1
+            ledger.attempts[spec.key] += 1
             in_flight[grid_backend.submit(spec)] = spec
 
         try:
@@ -385,41 +432,26 @@ def drive_grid(
                 submit(spec)
             while in_flight:
                 finished = grid_backend.wait(list(in_flight), timeout=0.5)
-                for message in grid_backend.messages():
-                    if message.start:
-                        pids[message.key] = message.pid
-                        redone[message.key] += max(0, reached.pop(message.key, message.steps) - message.steps)
-                    display.progress(message)
+                ledger.read(grid_backend.messages(), {spec.key for spec in in_flight.values()}, display)
                 for handle in finished:
                     spec = in_flight.pop(handle)
-                    pids.pop(spec.key, None)
                     try:
                         result = grid_backend.result(handle, spec)
                     except Exception as error:  # report; start it again or go on with the grid
-                        reached[spec.key] = display.at.get(spec.key, reached.get(spec.key, 0))
-                        text = _error_text(error)
-                        if attempts[spec.key] <= max_retries:
-                            errors[spec.key].append(text)
-                            line = f"attempt {attempts[spec.key] + 1}/{max_retries + 1} after {text}"
-                            display.ended(spec.key, "retry", line)
+                        result = ledger.failed(spec.key, _error_text(error), max_retries, display)
+                        if result is None:
                             submit(spec)
                             continue
-                        result = dict(key=spec.key, status="failed", wall_s=0.0, start_steps=0, error=text)
-                    result.update(attempts=attempts[spec.key], redone_steps=redone[spec.key], errors=errors[spec.key])
-                    results.append(result)
-                    detail = result.get("error") or f"{result['wall_s']:.0f} s"
-                    if result.get("start_steps"):
-                        detail += f", resumed at {result['start_steps']} steps/task"
-                    display.ended(spec.key, result["status"], detail)
+                    results.append(ledger.ended(result, display))
                 display.refresh(len(in_flight))
         except KeyboardInterrupt:
-            for message in grid_backend.messages():  # runs that started since the last look
-                if message.start:
-                    pids[message.key] = message.pid
-            grid_backend.stop(list(in_flight), [pid for key, pid in pids.items() if pid is not None])
-            console.print(
+            keys = {spec.key for spec in in_flight.values()}
+            ledger.read(grid_backend.messages(), keys, None)  # runs that started since the last look
+            grid_backend.stop(list(in_flight), [pid for key, pid in ledger.pids.items() if key in keys])
+            note(
+                console,
                 f"Interrupted: {len(in_flight)} run(s) stopped at their last checkpoint; "
-                "run the same command again to resume them."
+                "run the same command again to resume them.",
             )
             raise
     return results

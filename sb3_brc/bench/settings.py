@@ -47,6 +47,7 @@ class BenchSettings:
             raise ValueError(f"Unknown size {self.size!r}; presets: {list(SIZE_PRESETS)}")
 
 
+#: Where the runs of a grid can execute (``--backend``)
 BACKENDS = ("local", "ray")
 
 
