@@ -12,6 +12,9 @@ from sb3_brc.bench.settings import BenchSettings
 from sb3_brc.envs.suites import SUITES, make_suite, task_factory
 from sb3_brc.envs.vec_env import TaskSpec
 
+#: What a run leaves in its directory for the aggregation (small text files; checkpoints are not among them)
+RESULT_FILES = ("evaluations.csv", "random.json", "attempts.jsonl", "config.json")
+
 
 @dataclass(frozen=True)
 class RunTasks:
@@ -116,9 +119,37 @@ def read_json(path: str) -> Any:
         return None
 
 
+def saved_status(spec: RunSpec) -> str | None:
+    """The ``status`` in the run directory's ``config.json`` (``"running"``: started, not finished; ``"complete"``),
+    or ``None`` when there is none or it was written with other settings."""
+    saved = read_json(os.path.join(spec.run_dir, "config.json"))
+    if saved is None or {k: v for k, v in saved.items() if k not in ("status", "wall_s")} != spec.config():
+        return None
+    return saved.get("status")
+
+
 def is_complete(spec: RunSpec) -> bool:
     """A finished run with the same settings (its evaluations are reused)."""
-    saved = read_json(os.path.join(spec.run_dir, "config.json"))
-    if saved is None or saved.get("status") != "complete":
-        return False
-    return {k: v for k, v in saved.items() if k not in ("status", "wall_s")} == spec.config()
+    return saved_status(spec) == "complete"
+
+
+def run_files(spec: RunSpec) -> dict[str, str]:
+    """The text of a run's result files (:data:`RESULT_FILES`) that exist, by name."""
+    files = {}
+    for name in RESULT_FILES:
+        path = os.path.join(spec.run_dir, name)
+        if os.path.exists(path):
+            with open(path) as file:
+                files[name] = file.read()
+    return files
+
+
+def write_run_files(spec: RunSpec, files: dict[str, str]) -> None:
+    """Write a run's result files (from :func:`run_files` on another machine) into its directory here;
+    ``config.json`` last, so that the run only counts as complete once the others are in place."""
+    os.makedirs(spec.run_dir, exist_ok=True)
+    for name in sorted(files, key=lambda name: name == "config.json"):
+        tmp = os.path.join(spec.run_dir, f".{name}.tmp")
+        with open(tmp, "w") as file:
+            file.write(files[name])
+        os.replace(tmp, os.path.join(spec.run_dir, name))

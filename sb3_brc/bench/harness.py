@@ -1,4 +1,5 @@
-"""Benchmark harness: a grid of algorithms x tasks x seeds, run in parallel processes, aggregated with rliable.
+"""Benchmark harness: a grid of algorithms x tasks x seeds, run in parallel processes (or as Ray tasks on a cluster,
+``--backend ray``), aggregated with rliable.
 
 Each run trains one algorithm on one task (or, for a multi-task algorithm, on all tasks of a suite at once),
 evaluates it deterministically every ``eval_every`` env steps per task and writes, into
@@ -7,7 +8,10 @@ evaluates it deterministically every ``eval_every`` env steps per task and write
 - ``evaluations.csv``: :data:`sb3_brc.tools.evaluation.CSV_FIELDS` rows, one per task and evaluation;
 - ``random.json``: the random policy's per-task returns on the same evaluation env (the baseline of the score);
 - ``config.json``: the run's settings and ``status`` (``"complete"`` once finished). A complete run with the same
-  settings is skipped when the grid is run again, so an interrupted grid resumes where it stopped.
+  settings is skipped when the grid is run again, so an interrupted grid resumes where it stopped;
+- ``checkpoints/``: while the run is unfinished, its last checkpoint (at each evaluation by default,
+  ``--checkpoint-every``): a failed run that is retried, or an interrupted one run again, resumes from it;
+- ``attempts.jsonl``: one line per start of the run (pid, host, env steps per task it started at).
 
 Then the grid is scored and aggregated (IQM, mean and median with stratified-bootstrap 95% CIs, performance
 profiles, probability of improvement of a reference algorithm over each other one, IQM sample-efficiency
@@ -25,6 +29,7 @@ tasks; its evaluation envs play whole games and its scores are human-normalised.
 """
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -32,12 +37,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from sb3_brc.bench.algos import ALGOS
-from sb3_brc.bench.grid import grid
+from sb3_brc.bench.grid import RunSpec, grid
 from sb3_brc.bench.markdown import replace_section, results_section
 from sb3_brc.bench.plots import plot_aggregate
+from sb3_brc.bench.ray_backend import run_grid_ray
 from sb3_brc.bench.runner import run_grid
 from sb3_brc.bench.scoring import aggregate, load_grid
-from sb3_brc.bench.settings import BenchSettings, add_preset_flag, add_setting_flags, parse_with_preset, settings_from_args
+from sb3_brc.bench.settings import (
+    BenchSettings,
+    RunnerSettings,
+    add_preset_flag,
+    add_setting_flags,
+    parse_with_preset,
+    settings_from_args,
+)
 
 
 def run_benchmark(
@@ -46,13 +59,14 @@ def run_benchmark(
     tasks: Sequence[str],
     seeds: Sequence[int],
     settings: BenchSettings,
-    workers: int = 1,
+    workers: int | None = None,
     reference: str | None = "brc_sac",
     reps: int = 2000,
     results_md: str | None = None,
     results_title: str | None = None,
     command: str | None = None,
     progress: bool = True,
+    runner: RunnerSettings | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a grid, aggregate it and write ``OUT/aggregate.md`` and the plots.
 
@@ -61,19 +75,24 @@ def run_benchmark(
     :param tasks: Tasks or suites (see :func:`sb3_brc.bench.resolve_tasks`)
     :param seeds: Seeds
     :param settings: Budget and sizes
-    :param workers: Parallel processes
+    :param workers: Parallel runs (overrides ``runner.workers``)
     :param reference: Algorithm compared by probability of improvement with each other one
     :param reps: Bootstrap resamples
     :param results_md: Markdown file in which to write (or replace) a section with the results and the command
     :param results_title: Heading of that section (default: from the grid)
     :param command: The command line to record (default: ``sys.argv``)
     :param progress: Show the progress display
+    :param runner: Backend, retries and checkpoints (default: :class:`RunnerSettings`'s, a local process pool)
     :return: ``{"runs": per-run status, "data": GridData, "aggregate": rliable results and the plot file names
         (``"plots"``), "markdown": text}``
     """
+    runner = runner or RunnerSettings()
+    if workers is not None:
+        runner = dataclasses.replace(runner, workers=workers)
+    runner.check()
     runs = grid(out, algos, tasks, seeds, settings)
     os.makedirs(out, exist_ok=True)
-    statuses = run_grid(runs, workers=workers, threads=settings.threads, progress=progress)
+    statuses = run_runs(runs, runner, settings.threads, progress)
     failed = [s for s in statuses if s["status"] == "failed"]
     data = load_grid(runs)
     result = aggregate(data, reference=reference, reps=reps)
@@ -91,6 +110,16 @@ def run_benchmark(
     return dict(runs=statuses, data=data, aggregate=result, markdown=body)
 
 
+def run_runs(runs: list[RunSpec], runner: RunnerSettings, threads: int = 1, progress: bool = True) -> list[dict[str, Any]]:
+    """Run a grid's runs on the backend ``runner`` names (:func:`~sb3_brc.bench.runner.run_grid` or
+    :func:`~sb3_brc.bench.ray_backend.run_grid_ray`); returns their statuses."""
+    runner.check()
+    common = dict(threads=threads, progress=progress, max_retries=runner.max_retries, checkpoint_every=runner.checkpoint_every)
+    if runner.backend == "ray":
+        return run_grid_ray(runs, runner.address, runner.workers, runner.cpus_per_run, runner.gpus_per_run, **common)
+    return run_grid(runs, runner.workers, **common)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The harness's command-line flags (shared by ``benchmarks/run.py``, ``sb3-brc bench`` and the claims)."""
     algos = ", ".join(f"{name} ({algo.description})" for name, algo in ALGOS.items())
@@ -104,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/bench", help="output directory (runs are resumed from it)")
     add_setting_flags(parser, BenchSettings)
-    parser.add_argument("--workers", type=int, default=1, help="parallel run processes")
+    add_setting_flags(parser, RunnerSettings)
     parser.add_argument("--reference", default="brc_sac", help="algorithm compared with each other one (P(X > Y))")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--results-md", default=None, help="Markdown file to write (or replace) a results section in")
@@ -120,13 +149,13 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> dict[
         args.tasks,
         args.seeds,
         settings_from_args(BenchSettings, args),
-        workers=args.workers,
         reference=args.reference,
         reps=args.reps,
         results_md=args.results_md,
         results_title=args.results_title,
         command=command,
         progress=not args.no_progress,
+        runner=settings_from_args(RunnerSettings, args),
     )
     print(result["markdown"])
     print(f"Written: {os.path.join(args.out, 'aggregate.md')} and {', '.join(result['aggregate']['plots'])}")

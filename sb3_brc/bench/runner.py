@@ -1,25 +1,66 @@
-"""Running a grid: each unfinished run trains in a spawned worker process, with a progress display."""
+"""Running a grid: each unfinished run trains in a worker, checkpointing as it goes, under a progress display.
+
+One per-run function, :func:`run_one`, for every backend: a local process pool (:class:`LocalBackend`, the
+default) or Ray tasks (:mod:`~sb3_brc.bench.ray_backend`). One driver loop, :func:`drive_grid`, for both: it
+submits the runs, shows their progress, starts a failed run again (an error, or a worker that died) up to
+``max_retries`` times, each time resuming from the run's last checkpoint, reports a run that keeps failing with
+its error without stopping the others, and on Ctrl-C stops the runs in flight, leaving resumable run directories.
+"""
 
 import functools
+import json
 import multiprocessing
 import os
+import shutil
+import signal
+import socket
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import torch as th
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_brc.bench.grid import RunSpec, is_complete
+from sb3_brc.bench.grid import RunSpec, is_complete, saved_status
 from sb3_brc.envs.vec_env import MultiTaskVecEnv
+from sb3_brc.tools.checkpoint import CheckpointCallback, checkpoint_timesteps, load_checkpoint
 from sb3_brc.tools.training import per_task_budget, train_and_evaluate, write_json_atomic
 
 # Replay capacity per task of every algorithm of the grid (the run's transitions, up to this many)
 BUFFER_SIZE_PER_TASK = 1_000_000
+#: A run's checkpoint directory (removed once the run is complete)
+CHECKPOINTS = "checkpoints"
+#: A run's log of attempts: one JSON line per start (pid, host, env steps per task it started at, time)
+ATTEMPTS = "attempts.jsonl"
+#: Seconds between a running run's step-count reports to the progress display
+REPORT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """A message from a running run to the driver.
+
+    :param key: The run's key
+    :param steps: Env steps per task done
+    :param note: Text for the display (``None``: keep the previous one)
+    :param pid: The worker process's id (with ``start``)
+    :param start: The first message of an attempt (``steps``: where it starts, > 0 when resumed)
+    """
+
+    key: str
+    steps: int
+    note: str | None = None
+    pid: int | None = None
+    start: bool = False
 
 
 def build_model(spec: RunSpec, env: MultiTaskVecEnv) -> BaseAlgorithm:
@@ -40,94 +81,400 @@ def build_model(spec: RunSpec, env: MultiTaskVecEnv) -> BaseAlgorithm:
     return spec.algo.algo_class()(spec.algo.policy, env, **kwargs)
 
 
-def _report_progress(queue: Any, key: str, rows: list[dict[str, Any]]) -> None:
+def restore_model(spec: RunSpec, env: MultiTaskVecEnv) -> BaseAlgorithm:
+    """The run's model from its last checkpoint (replay buffer and RNG states included)."""
+    return load_checkpoint(os.path.join(spec.run_dir, CHECKPOINTS), env, spec.algo.algo_class(), device=spec.settings.device)
+
+
+def is_resumable(spec: RunSpec) -> bool:
+    """An unfinished run with the same settings, a random baseline and a complete checkpoint."""
+    return (
+        saved_status(spec) == "running"
+        and os.path.exists(os.path.join(spec.run_dir, "random.json"))
+        and checkpoint_timesteps(os.path.join(spec.run_dir, CHECKPOINTS)) > 0
+    )
+
+
+class _ReportSteps(BaseCallback):
+    """Puts the step count into the progress queue at most every :data:`REPORT_SECONDS`."""
+
+    def __init__(self, queue: Any, key: str):
+        super().__init__()
+        self.queue, self.key, self.last = queue, key, time.monotonic()
+
+    def _on_step(self) -> bool:
+        if time.monotonic() - self.last >= REPORT_SECONDS:
+            self.queue.put(RunProgress(self.key, self.num_timesteps // self.training_env.num_envs))
+            self.last = time.monotonic()
+        return True
+
+
+def _report_evaluation(queue: Any, key: str, rows: list[dict[str, Any]]) -> None:
     mean_return = float(np.mean([row["mean_return"] for row in rows]))
-    queue.put((key, rows[0]["steps_per_task"], f"return {mean_return:.4g}"))
+    queue.put(RunProgress(key, rows[0]["steps_per_task"], f"return {mean_return:.4g}"))
 
 
-def run_one(spec: RunSpec, queue: Any = None) -> dict[str, Any]:
-    """Train and evaluate one run, writing its directory; returns ``{"key", "status", "wall_s"}``.
+def _log_attempt(spec: RunSpec, start_steps: int, fresh: bool) -> None:
+    # fresh: the directory held another run (other settings) or none: a new log
+    line = dict(
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        start_steps_per_task=start_steps,
+        time=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+    )
+    with open(os.path.join(spec.run_dir, ATTEMPTS), "w" if fresh else "a") as file:
+        file.write(json.dumps(line) + "\n")
+
+
+def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = None) -> dict[str, Any]:
+    """Train and evaluate one run, writing its directory; an unfinished run with the same settings resumes from its
+    last checkpoint. Returns ``{"key", "status", "wall_s", "start_steps"}`` (``start_steps``: env steps per task
+    it resumed at, 0 for a fresh start).
 
     :param spec: The run
-    :param queue: Optional queue receiving ``(key, steps_per_task_done, note)`` when training starts and after
-        each evaluation
+    :param queue: Optional queue receiving :class:`RunProgress` messages: one when the run starts (with the
+        worker's pid), then its step count every :data:`REPORT_SECONDS` and after each evaluation
+    :param checkpoint_every: Env steps per task between checkpoints (``None``: at each evaluation; 0: none)
     """
     if is_complete(spec):
-        return dict(key=spec.key, status="skipped", wall_s=0.0)
+        return dict(key=spec.key, status="skipped", wall_s=0.0, start_steps=0)
     start = time.time()
     settings, tasks = spec.settings, spec.tasks
+    checkpoints = os.path.join(spec.run_dir, CHECKPOINTS)
+    resume, same_run = is_resumable(spec), saved_status(spec) is not None
+    if not resume:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # another run's (other settings), or one without a baseline
     os.makedirs(spec.run_dir, exist_ok=True)
     config_path = os.path.join(spec.run_dir, "config.json")
     write_json_atomic(config_path, dict(spec.config(), status="running"))
+    start_steps = checkpoint_timesteps(checkpoints) // len(tasks.task_names) if resume else 0
+    _log_attempt(spec, start_steps, fresh=not same_run)
+    if queue is not None:
+        queue.put(RunProgress(spec.key, start_steps, f"resumed at {start_steps}" if resume else "starting", os.getpid(), True))
     env = spec.algo.make_env(tasks.tasks, tasks.task_names, spec.seed, tasks.suite)
     # Separate evaluation envs, seeded away from the training envs
     eval_env = spec.algo.make_env(tasks.tasks, tasks.task_names, spec.seed + 10_000, tasks.suite, training=False)
+    callbacks: list[BaseCallback] = []
+    if checkpoint_every != 0:
+        callbacks.append(CheckpointCallback(checkpoints, checkpoint_every or settings.eval_every))
     if queue is not None:
-        queue.put((spec.key, 0, "training"))
+        callbacks.append(_ReportSteps(queue, spec.key))
     train_and_evaluate(
         env,
         eval_env,
-        functools.partial(build_model, spec, env),
+        functools.partial(restore_model if resume else build_model, spec, env),
         steps_per_task=settings.steps_per_task,
         eval_every=settings.eval_every,
         eval_episodes=settings.eval_episodes,
-        eval_csv=os.path.join(spec.run_dir, "evaluations.csv"),  # an unfinished run restarts from scratch
+        eval_csv=os.path.join(spec.run_dir, "evaluations.csv"),
         baseline_json=os.path.join(spec.run_dir, "random.json"),
         seed=spec.seed,
-        on_evaluation=None if queue is None else functools.partial(_report_progress, queue, spec.key),
+        resume=resume,
+        callbacks=callbacks,
+        on_evaluation=None if queue is None else functools.partial(_report_evaluation, queue, spec.key),
     )
     env.close()
     eval_env.close()
     wall = time.time() - start
     write_json_atomic(config_path, dict(spec.config(), status="complete", wall_s=round(wall, 1)))
-    return dict(key=spec.key, status="done", wall_s=wall)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # a complete run is never resumed
+    return dict(key=spec.key, status="done", wall_s=wall, start_steps=start_steps)
 
 
-def _init_worker(threads: int) -> None:
+def init_worker(threads: int) -> None:
+    """Set up a worker process: headless MuJoCo, ``threads`` torch threads."""
     os.environ.setdefault("MUJOCO_GL", "disable")
     th.set_num_threads(threads)
 
 
-def run_grid(runs: Sequence[RunSpec], workers: int = 1, threads: int = 1, progress: bool = True) -> list[dict[str, Any]]:
-    """Run the unfinished runs in ``workers`` spawned processes (``threads`` torch threads each) with a
-    progress display; finished ones are skipped. A failing run is reported and does not stop the others.
+class GridBackend:
+    """Where the runs of :func:`drive_grid` execute: submits runs, waits for them, relays their progress.
 
-    :return: One ``{"key", "status", "wall_s"[, "error"]}`` per run, ``status`` in done / skipped / failed
+    A context manager: leaving it releases the workers.
+    """
+
+    def submit(self, spec: RunSpec) -> Any:
+        """Start :func:`run_one` on ``spec`` (an attempt); returns a handle."""
+        raise NotImplementedError
+
+    def wait(self, handles: list[Any], timeout: float) -> list[Any]:
+        """The handles among ``handles`` whose run has ended, waiting at most ``timeout`` seconds for one."""
+        raise NotImplementedError
+
+    def result(self, handle: Any, spec: RunSpec) -> dict[str, Any]:
+        """The result of an ended run (:func:`run_one`'s); raises the run's error when it failed."""
+        raise NotImplementedError
+
+    def messages(self) -> list[RunProgress]:
+        """The progress messages received since the last call."""
+        raise NotImplementedError
+
+    def stop(self, handles: list[Any], pids: Sequence[int]) -> None:
+        """Stop the runs in flight (Ctrl-C); ``pids``: the worker processes of those that started."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the workers."""
+
+    def __enter__(self) -> "GridBackend":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class LocalBackend(GridBackend):
+    """Runs in ``workers`` spawned processes on this machine (``threads`` torch threads each).
+
+    A worker that dies breaks the whole process pool: the runs in flight then fail together (each counts an
+    attempt) and the next submission starts a fresh pool.
+    """
+
+    def __init__(self, workers: int, threads: int, checkpoint_every: int | None = None):
+        self.workers, self.threads, self.checkpoint_every = workers, threads, checkpoint_every
+        self.context = multiprocessing.get_context("spawn")
+        self.manager = self.context.Manager()
+        self.queue = self.manager.Queue()
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=self.context, initializer=init_worker, initargs=(self.threads,))
+
+    def submit(self, spec: RunSpec) -> Future:
+        try:
+            return self.pool.submit(run_one, spec, self.queue, self.checkpoint_every)
+        except BrokenProcessPool:  # a worker died: its runs failed, the pool is unusable
+            self.pool.shutdown(wait=False)
+            self.pool = self._new_pool()
+            return self.pool.submit(run_one, spec, self.queue, self.checkpoint_every)
+
+    def wait(self, handles: list[Future], timeout: float) -> list[Future]:
+        finished, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
+        return list(finished)
+
+    def result(self, handle: Future, spec: RunSpec) -> dict[str, Any]:
+        return handle.result()
+
+    def messages(self) -> list[RunProgress]:
+        found = []
+        while not self.queue.empty():
+            found.append(self.queue.get())
+        return found
+
+    def stop(self, handles: list[Future], pids: Sequence[int]) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)  # runs not started yet never start
+        for pid in pids:  # KeyboardInterrupt in the runs in flight (their last checkpoint stays in place)
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.manager.shutdown()
+
+
+def note(console: Console, text: str) -> None:
+    """Print a note that must be seen: on the display's console, or on stderr when the display is off."""
+    if console.quiet:
+        print(text, file=sys.stderr)
+    else:
+        console.print(text)
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip()
+
+
+class _GridDisplay:
+    """The progress display: a bar for the grid (runs done / running / failed, ETA from the steps of all runs)
+    and one per run in flight; a line per finished, retried or failed run."""
+
+    def __init__(self, runs: Sequence[RunSpec], done: int, console: Console, enabled: bool):
+        self.total, self.done, self.failed, self.retrying = len(runs), done, 0, 0
+        self.steps = {spec.key: spec.settings.steps_per_task for spec in runs}
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"))
+        self.bar = Progress(
+            *columns,
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not enabled,
+        )
+        self.grid = self.bar.add_task("runs", total=sum(self.steps.values()), count="", note="")
+        self.rows: dict[str, Any] = {}
+        self.at: dict[str, int] = {}  # steps per task of the runs in flight
+        self.completed = 0  # steps per task of the runs that ended
+
+    def __enter__(self) -> "_GridDisplay":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.bar.__exit__(*exc_info)
+
+    def skipped(self, key: str) -> None:
+        self.completed += self.steps[key]
+
+    def progress(self, message: RunProgress) -> None:
+        if message.key not in self.rows:
+            self.rows[message.key] = self.bar.add_task(f"  {message.key}", total=self.steps[message.key], count="", note="")
+        self.at[message.key] = message.steps
+        fields = dict(count=f"{message.steps}/{self.steps[message.key]} steps/task")
+        if message.note is not None:
+            fields["note"] = message.note
+        self.bar.update(self.rows[message.key], completed=message.steps, **fields)
+
+    def ended(self, key: str, status: str, line: str) -> None:
+        """A run's attempt ended: ``status`` done / skipped / failed / retry."""
+        if key in self.rows:
+            self.bar.remove_task(self.rows.pop(key))
+        self.at.pop(key, None)
+        if status == "retry":
+            self.retrying += 1
+        else:
+            self.completed += self.steps[key]
+            self.done += status != "failed"
+            self.failed += status == "failed"
+        self.bar.console.print(f"{status:>7s}  {key}  ({line})")
+
+    def refresh(self, in_flight: int) -> None:
+        running = len(self.rows)
+        count = f"{self.done}/{self.total} done"
+        note = f"{running} running, {in_flight - running} queued, {self.failed} failed, {self.retrying} retried"
+        self.bar.update(self.grid, completed=self.completed + sum(self.at.values()), count=count, note=note)
+
+
+class _Ledger:
+    """What :func:`drive_grid` knows of each run: attempts, their errors, steps redone, worker pids."""
+
+    def __init__(self, runs: Sequence[RunSpec]):
+        self.attempts = {spec.key: 0 for spec in runs}
+        self.errors: dict[str, list[str]] = {spec.key: [] for spec in runs}
+        self.redone = dict.fromkeys(self.attempts, 0)
+        self.reached: dict[str, int] = {}  # steps per task a failed attempt had reported (until the next one starts)
+        self.pids: dict[str, int] = {}  # the worker of each run's current attempt
+
+    def read(self, messages: list[RunProgress], in_flight: set[str], display: "_GridDisplay | None") -> None:
+        for message in messages:
+            if message.key not in in_flight:
+                continue  # late news of a run that has ended
+            if message.start and message.pid is not None:
+                self.pids[message.key] = message.pid
+                self.redone[message.key] += max(0, self.reached.pop(message.key, message.steps) - message.steps)
+            if display is not None:
+                display.progress(message)
+
+    def failed(self, key: str, error: str, max_retries: int, display: "_GridDisplay") -> dict[str, Any] | None:
+        """``None`` when the run is to be started again, else its failed result."""
+        self.pids.pop(key, None)
+        self.reached[key] = display.at.get(key, self.reached.get(key, 0))
+        if self.attempts[key] <= max_retries:
+            self.errors[key].append(error)
+            display.ended(key, "retry", f"attempt {self.attempts[key] + 1}/{max_retries + 1} after {error}")
+            return None
+        return dict(key=key, status="failed", wall_s=0.0, start_steps=0, error=error)
+
+    def ended(self, result: dict[str, Any], display: "_GridDisplay") -> dict[str, Any]:
+        key = result["key"]
+        self.pids.pop(key, None)
+        result.update(attempts=self.attempts[key], redone_steps=self.redone[key], errors=self.errors[key])
+        detail = result.get("error") or f"{result['wall_s']:.0f} s"
+        if result.get("start_steps"):
+            detail += f", resumed at {result['start_steps']} steps/task"
+        display.ended(key, result["status"], detail)
+        return result
+
+
+def drive_grid(
+    runs: Sequence[RunSpec],
+    backend: Callable[[Console], GridBackend],
+    max_retries: int = 2,
+    progress: bool = True,
+    description: str = "",
+) -> list[dict[str, Any]]:
+    """Run the unfinished runs of a grid on a backend; finished ones are skipped.
+
+    A run that fails (raises, or its worker dies) is submitted again, up to ``max_retries`` times; each attempt
+    resumes from the run's last checkpoint. A run that still fails is reported with its error and does not stop
+    the others. Ctrl-C stops the runs in flight (their directories keep their last checkpoint, so running the
+    grid again resumes them) and raises ``KeyboardInterrupt``.
+
+    :param runs: The grid's runs
+    :param backend: Creates the backend (only when a run is left to do), given the display's console for its notes
+    :param max_retries: Further attempts of a failed run
+    :param progress: Show the progress display
+    :param description: Where the runs go, for the first line of the display
+    :return: One dict per run: ``key``, ``status`` (done / skipped / failed), ``wall_s`` (of its last attempt),
+        ``attempts``, ``start_steps`` (steps per task its last attempt resumed at), ``redone_steps`` (steps per task
+        trained again after failures: at least the steps reported before each failure, minus where the next attempt
+        resumed) and for a failed run ``error`` (the last attempt's); ``errors``: the errors of the retried attempts
     """
     console = Console(quiet=not progress)
-    results = [dict(key=spec.key, status="skipped", wall_s=0.0) for spec in runs if is_complete(spec)]
+    results = [dict(key=spec.key, status="skipped", wall_s=0.0, attempts=0) for spec in runs if is_complete(spec)]
     pending = [spec for spec in runs if not is_complete(spec)]
-    console.print(f"{len(runs)} runs: {len(results)} already complete, {len(pending)} to run on {workers} worker(s)")
+    console.print(f"{len(runs)} runs: {len(results)} already complete, {len(pending)} to run {description}".rstrip())
     if not pending:
         return results
-    context = multiprocessing.get_context("spawn")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"))
-    with (
-        context.Manager() as manager,
-        ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool,
-        Progress(*columns, TimeElapsedColumn(), console=console, disable=not progress) as bar,
-    ):
-        queue = manager.Queue()
-        overall = bar.add_task("runs", total=len(runs), completed=len(results), note="")
-        rows: dict[str, Any] = {}
-        futures: dict[Future, RunSpec] = {pool.submit(run_one, spec, queue): spec for spec in pending}
-        while futures:
-            finished, _ = wait(list(futures), timeout=0.5, return_when=FIRST_COMPLETED)
-            while not queue.empty():
-                key, steps, note = queue.get()
-                if key not in rows:
-                    rows[key] = bar.add_task(f"  {key}", total=pending[0].settings.steps_per_task, note="")
-                bar.update(rows[key], completed=steps, note=note)
-            for future in finished:
-                spec = futures.pop(future)
-                try:
-                    result = future.result()
-                except Exception as error:  # report and go on with the grid
-                    result = dict(key=spec.key, status="failed", wall_s=0.0, error=f"{type(error).__name__}: {error}")
-                results.append(result)
-                if spec.key in rows:
-                    bar.remove_task(rows.pop(spec.key))
-                bar.advance(overall)
-                detail = result.get("error") or f"{result['wall_s']:.0f} s"
-                bar.console.print(f"{result['status']:>7s}  {spec.key}  ({detail})")
+    ledger = _Ledger(pending)
+    with _GridDisplay(runs, len(results), console, progress) as display, backend(display.bar.console) as grid_backend:
+        for result in results:
+            display.skipped(result["key"])
+        in_flight: dict[Any, RunSpec] = {}
+
+        def submit(spec: RunSpec) -> None:
+            ledger.attempts[spec.key] += 1
+            in_flight[grid_backend.submit(spec)] = spec
+
+        try:
+            for spec in pending:
+                submit(spec)
+            while in_flight:
+                finished = grid_backend.wait(list(in_flight), timeout=0.5)
+                ledger.read(grid_backend.messages(), {spec.key for spec in in_flight.values()}, display)
+                for handle in finished:
+                    spec = in_flight.pop(handle)
+                    try:
+                        result = grid_backend.result(handle, spec)
+                    except Exception as error:  # report; start it again or go on with the grid
+                        result = ledger.failed(spec.key, _error_text(error), max_retries, display)
+                        if result is None:
+                            submit(spec)
+                            continue
+                    results.append(ledger.ended(result, display))
+                display.refresh(len(in_flight))
+        except KeyboardInterrupt:
+            keys = {spec.key for spec in in_flight.values()}
+            ledger.read(grid_backend.messages(), keys, None)  # runs that started since the last look
+            grid_backend.stop(list(in_flight), [pid for key, pid in ledger.pids.items() if key in keys])
+            note(
+                console,
+                f"Interrupted: {len(in_flight)} run(s) stopped at their last checkpoint; "
+                "run the same command again to resume them.",
+            )
+            raise
     return results
+
+
+def run_grid(
+    runs: Sequence[RunSpec],
+    workers: int = 1,
+    threads: int = 1,
+    progress: bool = True,
+    max_retries: int = 2,
+    checkpoint_every: int | None = None,
+) -> list[dict[str, Any]]:
+    """Run the unfinished runs in ``workers`` spawned processes on this machine (``threads`` torch threads each):
+    :func:`drive_grid` on a :class:`LocalBackend`.
+
+    :param checkpoint_every: Env steps per task between a run's checkpoints (``None``: at each evaluation; 0: none)
+    :return: One dict per run (see :func:`drive_grid`)
+    """
+    return drive_grid(
+        runs,
+        lambda console: LocalBackend(workers, threads, checkpoint_every),
+        max_retries=max_retries,
+        progress=progress,
+        description=f"on {workers} local worker(s)",
+    )

@@ -48,6 +48,44 @@ class BenchSettings:
             raise ValueError(f"Unknown size {self.size!r}; presets: {list(SIZE_PRESETS)}")
 
 
+#: Where the runs of a grid can execute (``--backend``)
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Where and how the runs of a grid execute: backend, parallelism, resources, retries, checkpoints.
+
+    Not part of a run's ``config.json``: a run completed by one backend is complete for the other, and a run
+    interrupted on one resumes on the other.
+    """
+
+    backend: str = setting("local", "local: a process pool on this machine; ray: Ray tasks (pip install sb3-brc[ray])",
+                           choices=list(BACKENDS))  # fmt: skip
+    workers: int = setting(1, "parallel runs (local backend; ray without --address: the local Ray instance's size)")
+    address: str | None = setting(None, "Ray cluster to join ('auto': the one `ray start` runs here; default: start one)")
+    cpus_per_run: float = setting(1.0, "CPUs Ray reserves per run")
+    gpus_per_run: float = setting(0.0, "GPUs Ray reserves per run (fractions share a GPU)")
+    max_retries: int = setting(2, "times a failed run (error or dead worker) is started again; it resumes from its checkpoint")
+    checkpoint_every: int | None = setting(None, "env steps per task between a run's checkpoints (default: at each "
+                                           "evaluation; 0: none, an interrupted run starts over)")  # fmt: skip
+
+    def check(self) -> None:
+        """Reject settings no backend can run."""
+        if self.backend not in BACKENDS:
+            raise ValueError(f"Unknown backend {self.backend!r}; choose one of {list(BACKENDS)}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.cpus_per_run <= 0 or self.gpus_per_run < 0:
+            raise ValueError(f"cpus_per_run must be > 0 and gpus_per_run >= 0, got {self.cpus_per_run}, {self.gpus_per_run}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: no checkpoints), got {self.checkpoint_every}")
+        if self.backend == "local" and (self.address is not None or self.gpus_per_run > 0 or self.cpus_per_run != 1.0):
+            raise ValueError("--address, --cpus-per-run and --gpus-per-run are Ray options: add --backend ray")
+
+
 #: Named run settings: flags of ``sb3-brc train`` and ``sb3-brc bench`` that ``--preset`` sets unless given explicitly.
 #: "cpu" keeps each command's cheap defaults (a tiny network, CPU minutes); "paper" is the reference training setup
 #: (``train.py`` of naumix/BiggerRegularizedCategorical): a 4096-wide critic with 2 blocks and a 256-wide actor (size

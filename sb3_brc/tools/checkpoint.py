@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import GymEnv
 
@@ -96,17 +97,35 @@ def latest_checkpoint(root: str) -> str | None:
     return path if os.path.exists(os.path.join(path, "checkpoint.json")) else None
 
 
-def load_checkpoint(root: str, env: GymEnv, **load_kwargs: Any) -> MultiTaskAlgorithm:
+def checkpoint_timesteps(root: str) -> int:
+    """``num_timesteps`` of the newest complete checkpoint under ``root`` (0 when there is none)."""
+    path = latest_checkpoint(root)
+    if path is None:
+        return 0
+    with open(os.path.join(path, "checkpoint.json")) as file:
+        return int(json.load(file)["num_timesteps"])
+
+
+def load_checkpoint(
+    root: str, env: GymEnv, algorithm: type[BaseAlgorithm] | None = None, **load_kwargs: Any
+) -> MultiTaskAlgorithm:
     """Restore the newest checkpoint under ``root`` for ``env``: model, replay buffer and RNG states.
 
     Continue with ``model.learn(total_timesteps - model.num_timesteps, reset_num_timesteps=False)`` (the
     schedule and step count carry on from the checkpoint).
+
+    :param root: Checkpoint root directory
+    :param env: The env to continue on
+    :param algorithm: The model's class (default: the BRC algorithm the checkpoint names; give it for other
+        off-policy SB3 algorithms, whose checkpoints :func:`save_checkpoint` writes the same way)
+    :param load_kwargs: Further keyword arguments of ``algorithm.load`` (``device``)
     """
     path = latest_checkpoint(root)
     if path is None:
         raise FileNotFoundError(f"No complete checkpoint under {root!r}: nothing to resume from.")
-    with open(os.path.join(path, "checkpoint.json")) as file:
-        algorithm = ALGORITHMS[json.load(file).get("algorithm", "BRCSAC")]  # checkpoints before BRCDQN: BRCSAC
+    if algorithm is None:
+        with open(os.path.join(path, "checkpoint.json")) as file:
+            algorithm = ALGORITHMS[json.load(file).get("algorithm", "BRCSAC")]  # checkpoints before BRCDQN: BRCSAC
     model = algorithm.load(os.path.join(path, "model.zip"), env=env, **load_kwargs)
     if os.path.exists(os.path.join(path, "replay_buffer.pkl")):
         model.load_replay_buffer(os.path.join(path, "replay_buffer.pkl"))
@@ -127,6 +146,7 @@ class CheckpointCallback(BaseCallback):
     def __init__(self, root: str, save_freq: int, replay_buffer: bool = True, verbose: int = 0):
         super().__init__(verbose)
         self.root, self.save_freq, self.replay_buffer = root, save_freq, replay_buffer
+        self.saved_at: int | None = None
 
     def _on_step(self) -> bool:
         # Scheduled on the step count, not on calls, so a resumed run keeps the same schedule
@@ -135,9 +155,11 @@ class CheckpointCallback(BaseCallback):
         return True
 
     def _on_training_end(self) -> None:
-        self._save()
+        if self.saved_at != self.num_timesteps:  # not twice when the schedule saved on the last step
+            self._save()
 
     def _save(self) -> None:
         path = save_checkpoint(self.model, self.root, self.replay_buffer)
+        self.saved_at = self.num_timesteps
         if self.verbose:
             print(f"checkpoint: {path}")

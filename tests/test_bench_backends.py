@@ -1,0 +1,214 @@
+"""Grid backends (sb3_brc.bench.runner, sb3_brc.bench.ray_backend): the local process pool and Ray tasks run the same
+per-run function; killed workers are retried and resume from their checkpoint; a run that keeps failing is reported;
+Ctrl-C leaves resumable runs. The Ray tests run a real local Ray instance (2 CPUs)."""
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+import pytest
+
+from sb3_brc import cli
+from sb3_brc.bench import ALGOS, BenchSettings, RunSpec, RunTasks, aggregate, grid, load_grid, run_benchmark
+from sb3_brc.bench.grid import is_complete, run_files, saved_status, write_run_files
+from sb3_brc.bench.ray_backend import RayBackend, run_grid_ray
+from sb3_brc.bench.runner import ATTEMPTS, CHECKPOINTS, is_resumable, run_grid
+from sb3_brc.bench.settings import RunnerSettings, add_setting_flags, settings_from_args
+from sb3_brc.tools.checkpoint import checkpoint_timesteps
+from sb3_brc.tools.report import read_eval_csv
+
+requires_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="the Ray backend needs the ray extra: pip install sb3-brc[ray]"
+)
+# Small runs: a checkpoint at each evaluation (every 100 steps per task)
+FAST = dict(eval_every=100, eval_episodes=1, learning_starts=100, batch_size=32, gradient_steps=1, width=16)
+BACKENDS = ["local", pytest.param("ray", marks=requires_ray)]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray instance with 2 CPUs for this module's tests (the backend joins it)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _run(backend: str, runs: list[RunSpec], request: pytest.FixtureRequest, **kwargs) -> list[dict]:
+    if backend == "ray":
+        request.getfixturevalue("ray_session")
+        return run_grid_ray(runs, workers=2, **kwargs)
+    return run_grid(runs, workers=2, **kwargs)
+
+
+def _attempts(spec: RunSpec) -> list[dict]:
+    path = os.path.join(spec.run_dir, ATTEMPTS)
+    if not os.path.exists(path):
+        return []
+    with open(path) as file:
+        return [json.loads(line) for line in file.read().splitlines()]
+
+
+def _after_first_checkpoint(spec: RunSpec, action: Callable[[list[dict]], None], ready=lambda: True) -> threading.Event:
+    """Calls ``action(attempts)`` from a thread once the run has a checkpoint and ``ready()``, unless the returned
+    event is set first."""
+    cancelled = threading.Event()
+
+    def watch():
+        while not (checkpoint_timesteps(os.path.join(spec.run_dir, CHECKPOINTS)) > 0 and ready()):
+            if cancelled.wait(0.02):
+                return
+        action(_attempts(spec))
+
+    threading.Thread(target=watch, daemon=True).start()
+    return cancelled
+
+
+def _unknown_task_run(out: str, settings: BenchSettings) -> RunSpec:
+    # A run that fails in its worker at every attempt (as a task whose package a worker lacks would)
+    return RunSpec("sac", ALGOS["sac"], RunTasks("NoSuchTask-v0", ("NoSuchTask-v0",), ("NoSuchTask-v0",)), 0, settings, out)
+
+
+def _evaluation_steps(spec: RunSpec) -> list[int]:
+    return [row["steps_per_task"] for row in read_eval_csv(os.path.join(spec.run_dir, "evaluations.csv"))]
+
+
+def test_runner_settings_flags_and_checks():
+    parser = argparse.ArgumentParser()
+    add_setting_flags(parser, RunnerSettings)
+    assert settings_from_args(RunnerSettings, parser.parse_args([])) == RunnerSettings()
+    args = parser.parse_args(["--backend", "ray", "--address", "auto", "--cpus-per-run", "2", "--gpus-per-run", "0.5"])
+    assert settings_from_args(RunnerSettings, args) == RunnerSettings("ray", address="auto", cpus_per_run=2, gpus_per_run=0.5)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--backend", "slurm"])
+    with pytest.raises(ValueError, match="Ray options: add --backend ray"):
+        RunnerSettings(gpus_per_run=1).check()
+    with pytest.raises(ValueError, match="max_retries must be >= 0"):
+        RunnerSettings(max_retries=-1).check()
+    with pytest.raises(ValueError, match="cpus_per_run must be > 0"):
+        RunnerSettings("ray", cpus_per_run=0).check()
+
+
+def test_missing_ray_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets without the extra
+    runs = grid(str(tmp_path), ["sac"], ["Pendulum-v1"], [0], BenchSettings(steps_per_task=100, **FAST))
+    with pytest.raises(ImportError, match=r"pip install sb3-brc\[ray\]"):
+        run_grid_ray(runs)
+
+
+def test_written_back_result_files_complete_a_run(tmp_path):
+    settings = BenchSettings(steps_per_task=100, **FAST)
+    (worker_spec,) = grid(str(tmp_path / "worker"), ["sac"], ["InvertedPendulum-v5"], [0], settings)
+    run_grid([worker_spec], progress=False)
+    driver_spec = dataclasses.replace(worker_spec, out=str(tmp_path / "driver"))
+    assert saved_status(driver_spec) is None
+    write_run_files(driver_spec, run_files(worker_spec))
+    assert is_complete(driver_spec) and _evaluation_steps(driver_spec) == [100]
+    assert sorted(os.listdir(driver_spec.run_dir)) == sorted(["config.json", "evaluations.csv", "random.json", ATTEMPTS])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_worker_is_retried_from_its_checkpoint_and_a_failing_run_is_reported(backend, tmp_path, request, capsys):
+    settings = BenchSettings(steps_per_task=600, **FAST)  # long enough to be killed before its end
+    (run,) = grid(str(tmp_path), ["sac"], ["InvertedPendulum-v5"], [0], settings)
+    failing = _unknown_task_run(str(tmp_path), settings)
+    killed = []
+
+    def kill(attempts):
+        killed.append(attempts[-1]["pid"])
+        os.kill(attempts[-1]["pid"], signal.SIGKILL)  # the worker process running the run
+
+    # Kill once the failing run is done with its two attempts (so that only the killed run is in flight)
+    watcher = _after_first_checkpoint(run, kill, ready=lambda: len(_attempts(failing)) == 2)
+    results = {r["key"]: r for r in _run(backend, [run, failing], request, max_retries=1, progress=True)}
+    watcher.set()
+    output = capsys.readouterr().out
+
+    done = results[run.key]
+    assert killed and done["status"] == "done" and done["attempts"] == 2
+    assert ("WorkerCrashedError" if backend == "ray" else "BrokenProcessPool") in done["errors"][0]
+    # The second attempt resumed from the checkpoint the first one left: a later start, fresh worker
+    first, second = _attempts(run)
+    assert len(_attempts(failing)) == 2 and first["start_steps_per_task"] == 0 and first["pid"] == killed[0]
+    assert second["start_steps_per_task"] == done["start_steps"] >= 100 and second["pid"] != killed[0]
+    assert done["redone_steps"] >= 0
+    # Evaluations complete and duplicate-free; the complete run keeps no checkpoint
+    assert _evaluation_steps(run) == [100, 200, 300, 400, 500, 600]
+    assert is_complete(run) and not os.path.exists(os.path.join(run.run_dir, CHECKPOINTS))
+
+    bad = results[failing.key]
+    assert bad["status"] == "failed" and bad["attempts"] == 2 and "Unknown task 'NoSuchTask-v0'" in bad["error"]
+    assert "retry  sac/InvertedPendulum-v5/seed0" in output and "failed  sac/NoSuchTask-v0/seed0" in output
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_stops_the_grid_and_leaves_resumable_runs(backend, tmp_path, request):
+    settings = BenchSettings(steps_per_task=600, **FAST)  # long enough not to end before Ctrl-C lands
+    (run,) = grid(str(tmp_path), ["sac"], ["InvertedPendulum-v5"], [0], settings)
+    watcher = _after_first_checkpoint(run, lambda attempts: os.kill(os.getpid(), signal.SIGINT))  # Ctrl-C on the driver
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(backend, [run], request, progress=False)
+    finally:
+        watcher.set()
+    assert saved_status(run) == "running" and is_resumable(run)
+    # The same grid again resumes the run from its checkpoint
+    (result,) = _run(backend, [run], request, progress=False)
+    assert result["status"] == "done" and result["start_steps"] >= 100
+    assert _evaluation_steps(run) == [100, 200, 300, 400, 500, 600] and len(_attempts(run)) == 2
+
+
+@requires_ray
+def test_ray_grid_matches_the_local_backend(tmp_path, ray_session):
+    pytest.importorskip("rliable")
+    flags = dict(steps_per_task=200, **FAST)
+    algos, tasks, seeds = ["brc_sac", "sac"], ["InvertedPendulum-v5", "InvertedDoublePendulum-v5"], [0, 1]
+    local = run_benchmark(str(tmp_path / "local"), algos, tasks, seeds, BenchSettings(**flags), workers=2, reps=100,
+                          command="cmd", progress=False)  # fmt: skip
+    assert sorted(r["status"] for r in local["runs"]) == ["done"] * 8
+    # `sb3-brc bench --backend ray` (it joins this process's Ray session; without one it starts a local instance)
+    argv = ["bench", "--backend", "ray", "--workers", "2", "--algos", *algos, "--tasks", *tasks, "--seeds", "0", "1",
+            "--out", str(tmp_path / "ray"), "--reps", "100", "--no-progress"]  # fmt: skip
+    for name, value in flags.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    cli.main(argv)
+    # Same evaluations, run by run, and the same aggregate (the runs are seeded)
+    for spec in grid(str(tmp_path / "ray"), algos, tasks, seeds, BenchSettings(**flags)):
+        run_dir = os.path.relpath(spec.run_dir, spec.out)
+        ray_rows, local_rows = ((tmp_path / out / run_dir / "evaluations.csv").read_text() for out in ("ray", "local"))
+        assert ray_rows == local_rows, spec.key
+    # Never more runs at a time than Ray's 2 CPUs (a run waiting on Ray, as for a blocking queue put, lends its CPU)
+    spans = []
+    for spec in grid(str(tmp_path / "ray"), algos, tasks, seeds, BenchSettings(**flags)):
+        (attempt,) = _attempts(spec)
+        start = datetime.fromisoformat(attempt["time"]).timestamp()
+        spans.append((start, start + json.loads((pathlib.Path(spec.run_dir) / "config.json").read_text())["wall_s"] - 0.3))
+    assert max(sum(start <= t < end for start, end in spans) for t, _ in spans) <= 2, spans
+    ray_aggregate = aggregate(load_grid(grid(str(tmp_path / "ray"), algos, tasks, seeds, BenchSettings(**flags))), reps=100)
+    for name in ("point", "ci", "poi", "curves"):
+        assert ray_aggregate[name] == local["aggregate"][name], name
+    assert "| brc_sac | 2 |" in (tmp_path / "ray" / "aggregate.md").read_text()
+
+
+@requires_ray
+def test_ray_driver_writes_back_results_from_another_filesystem(tmp_path, ray_session, capsys):
+    settings = BenchSettings(steps_per_task=100, **FAST)
+    (worker_spec,) = grid(str(tmp_path / "worker-disk"), ["sac"], ["InvertedPendulum-v5"], [0], settings)
+    driver_spec = dataclasses.replace(worker_spec, out=str(tmp_path / "driver-disk"))
+    with RayBackend(None, 1, 1.0, 0.0, threads=1) as backend:
+        handle = backend.submit(worker_spec)  # the worker writes where the driver does not look
+        while not backend.wait([handle], timeout=1.0):
+            pass
+        result = backend.result(handle, driver_spec)
+    assert result["status"] == "done" and "files" not in result
+    assert "was written on another filesystem" in capsys.readouterr().out
+    assert is_complete(driver_spec) and _evaluation_steps(driver_spec) == [100]
