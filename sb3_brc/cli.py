@@ -29,6 +29,7 @@ from sb3_brc.tools.diagnostics import plot_task_embeddings
 from sb3_brc.tools.evaluation import evaluate_tasks
 from sb3_brc.tools.report import write_report
 from sb3_brc.tools.training import brc_dqn_policy_kwargs, brc_sac_policy_kwargs, per_task_budget, train_and_evaluate
+from sb3_brc.tools.wandb_logging import add_wandb_arguments, open_wandb_run, run_name, tasks_label, wandb_settings_from_args
 
 
 def build_env(config: dict[str, Any], seed: int, training: bool = True) -> MultiTaskVecEnv:
@@ -40,6 +41,10 @@ def build_env(config: dict[str, Any], seed: int, training: bool = True) -> Multi
     discrete = isinstance(first_task.action_space, spaces.Discrete)
     first_task.close()
     return (DiscreteMultiTaskVecEnv if discrete else MultiTaskVecEnv)(config["tasks"], seed=seed)
+
+
+# Algorithm names in run names (those of the benchmark harness)
+ALGO_NAMES: dict[type[MultiTaskAlgorithm], str] = {BRCSAC: "brc_sac", BRCDQN: "brc_dqn"}
 
 
 def algorithm_for(env: MultiTaskVecEnv) -> type[MultiTaskAlgorithm]:
@@ -125,20 +130,25 @@ def train(args: argparse.Namespace) -> None:
         shutil.rmtree(checkpoints, ignore_errors=True)
     eval_freq = args.eval_every or max(1, args.steps_per_task // 10)
     start = time.time()
-    result = train_and_evaluate(
-        env,
-        eval_env,
-        functools.partial(resumed_model if args.resume else new_model, args, env),
-        steps_per_task=args.steps_per_task,
-        eval_every=eval_freq,
-        eval_episodes=args.eval_episodes,
-        eval_csv=os.path.join(args.out, "eval.csv"),
-        baseline_json=os.path.join(args.out, "random_baseline.json"),
-        seed=args.seed,
-        resume=args.resume,
-        callbacks=[CheckpointCallback(checkpoints, args.checkpoint_freq or eval_freq, not args.no_replay_checkpoint)],
-        progress_bar=not args.no_progress,
-    )
+    algo, label = ALGO_NAMES[algorithm_for(env)], args.suite or tasks_label(env.task_names)
+    wandb_settings = wandb_settings_from_args(args, default_group=f"{algo}-{label}")  # None without --wandb
+    wandb_id = os.path.join(args.out, "wandb_run.json")  # a resumed run continues its W&B run
+    with open_wandb_run(wandb_settings, run_name(algo, label, args.seed), config, "train", wandb_id, args.resume) as wandb:
+        result = train_and_evaluate(
+            env,
+            eval_env,
+            functools.partial(resumed_model if args.resume else new_model, args, env),
+            steps_per_task=args.steps_per_task,
+            eval_every=eval_freq,
+            eval_episodes=args.eval_episodes,
+            eval_csv=os.path.join(args.out, "eval.csv"),
+            baseline_json=os.path.join(args.out, "random_baseline.json"),
+            seed=args.seed,
+            resume=args.resume,
+            callbacks=[CheckpointCallback(checkpoints, args.checkpoint_freq or eval_freq, not args.no_replay_checkpoint)],
+            progress_bar=not args.no_progress,
+            wandb_run=wandb,
+        )
     minutes = (time.time() - start) / 60
     model = result.model
     model.save(os.path.join(args.out, "model.zip"))
@@ -209,6 +219,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p_train.add_argument("--no-replay-checkpoint", action="store_true", help="checkpoints without the replay buffer")
     p_train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p_train.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    add_wandb_arguments(p_train)
     p_train.set_defaults(func=train)
 
     p_eval = sub.add_parser("eval", help="evaluate a trained run per task")

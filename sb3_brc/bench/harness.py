@@ -25,6 +25,7 @@ tasks; its evaluation envs play whole games and its scores are human-normalised.
 """
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -38,6 +39,23 @@ from sb3_brc.bench.plots import plot_aggregate
 from sb3_brc.bench.runner import run_grid
 from sb3_brc.bench.scoring import aggregate, load_grid
 from sb3_brc.bench.settings import BenchSettings, add_preset_flag, add_setting_flags, parse_with_preset, settings_from_args
+from sb3_brc.tools.wandb_logging import WandbRun, WandbSettings, add_wandb_arguments, wandb_settings_from_args
+
+# The aggregate's W&B table: per algorithm, IQM, mean and median with their 95% CIs
+AGGREGATE_COLUMNS = ["algo", *(f"{m}{part}" for m in ("iqm", "mean", "median") for part in ("", "_ci_low", "_ci_high"))]
+
+
+def _log_aggregate(
+    wandb: WandbSettings, config: dict[str, Any], out: str, algos: Sequence[str], result: dict[str, Any]
+) -> None:
+    """The grid's aggregate as the W&B run ``aggregate`` of the group: its plots and a per-algorithm table."""
+    with WandbRun(wandb, "aggregate", config, "aggregate") as run:
+        run.log_images({f"aggregate/{os.path.splitext(name)[0]}": os.path.join(out, name) for name in result["plots"]})
+        estimates = [zip(result["point"][algo], result["ci"][algo], strict=True) for algo in algos]
+        rows = [
+            [algo, *(v for point, ci in pairs for v in (point, *ci))] for algo, pairs in zip(algos, estimates, strict=True)
+        ]
+        run.log_table("aggregate/scores", AGGREGATE_COLUMNS, rows)
 
 
 def run_benchmark(
@@ -53,6 +71,7 @@ def run_benchmark(
     results_title: str | None = None,
     command: str | None = None,
     progress: bool = True,
+    wandb: WandbSettings | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a grid, aggregate it and write ``OUT/aggregate.md`` and the plots.
 
@@ -68,10 +87,12 @@ def run_benchmark(
     :param results_title: Heading of that section (default: from the grid)
     :param command: The command line to record (default: ``sys.argv``)
     :param progress: Show the progress display
+    :param wandb: Also log to W&B: each run that trains (``<algo>-<task or suite>-seed<k>``), then the aggregate
+        (run ``aggregate``: its plots and a per-algorithm table)
     :return: ``{"runs": per-run status, "data": GridData, "aggregate": rliable results and the plot file names
         (``"plots"``), "markdown": text}``
     """
-    runs = grid(out, algos, tasks, seeds, settings)
+    runs = grid(out, algos, tasks, seeds, settings, wandb)
     os.makedirs(out, exist_ok=True)
     statuses = run_grid(runs, workers=workers, threads=settings.threads, progress=progress)
     failed = [s for s in statuses if s["status"] == "failed"]
@@ -84,6 +105,9 @@ def run_benchmark(
     body = results_section(command, data, result, settings, failed)
     with open(os.path.join(out, "aggregate.md"), "w") as file:
         file.write(f"# {title}\n\n{body}")
+    if wandb is not None:
+        config = dict(algos=list(algos), tasks=list(tasks), seeds=list(seeds), reference=reference, command=command)
+        _log_aggregate(wandb, dict(config, **dataclasses.asdict(settings)), out, data.algos, result)
     if results_md is not None:
         # Plot links relative to the Markdown file
         prefix = os.path.relpath(os.path.abspath(out), os.path.dirname(os.path.abspath(results_md))) + "/"
@@ -110,6 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-md", default=None, help="Markdown file to write (or replace) a results section in")
     parser.add_argument("--results-title", default=None, help="heading of that section")
     parser.add_argument("--no-progress", action="store_true")
+    add_wandb_arguments(parser)
 
 
 def run_from_args(args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
@@ -127,6 +152,8 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> dict[
         results_title=args.results_title,
         command=command,
         progress=not args.no_progress,
+        # W&B group: the output directory's name unless --wandb-group names one
+        wandb=wandb_settings_from_args(args, default_group=os.path.basename(os.path.abspath(args.out))),
     )
     print(result["markdown"])
     print(f"Written: {os.path.join(args.out, 'aggregate.md')} and {', '.join(result['aggregate']['plots'])}")

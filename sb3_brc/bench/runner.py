@@ -17,6 +17,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from sb3_brc.bench.grid import RunSpec, is_complete
 from sb3_brc.envs.vec_env import MultiTaskVecEnv
 from sb3_brc.tools.training import per_task_budget, train_and_evaluate, write_json_atomic
+from sb3_brc.tools.wandb_logging import open_wandb_run, run_name
 
 # Replay capacity per task of every algorithm of the grid (the run's transitions, up to this many)
 BUFFER_SIZE_PER_TASK = 1_000_000
@@ -64,18 +65,20 @@ def run_one(spec: RunSpec, queue: Any = None) -> dict[str, Any]:
     eval_env = spec.algo.make_env(tasks.tasks, tasks.task_names, spec.seed + 10_000, tasks.suite, training=False)
     if queue is not None:
         queue.put((spec.key, 0, "training"))
-    train_and_evaluate(
-        env,
-        eval_env,
-        functools.partial(build_model, spec, env),
-        steps_per_task=settings.steps_per_task,
-        eval_every=settings.eval_every,
-        eval_episodes=settings.eval_episodes,
-        eval_csv=os.path.join(spec.run_dir, "evaluations.csv"),  # an unfinished run restarts from scratch
-        baseline_json=os.path.join(spec.run_dir, "random.json"),
-        seed=spec.seed,
-        on_evaluation=None if queue is None else functools.partial(_report_progress, queue, spec.key),
-    )
+    with open_wandb_run(spec.wandb, run_name(spec.algo_name, spec.tasks.label, spec.seed), spec.config(), "bench") as wandb:
+        train_and_evaluate(
+            env,
+            eval_env,
+            functools.partial(build_model, spec, env),
+            steps_per_task=settings.steps_per_task,
+            eval_every=settings.eval_every,
+            eval_episodes=settings.eval_episodes,
+            eval_csv=os.path.join(spec.run_dir, "evaluations.csv"),  # an unfinished run restarts from scratch
+            baseline_json=os.path.join(spec.run_dir, "random.json"),
+            seed=spec.seed,
+            on_evaluation=None if queue is None else functools.partial(_report_progress, queue, spec.key),
+            wandb_run=wandb,
+        )
     env.close()
     eval_env.close()
     wall = time.time() - start
