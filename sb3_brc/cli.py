@@ -20,7 +20,7 @@ from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.dqn import dqn as brcdqn_module
 from sb3_brc.dqn.dqn import BRCDQN
 from sb3_brc.envs.suites import describe_suites, make_suite, task_factory
-from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv
+from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, MultiTaskVecEnv
 from sb3_brc.sac import sac as brcsac_module
 from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.sac.sac import BRCSAC
@@ -32,7 +32,7 @@ from sb3_brc.tools.training import brc_dqn_policy_kwargs, brc_sac_policy_kwargs,
 from sb3_brc.tools.wandb_logging import add_wandb_arguments, open_wandb_run, run_name, tasks_label, wandb_settings_from_args
 
 
-def build_env(config: dict[str, Any], seed: int, training: bool = True) -> MultiTaskVecEnv:
+def build_env(config: dict[str, Any], seed: int, training: bool = True) -> BaseMultiTaskVecEnv:
     """The env a run config names: a suite, or an explicit task list (discrete tasks: a
     ``DiscreteMultiTaskVecEnv``). ``training=False`` builds evaluation envs (Atari: whole games)."""
     if config.get("suite"):
@@ -44,10 +44,10 @@ def build_env(config: dict[str, Any], seed: int, training: bool = True) -> Multi
 
 
 # Algorithm names in run names (those of the benchmark harness)
-ALGO_NAMES: dict[type[MultiTaskAlgorithm], str] = {BRCSAC: "brc_sac", BRCDQN: "brc_dqn"}
+ALGO_NAMES: dict[type[BRCSAC] | type[BRCDQN], str] = {BRCSAC: "brc_sac", BRCDQN: "brc_dqn"}
 
 
-def algorithm_for(env: MultiTaskVecEnv) -> type[MultiTaskAlgorithm]:
+def algorithm_for(env: BaseMultiTaskVecEnv) -> type[BRCSAC] | type[BRCDQN]:
     """BRCDQN for discrete actions (Atari, CartPole, ...), BRCSAC for continuous control."""
     return BRCDQN if isinstance(env.action_space, spaces.Discrete) else BRCSAC
 
@@ -62,7 +62,7 @@ def _print_table(results: list[dict[str, Any]], baseline: list[dict[str, Any]] |
         print(f"{row['task']:30s} {row['mean_return']:10.1f} {rand} {success:>8s} {score:>7s}")
 
 
-def new_model(args: argparse.Namespace, env: MultiTaskVecEnv) -> MultiTaskAlgorithm:
+def new_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAlgorithm:
     """The run's model: the algorithm's own per-task defaults where no flag sets them."""
     algorithm = algorithm_for(env)
     defaults = brcdqn_module if algorithm is BRCDQN else brcsac_module
@@ -83,7 +83,7 @@ def new_model(args: argparse.Namespace, env: MultiTaskVecEnv) -> MultiTaskAlgori
     )
 
 
-def resumed_model(args: argparse.Namespace, env: MultiTaskVecEnv) -> MultiTaskAlgorithm:
+def resumed_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAlgorithm:
     """The run's model restored from its last checkpoint."""
     model = load_checkpoint(os.path.join(args.out, "checkpoints"), env, device=args.device)
     print(f"Resuming from {model.num_timesteps // env.num_tasks} of {args.steps_per_task} env steps per task")
@@ -158,7 +158,7 @@ def train(args: argparse.Namespace) -> None:
         f"Trained {args.steps_per_task} env steps per task ({minutes:.1f} min in this session); model: `model.zip`; "
         "tensorboard logs: `tb/`; checkpoints: `checkpoints/`; config: `config.json`."
     )
-    if model.num_tasks > 1:
+    if isinstance(model, MultiTaskAlgorithm) and model.num_tasks > 1:
         plot_task_embeddings(model, os.path.join(args.out, "embeddings.png"))
         extra += "\n\n![task embeddings (PCA)](embeddings.png)"
     text = write_report(args.out, f"BRC on {args.suite or ', '.join(env.task_names)}", result.random_baseline, extra=extra)

@@ -47,14 +47,14 @@ def resolve_tasks(name: str) -> RunTasks:
         resolved = task_factory(name)[1] or name
         return RunTasks(resolved, (name,), (resolved,))
     if suite.shadowhand_objects:
-        names = tuple(suite.tasks)  # make_shadowhand_suite names each task after its object
-        return RunTasks(name, names, names, suite=name)
+        objects = tuple(map(str, suite.tasks))  # make_shadowhand_suite names each task after its object
+        return RunTasks(name, objects, objects, suite=name)
     if suite.atari or suite.metaworld is not None:
         env = make_suite(name)  # the task names are those of the built suite
         names = tuple(env.task_names)
         env.close()
         return RunTasks(name, names, names, suite=name)
-    names = tuple(suite.task_names or [task_factory(task)[1] or task for task in suite.tasks])
+    names = tuple(suite.task_names or [task_factory(task)[1] or str(task) for task in suite.tasks])
     return RunTasks(name, tuple(suite.tasks), names)
 
 

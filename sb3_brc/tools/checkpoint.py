@@ -12,7 +12,7 @@ import pickle
 import random
 import shutil
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -153,6 +153,6 @@ class CheckpointCallback(BaseCallback):
         self._save()
 
     def _save(self) -> None:
-        path = save_checkpoint(self.model, self.root, self.replay_buffer)
+        path = save_checkpoint(cast(MultiTaskAlgorithm, self.model), self.root, self.replay_buffer)  # a BRCSAC or BRCDQN
         if self.verbose:
             print(f"checkpoint: {path}")

@@ -11,12 +11,12 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_brc.envs.vec_env import MultiTaskVecEnv
+from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv
 from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
 from sb3_brc.tools.report import read_eval_csv
@@ -37,12 +37,19 @@ def brc_dqn_policy_kwargs(size: str, width: int | None) -> dict[str, Any]:
     return dict(net_arch=[width, width] if width is not None else SIZE_PRESETS[size]["qf"])
 
 
+class PerTaskBudget(TypedDict):
+    """Keyword arguments of an off-policy algorithm for a run's tasks (:func:`per_task_budget`)."""
+
+    learning_starts: int
+    buffer_size: int
+
+
 def per_task_budget(
     num_tasks: int, steps_per_task: int, learning_starts_per_task: int, buffer_size_per_task: int
-) -> dict[str, int]:
+) -> PerTaskBudget:
     """``learning_starts`` and ``buffer_size`` keyword arguments for ``num_tasks`` tasks given per-task numbers
     (the replay buffer never holds more than the run's transitions)."""
-    return dict(
+    return PerTaskBudget(
         learning_starts=learning_starts_per_task * num_tasks,
         buffer_size=min(buffer_size_per_task, steps_per_task) * num_tasks,
     )
@@ -91,8 +98,8 @@ class TrainingResult:
 
 
 def train_and_evaluate(
-    env: MultiTaskVecEnv,
-    eval_env: MultiTaskVecEnv,
+    env: BaseMultiTaskVecEnv,
+    eval_env: BaseMultiTaskVecEnv,
     make_model: Callable[[], BaseAlgorithm],
     *,
     steps_per_task: int,
