@@ -40,7 +40,7 @@ autodoc_preserve_defaults = True
 # from these third-party packages in signatures and base classes have no target here; they are the only exceptions.
 # ``VecEnv`` is the forward reference inside SB3's ``GymEnv`` alias.
 THIRD_PARTY = "torch|numpy|gymnasium|stable_baselines3|matplotlib|rich"
-STANDARD_LIBRARY = "abc|argparse|collections|io|pathlib|types"
+STANDARD_LIBRARY = "abc|argparse|collections|io|pathlib|types|_typeshed"
 nitpick_ignore_regex = [(r"py:.*", rf"({THIRD_PARTY}|{STANDARD_LIBRARY})\..*"), ("py:class", "VecEnv")]
 
 

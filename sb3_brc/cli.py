@@ -21,7 +21,7 @@ from sb3_brc.dqn import dqn as brcdqn_module
 from sb3_brc.dqn.dqn import BRCDQN
 from sb3_brc.envs.subproc import EnvStepTimeout, check_step_timeout
 from sb3_brc.envs.suites import describe_suites, make_suite, task_factory
-from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv
+from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, MultiTaskVecEnv
 from sb3_brc.sac import sac as brcsac_module
 from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.sac.sac import BRCSAC
@@ -30,12 +30,15 @@ from sb3_brc.tools.diagnostics import plot_task_embeddings
 from sb3_brc.tools.evaluation import evaluate_tasks
 from sb3_brc.tools.report import write_report
 from sb3_brc.tools.training import brc_dqn_policy_kwargs, brc_sac_policy_kwargs, per_task_budget, train_and_evaluate
+from sb3_brc.tools.wandb_logging import add_wandb_arguments, open_wandb_run, run_name, tasks_label, wandb_settings_from_args
 
 # Exit status of `sb3-brc train` when a task's step or reset exceeded --step-timeout (bad input: 2)
 EXIT_ENV_TIMEOUT = 3
 
 
-def build_env(config: dict[str, Any], seed: int, training: bool = True, step_timeout: float | None = None) -> MultiTaskVecEnv:
+def build_env(
+    config: dict[str, Any], seed: int, training: bool = True, step_timeout: float | None = None
+) -> BaseMultiTaskVecEnv:
     """The env a run config names: a suite, or an explicit task list (discrete tasks: a
     ``DiscreteMultiTaskVecEnv``). ``training=False`` builds evaluation envs (Atari: whole games).
     ``step_timeout``: each task in its own process, a step or reset slower than that many seconds raises
@@ -56,7 +59,11 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from error
 
 
-def algorithm_for(env: MultiTaskVecEnv) -> type[MultiTaskAlgorithm]:
+# Algorithm names in run names (those of the benchmark harness)
+ALGO_NAMES: dict[type[BRCSAC] | type[BRCDQN], str] = {BRCSAC: "brc_sac", BRCDQN: "brc_dqn"}
+
+
+def algorithm_for(env: BaseMultiTaskVecEnv) -> type[BRCSAC] | type[BRCDQN]:
     """BRCDQN for discrete actions (Atari, CartPole, ...), BRCSAC for continuous control."""
     return BRCDQN if isinstance(env.action_space, spaces.Discrete) else BRCSAC
 
@@ -71,7 +78,7 @@ def _print_table(results: list[dict[str, Any]], baseline: list[dict[str, Any]] |
         print(f"{row['task']:30s} {row['mean_return']:10.1f} {rand} {success:>8s} {score:>7s}")
 
 
-def new_model(args: argparse.Namespace, env: MultiTaskVecEnv) -> MultiTaskAlgorithm:
+def new_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAlgorithm:
     """The run's model: the algorithm's own per-task defaults where no flag sets them."""
     algorithm = algorithm_for(env)
     defaults = brcdqn_module if algorithm is BRCDQN else brcsac_module
@@ -92,7 +99,7 @@ def new_model(args: argparse.Namespace, env: MultiTaskVecEnv) -> MultiTaskAlgori
     )
 
 
-def resumed_model(args: argparse.Namespace, env: MultiTaskVecEnv) -> MultiTaskAlgorithm:
+def resumed_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAlgorithm:
     """The run's model restored from its last checkpoint."""
     model = load_checkpoint(os.path.join(args.out, "checkpoints"), env, device=args.device)
     print(f"Resuming from {model.num_timesteps // env.num_tasks} of {args.steps_per_task} env steps per task")
@@ -142,20 +149,25 @@ def train(args: argparse.Namespace) -> None:
         shutil.rmtree(checkpoints, ignore_errors=True)
     eval_freq = args.eval_every or max(1, args.steps_per_task // 10)
     start = time.time()
-    result = train_and_evaluate(
-        env,
-        eval_env,
-        functools.partial(resumed_model if args.resume else new_model, args, env),
-        steps_per_task=args.steps_per_task,
-        eval_every=eval_freq,
-        eval_episodes=args.eval_episodes,
-        eval_csv=os.path.join(args.out, "eval.csv"),
-        baseline_json=os.path.join(args.out, "random_baseline.json"),
-        seed=args.seed,
-        resume=args.resume,
-        callbacks=[CheckpointCallback(checkpoints, args.checkpoint_freq or eval_freq, not args.no_replay_checkpoint)],
-        progress_bar=not args.no_progress,
-    )
+    algo, label = ALGO_NAMES[algorithm_for(env)], args.suite or tasks_label(env.task_names)
+    wandb_settings = wandb_settings_from_args(args, default_group=f"{algo}-{label}")  # None without --wandb
+    wandb_id = os.path.join(args.out, "wandb_run.json")  # a resumed run continues its W&B run
+    with open_wandb_run(wandb_settings, run_name(algo, label, args.seed), config, "train", wandb_id, args.resume) as wandb:
+        result = train_and_evaluate(
+            env,
+            eval_env,
+            functools.partial(resumed_model if args.resume else new_model, args, env),
+            steps_per_task=args.steps_per_task,
+            eval_every=eval_freq,
+            eval_episodes=args.eval_episodes,
+            eval_csv=os.path.join(args.out, "eval.csv"),
+            baseline_json=os.path.join(args.out, "random_baseline.json"),
+            seed=args.seed,
+            resume=args.resume,
+            callbacks=[CheckpointCallback(checkpoints, args.checkpoint_freq or eval_freq, not args.no_replay_checkpoint)],
+            progress_bar=not args.no_progress,
+            wandb_run=wandb,
+        )
     minutes = (time.time() - start) / 60
     model = result.model
     model.save(os.path.join(args.out, "model.zip"))
@@ -165,7 +177,7 @@ def train(args: argparse.Namespace) -> None:
         f"Trained {args.steps_per_task} env steps per task ({minutes:.1f} min in this session); model: `model.zip`; "
         "tensorboard logs: `tb/`; checkpoints: `checkpoints/`; config: `config.json`."
     )
-    if model.num_tasks > 1:
+    if isinstance(model, MultiTaskAlgorithm) and model.num_tasks > 1:
         plot_task_embeddings(model, os.path.join(args.out, "embeddings.png"))
         extra += "\n\n![task embeddings (PCA)](embeddings.png)"
     text = write_report(args.out, f"BRC on {args.suite or ', '.join(env.task_names)}", result.random_baseline, extra=extra)
@@ -237,6 +249,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="each task in its own process; a step or reset that takes longer ends the run (exit status 3) with an "
         "error naming the task and the step, the last checkpoint intact for --resume",
     )
+    add_wandb_arguments(p_train)
     p_train.set_defaults(func=train)
 
     p_eval = sub.add_parser("eval", help="evaluate a trained run per task")

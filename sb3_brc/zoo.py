@@ -32,7 +32,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from sb3_brc.sac.sac import BRCSAC
 
@@ -42,7 +42,7 @@ CRITIC_WIDTHS = (256, 512, 1024)
 ACTOR_WIDTHS = (128, 256)
 
 # The direction of rl-zoo3's studies (it maximises the mean evaluation return)
-STUDY_DIRECTION = "maximize"
+STUDY_DIRECTION: Literal["maximize"] = "maximize"
 
 
 def convert_brc_sac_params(sampled: dict[str, Any]) -> dict[str, Any]:
@@ -132,10 +132,11 @@ def optuna_storage(storage: str) -> Any:
     """What rl-zoo3 makes of ``--storage``: a journal file (a path ending in ``.log``, parent folders created) or
     an RDB URL (``sqlite:///study.db``, ``postgresql://...``); anything else is an error."""
     import optuna
+    from optuna.storages.journal import JournalFileBackend
 
     if storage.endswith(".log"):
         os.makedirs(os.path.dirname(os.path.abspath(storage)), exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+        return optuna.storages.JournalStorage(JournalFileBackend(storage))
     if "://" not in storage:
         raise ValueError(
             f"--storage {storage!r} is neither a database URL (sqlite:///study.db, postgresql://user@host/db) nor a "
@@ -174,9 +175,16 @@ def _launcher_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """The launcher's own flags (removed from ``argv``) and a look at rl-zoo3's ``-optimize`` / ``--storage`` /
     ``--study-name`` (left in ``argv`` for rl-zoo3)."""
     own = argparse.ArgumentParser(prog="python -m sb3_brc.zoo train", allow_abbrev=False, add_help=False)
-    widths = dict(type=int, nargs="+", metavar="WIDTH")
-    own.add_argument("--critic-widths", help="critic widths -optimize searches (default: 256 512 1024)", **widths)
-    own.add_argument("--actor-widths", help="actor widths -optimize searches (default: 128 256)", **widths)
+    own.add_argument(
+        "--critic-widths",
+        type=int,
+        nargs="+",
+        metavar="WIDTH",
+        help="critic widths -optimize searches (default: 256 512 1024)",
+    )
+    own.add_argument(
+        "--actor-widths", type=int, nargs="+", metavar="WIDTH", help="actor widths -optimize searches (default: 128 256)"
+    )
     flags, rest = own.parse_known_args(argv)
     for name in ("critic_widths", "actor_widths"):
         if getattr(flags, name) is not None and min(getattr(flags, name)) < 1:

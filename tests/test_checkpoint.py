@@ -1,9 +1,12 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import torch as th
 from conftest import TINY_POLICY
 from envs import TargetEnv
 
-from sb3_brc import BRCSAC
+from sb3_brc import BRCSAC, SB3_BRC_VERSION
 from sb3_brc.tools.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from sb3_brc.tools.report import read_eval_csv
 
@@ -35,6 +38,24 @@ def test_checkpoint_round_trip_restores_everything(tmp_path):
     assert th.equal(loaded.log_ent_coef, model.log_ent_coef)
     loaded.learn(60, reset_num_timesteps=False)
     assert loaded.num_timesteps == 160
+
+
+def test_checkpoints_and_saves_record_the_version_that_wrote_them(tmp_path):
+    model = trained_model()
+    path = save_checkpoint(model, str(tmp_path), replay_buffer=False)
+    meta_path = os.path.join(path, "checkpoint.json")
+    with open(meta_path) as file:
+        meta = json.load(file)
+    assert meta["sb3_brc_version"] == SB3_BRC_VERSION and meta["algorithm"] == "BRCSAC"
+    with zipfile.ZipFile(os.path.join(path, "model.zip")) as archive:
+        assert json.loads(archive.read("data"))["sb3_brc_version"] == SB3_BRC_VERSION
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same version: no warning
+        load_checkpoint(str(tmp_path), TargetEnv())
+    with open(meta_path, "w") as file:
+        json.dump(dict(meta, sb3_brc_version="0.2.9"), file)
+    with pytest.warns(UserWarning, match=rf"written by sb3-brc 0\.2\.9, with sb3-brc {re.escape(SB3_BRC_VERSION)}"):
+        assert load_checkpoint(str(tmp_path), TargetEnv()).num_timesteps == 100
 
 
 def test_crash_during_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from typing import Any
 
 from sb3_brc.envs.suites import make_suite
 from sb3_brc.envs.tasks import TaskSpec
-from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, DropTaskIds, MultiTaskVecEnv
+from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, DropTaskIds, MultiTaskVecEnv
 from sb3_brc.tools.training import brc_dqn_policy_kwargs, brc_sac_policy_kwargs
 
 
@@ -23,7 +23,7 @@ def crossq_policy_kwargs(size: str, width: int | None) -> dict[str, Any]:
 
 def make_multi_task_env(
     tasks: Sequence[TaskSpec], task_names: Sequence[str] | None, seed: int, suite: str | None = None, training: bool = True
-) -> MultiTaskVecEnv:
+) -> BaseMultiTaskVecEnv:
     """The default env builder of the harness: a :class:`MultiTaskVecEnv` of the tasks (one task for a
     single-task run: its task id is then a constant 0). ``suite`` builds a named suite with
     :func:`sb3_brc.envs.suites.make_suite` instead (Meta-World and Atari suites only exist as such); ``training=False``
@@ -43,7 +43,7 @@ def task_free_env(
 
 def discrete_multi_task_env(
     tasks: Sequence[TaskSpec], task_names: Sequence[str] | None, seed: int, suite: str | None = None, training: bool = True
-) -> MultiTaskVecEnv:
+) -> BaseMultiTaskVecEnv:
     """Env builder of discrete-action algorithms: a suite (Atari) or a :class:`DiscreteMultiTaskVecEnv`."""
     if suite is not None:
         return make_suite(suite, seed=seed, training=training)

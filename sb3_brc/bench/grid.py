@@ -11,6 +11,7 @@ from sb3_brc.bench.algos import ALGOS, BenchAlgo
 from sb3_brc.bench.settings import BenchSettings
 from sb3_brc.envs.suites import SUITES, make_suite, task_factory
 from sb3_brc.envs.vec_env import TaskSpec
+from sb3_brc.tools.wandb_logging import WandbSettings
 
 #: What a run leaves in its directory for the aggregation (small text files; checkpoints are not among them)
 RESULT_FILES = ("evaluations.csv", "random.json", "attempts.jsonl", "config.json")
@@ -50,20 +51,21 @@ def resolve_tasks(name: str) -> RunTasks:
         resolved = task_factory(name)[1] or name
         return RunTasks(resolved, (name,), (resolved,))
     if suite.shadowhand_objects:
-        names = tuple(suite.tasks)  # make_shadowhand_suite names each task after its object
-        return RunTasks(name, names, names, suite=name)
+        objects = tuple(map(str, suite.tasks))  # make_shadowhand_suite names each task after its object
+        return RunTasks(name, objects, objects, suite=name)
     if suite.atari or suite.metaworld is not None:
         env = make_suite(name)  # the task names are those of the built suite
         names = tuple(env.task_names)
         env.close()
         return RunTasks(name, names, names, suite=name)
-    names = tuple(suite.task_names or [task_factory(task)[1] or task for task in suite.tasks])
+    names = tuple(suite.task_names or [task_factory(task)[1] or str(task) for task in suite.tasks])
     return RunTasks(name, tuple(suite.tasks), names)
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the grid: an algorithm on a task (or, multi-task, a suite) with one seed."""
+    """One run of the grid: an algorithm on a task (or, multi-task, a suite) with one seed (``wandb``: also log it to
+    W&B; not part of :meth:`config`, so turning it on does not rerun finished runs)."""
 
     algo_name: str
     algo: BenchAlgo
@@ -71,6 +73,7 @@ class RunSpec:
     seed: int
     settings: BenchSettings
     out: str
+    wandb: WandbSettings | None = None
 
     @property
     def key(self) -> str:
@@ -94,8 +97,16 @@ class RunSpec:
         )
 
 
-def grid(out: str, algos: Sequence[str], tasks: Sequence[str], seeds: Sequence[int], settings: BenchSettings) -> list[RunSpec]:
-    """The runs of a grid: multi-task algorithms take a suite as one run, the others one run per task."""
+def grid(
+    out: str,
+    algos: Sequence[str],
+    tasks: Sequence[str],
+    seeds: Sequence[int],
+    settings: BenchSettings,
+    wandb: WandbSettings | None = None,
+) -> list[RunSpec]:
+    """The runs of a grid: multi-task algorithms take a suite as one run, the others one run per task (``wandb``: each
+    run also logs to W&B)."""
     settings.check()
     unknown = [name for name in algos if name not in ALGOS]
     if unknown:
@@ -106,7 +117,7 @@ def grid(out: str, algos: Sequence[str], tasks: Sequence[str], seeds: Sequence[i
         algo = ALGOS[name]
         for entry in resolved:
             parts = [entry] if algo.multi_task or not entry.is_suite else entry.split()
-            runs += [RunSpec(name, algo, part, seed, settings, out) for part in parts for seed in seeds]
+            runs += [RunSpec(name, algo, part, seed, settings, out, wandb) for part in parts for seed in seeds]
     return runs
 
 

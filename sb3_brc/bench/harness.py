@@ -51,6 +51,23 @@ from sb3_brc.bench.settings import (
     parse_with_preset,
     settings_from_args,
 )
+from sb3_brc.tools.wandb_logging import WandbRun, WandbSettings, add_wandb_arguments, wandb_settings_from_args
+
+# The aggregate's W&B table: per algorithm, IQM, mean and median with their 95% CIs
+AGGREGATE_COLUMNS = ["algo", *(f"{m}{part}" for m in ("iqm", "mean", "median") for part in ("", "_ci_low", "_ci_high"))]
+
+
+def _log_aggregate(
+    wandb: WandbSettings, config: dict[str, Any], out: str, algos: Sequence[str], result: dict[str, Any]
+) -> None:
+    """The grid's aggregate as the W&B run ``aggregate`` of the group: its plots and a per-algorithm table."""
+    with WandbRun(wandb, "aggregate", config, "aggregate") as run:
+        run.log_images({f"aggregate/{os.path.splitext(name)[0]}": os.path.join(out, name) for name in result["plots"]})
+        estimates = [zip(result["point"][algo], result["ci"][algo], strict=True) for algo in algos]
+        rows = [
+            [algo, *(v for point, ci in pairs for v in (point, *ci))] for algo, pairs in zip(algos, estimates, strict=True)
+        ]
+        run.log_table("aggregate/scores", AGGREGATE_COLUMNS, rows)
 
 
 def run_benchmark(
@@ -67,6 +84,7 @@ def run_benchmark(
     command: str | None = None,
     progress: bool = True,
     runner: RunnerSettings | None = None,
+    wandb: WandbSettings | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a grid, aggregate it and write ``OUT/aggregate.md`` and the plots.
 
@@ -83,6 +101,8 @@ def run_benchmark(
     :param command: The command line to record (default: ``sys.argv``)
     :param progress: Show the progress display
     :param runner: Backend, retries and checkpoints (default: :class:`RunnerSettings`'s, a local process pool)
+    :param wandb: Also log to W&B: each run that trains (``<algo>-<task or suite>-seed<k>``), then the aggregate
+        (run ``aggregate``: its plots and a per-algorithm table)
     :return: ``{"runs": per-run status, "data": GridData, "aggregate": rliable results and the plot file names
         (``"plots"``), "markdown": text}``
     """
@@ -90,7 +110,7 @@ def run_benchmark(
     if workers is not None:
         runner = dataclasses.replace(runner, workers=workers)
     runner.check()
-    runs = grid(out, algos, tasks, seeds, settings)
+    runs = grid(out, algos, tasks, seeds, settings, wandb)
     os.makedirs(out, exist_ok=True)
     statuses = run_runs(runs, runner, settings.threads, progress)
     failed = [s for s in statuses if s["status"] == "failed"]
@@ -103,6 +123,9 @@ def run_benchmark(
     body = results_section(command, data, result, settings, failed)
     with open(os.path.join(out, "aggregate.md"), "w") as file:
         file.write(f"# {title}\n\n{body}")
+    if wandb is not None:
+        config = dict(algos=list(algos), tasks=list(tasks), seeds=list(seeds), reference=reference, command=command)
+        _log_aggregate(wandb, dict(config, **dataclasses.asdict(settings)), out, data.algos, result)
     if results_md is not None:
         # Plot links relative to the Markdown file
         prefix = os.path.relpath(os.path.abspath(out), os.path.dirname(os.path.abspath(results_md))) + "/"
@@ -114,7 +137,9 @@ def run_runs(runs: list[RunSpec], runner: RunnerSettings, threads: int = 1, prog
     """Run a grid's runs on the backend ``runner`` names (:func:`~sb3_brc.bench.runner.run_grid` or
     :func:`~sb3_brc.bench.ray_backend.run_grid_ray`); returns their statuses."""
     runner.check()
-    common = dict(threads=threads, progress=progress, max_retries=runner.max_retries, checkpoint_every=runner.checkpoint_every)
+    common: dict[str, Any] = dict(
+        threads=threads, progress=progress, max_retries=runner.max_retries, checkpoint_every=runner.checkpoint_every
+    )
     if runner.backend == "ray":
         return run_grid_ray(runs, runner.address, runner.workers, runner.cpus_per_run, runner.gpus_per_run, **common)
     return run_grid(runs, runner.workers, **common)
@@ -139,6 +164,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-md", default=None, help="Markdown file to write (or replace) a results section in")
     parser.add_argument("--results-title", default=None, help="heading of that section")
     parser.add_argument("--no-progress", action="store_true")
+    add_wandb_arguments(parser)
 
 
 def run_from_args(args: argparse.Namespace, command: str | None = None) -> dict[str, Any]:
@@ -156,6 +182,8 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> dict[
         command=command,
         progress=not args.no_progress,
         runner=settings_from_args(RunnerSettings, args),
+        # W&B group: the output directory's name unless --wandb-group names one
+        wandb=wandb_settings_from_args(args, default_group=os.path.basename(os.path.abspath(args.out))),
     )
     print(result["markdown"])
     print(f"Written: {os.path.join(args.out, 'aggregate.md')} and {', '.join(result['aggregate']['plots'])}")

@@ -56,7 +56,8 @@ def plot_aggregate(data: GridData, result: dict[str, Any], out: str) -> list[str
         more than one algorithm, ``probability_of_improvement.png``
     """
     _, _, plot_utils = rliable()
-    colors = dict(zip(data.algos, matplotlib.colormaps["tab10"].colors, strict=False))
+    tab10: Any = matplotlib.colormaps["tab10"]  # a ListedColormap: its .colors are its ten colours
+    colors = dict(zip(data.algos, tab10.colors, strict=False))
     names = [_save(_plot_intervals(result, data.algos, colors), os.path.join(out, "intervals.png"))]
 
     figure = Figure(figsize=(6, 4))

@@ -34,6 +34,7 @@ from sb3_brc.bench.grid import RunSpec, is_complete, saved_status
 from sb3_brc.envs.vec_env import MultiTaskVecEnv
 from sb3_brc.tools.checkpoint import CheckpointCallback, checkpoint_timesteps, load_checkpoint
 from sb3_brc.tools.training import per_task_budget, train_and_evaluate, write_json_atomic
+from sb3_brc.tools.wandb_logging import open_wandb_run, run_name
 
 # Replay capacity per task of every algorithm of the grid (the run's transitions, up to this many)
 BUFFER_SIZE_PER_TASK = 1_000_000
@@ -159,20 +160,22 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
         callbacks.append(CheckpointCallback(checkpoints, checkpoint_every or settings.eval_every))
     if queue is not None:
         callbacks.append(_ReportSteps(queue, spec.key))
-    train_and_evaluate(
-        env,
-        eval_env,
-        functools.partial(restore_model if resume else build_model, spec, env),
-        steps_per_task=settings.steps_per_task,
-        eval_every=settings.eval_every,
-        eval_episodes=settings.eval_episodes,
-        eval_csv=os.path.join(spec.run_dir, "evaluations.csv"),
-        baseline_json=os.path.join(spec.run_dir, "random.json"),
-        seed=spec.seed,
-        resume=resume,
-        callbacks=callbacks,
-        on_evaluation=None if queue is None else functools.partial(_report_evaluation, queue, spec.key),
-    )
+    with open_wandb_run(spec.wandb, run_name(spec.algo_name, spec.tasks.label, spec.seed), spec.config(), "bench") as wandb:
+        train_and_evaluate(
+            env,
+            eval_env,
+            functools.partial(restore_model if resume else build_model, spec, env),
+            steps_per_task=settings.steps_per_task,
+            eval_every=settings.eval_every,
+            eval_episodes=settings.eval_episodes,
+            eval_csv=os.path.join(spec.run_dir, "evaluations.csv"),
+            baseline_json=os.path.join(spec.run_dir, "random.json"),
+            seed=spec.seed,
+            resume=resume,
+            callbacks=callbacks,
+            on_evaluation=None if queue is None else functools.partial(_report_evaluation, queue, spec.key),
+            wandb_run=wandb,
+        )
     env.close()
     eval_env.close()
     wall = time.time() - start
@@ -321,7 +324,7 @@ class _GridDisplay:
         if message.key not in self.rows:
             self.rows[message.key] = self.bar.add_task(f"  {message.key}", total=self.steps[message.key], count="", note="")
         self.at[message.key] = message.steps
-        fields = dict(count=f"{message.steps}/{self.steps[message.key]} steps/task")
+        fields: dict[str, Any] = dict(count=f"{message.steps}/{self.steps[message.key]} steps/task")
         if message.note is not None:
             fields["note"] = message.note
         self.bar.update(self.rows[message.key], completed=message.steps, **fields)
@@ -412,7 +415,9 @@ def drive_grid(
         resumed) and for a failed run ``error`` (the last attempt's); ``errors``: the errors of the retried attempts
     """
     console = Console(quiet=not progress)
-    results = [dict(key=spec.key, status="skipped", wall_s=0.0, attempts=0) for spec in runs if is_complete(spec)]
+    results: list[dict[str, Any]] = [
+        dict(key=spec.key, status="skipped", wall_s=0.0, attempts=0) for spec in runs if is_complete(spec)
+    ]
     pending = [spec for spec in runs if not is_complete(spec)]
     console.print(f"{len(runs)} runs: {len(results)} already complete, {len(pending)} to run {description}".rstrip())
     if not pending:
@@ -438,10 +443,11 @@ def drive_grid(
                     try:
                         result = grid_backend.result(handle, spec)
                     except Exception as error:  # report; start it again or go on with the grid
-                        result = ledger.failed(spec.key, _error_text(error), max_retries, display)
-                        if result is None:
+                        failure = ledger.failed(spec.key, _error_text(error), max_retries, display)
+                        if failure is None:
                             submit(spec)
                             continue
+                        result = failure
                     results.append(ledger.ended(result, display))
                 display.refresh(len(in_flight))
         except KeyboardInterrupt:

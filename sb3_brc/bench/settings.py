@@ -10,12 +10,15 @@ import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sb3_brc.sac.policies import SIZE_PRESETS
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 #: A settings dataclass (e.g. :class:`BenchSettings`).
-Settings = TypeVar("Settings")
+Settings = TypeVar("Settings", bound="DataclassInstance")
 
 
 def setting(default: Any, help: str, **flag_kwargs: Any) -> Any:

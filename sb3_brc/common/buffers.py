@@ -67,6 +67,9 @@ class CompactNStepReplayBuffer(ReplayBuffer):
     :param gamma: Discount of the n-step sum
     """
 
+    # One array per observation key ("" for a Box), where SB3's ReplayBuffer has one array
+    observations: dict[str, np.ndarray]  # type: ignore[assignment]
+
     def __init__(
         self,
         buffer_size: int,
@@ -89,9 +92,9 @@ class CompactNStepReplayBuffer(ReplayBuffer):
         self.n_steps, self.gamma = n_steps, gamma
         self.handle_timeout_termination = handle_timeout_termination
         self.is_dict = isinstance(observation_space, spaces.Dict)
-        parts = observation_space.spaces if self.is_dict else {"": observation_space}
+        parts = dict(observation_space.spaces) if isinstance(observation_space, spaces.Dict) else {"": observation_space}
         self.observations = {
-            key: np.zeros((self.buffer_size, n_envs, *space.shape), dtype=space.dtype) for key, space in parts.items()
+            key: np.zeros((self.buffer_size, n_envs, *(space.shape or ())), dtype=space.dtype) for key, space in parts.items()
         }
         self.actions = np.zeros((self.buffer_size, n_envs, self.action_dim), dtype=action_space.dtype)
         self.rewards = np.zeros((self.buffer_size, n_envs), dtype=np.float32)
@@ -100,7 +103,7 @@ class CompactNStepReplayBuffer(ReplayBuffer):
         self.final_observations: dict[tuple[int, int], dict[str, np.ndarray]] = {}
 
     def _parts(self, obs: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return obs if self.is_dict else {"": obs}
+        return obs if isinstance(obs, dict) else {"": obs}
 
     def _unparts(self, parts: dict[str, Any]) -> Any:
         return parts if self.is_dict else parts[""]
@@ -117,8 +120,8 @@ class CompactNStepReplayBuffer(ReplayBuffer):
         obs_parts, next_parts = self._parts(obs), self._parts(next_obs)
         for env_idx in range(self.n_envs):
             self.final_observations.pop((self.pos, env_idx), None)  # the slot is overwritten
-        for env_idx in np.flatnonzero(done):
-            self.final_observations[(self.pos, int(env_idx))] = {k: np.array(v[env_idx]) for k, v in next_parts.items()}
+        for ended in np.flatnonzero(done):
+            self.final_observations[(self.pos, int(ended))] = {k: np.array(v[ended]) for k, v in next_parts.items()}
         following = (self.pos + 1) % self.buffer_size
         for key, storage in self.observations.items():
             storage[self.pos] = np.asarray(obs_parts[key]).reshape(storage.shape[1:])
@@ -159,10 +162,12 @@ class CompactNStepReplayBuffer(ReplayBuffer):
         terminated = self.dones[last_inds, env_inds] * (1.0 - self.timeouts[last_inds, env_inds])
         obs = self._normalize_obs(self._unparts({k: s[batch_inds, env_inds] for k, s in self.observations.items()}), env)
         next_obs = self._normalize_obs(self._unparts(next_parts), env)
+        # Dict observations travel in ReplayBufferSamples too (SB3 types its fields as tensors): its discounts field
+        # carries the n-step discount, which DictReplayBufferSamples lacks
         return ReplayBufferSamples(
-            observations=self._to_torch_obs(obs),
+            observations=self._to_torch_obs(obs),  # type: ignore[arg-type]
             actions=self.to_torch(self.actions[batch_inds, env_inds]),
-            next_observations=self._to_torch_obs(next_obs),
+            next_observations=self._to_torch_obs(next_obs),  # type: ignore[arg-type]
             dones=self.to_torch(terminated.reshape(-1, 1)),
             rewards=self.to_torch(returns.astype(np.float32)),
             # 1-step samples carry no discount: the algorithm applies its own gamma, as with SB3's ReplayBuffer

@@ -9,20 +9,21 @@ import zipfile
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples
-from stable_baselines3.common.vec_env import unwrap_vec_normalize
-from torch import nn
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
 from sb3_brc.common.callbacks import TaskProgressBarCallback
 from sb3_brc.common.normalizer import ReturnNormalization, ReturnNormalizer
+from sb3_brc.common.policies import TaskConditionedNetwork
 from sb3_brc.common.task_layout import (
     TASK_ID_KEY,
     TaskLayout,
@@ -35,6 +36,10 @@ from sb3_brc.common.utils import NON_FINITE_HINT, SB3_BRC_VERSION, check_finite
 
 #: The type of ``self`` (``learn()`` and ``load()`` return the subclass).
 SelfMultiTask = TypeVar("SelfMultiTask", bound="MultiTaskAlgorithm")
+# The constructor's env and policy arguments, handed back checked: an env id as the env it names, a policy name as
+# the algorithm's policy class
+EnvArg = TypeVar("EnvArg", bound=GymEnv | str | None)
+PolicyArg = TypeVar("PolicyArg", bound=str | type[BasePolicy])
 
 # Saves written before this version used another task-id encoding (a float last observation entry) and are refused
 FIRST_LOADABLE_VERSION = (0, 2)
@@ -92,7 +97,15 @@ def _float_rows(obs: np.ndarray | dict[str, np.ndarray], n_rows: int) -> np.ndar
     return np.concatenate(floats, axis=1) if floats else np.zeros((n_rows, 0))
 
 
-class MultiTaskAlgorithm(ABC):
+if TYPE_CHECKING:
+    # For the type checker, the mixin is what it is always mixed into: an SB3 off-policy algorithm (at runtime it
+    # is a plain ABC, placed before the SB3 class in the bases)
+    _MixinBase = OffPolicyAlgorithm
+else:
+    _MixinBase = ABC
+
+
+class MultiTaskAlgorithm(_MixinBase):
     """Mixin placed before an SB3 off-policy algorithm (``class BRCSAC(MultiTaskAlgorithm, SAC)``).
 
     The subclass calls :meth:`_checked_env_and_policy` and :meth:`_task_policy_kwargs` before SB3's constructor and
@@ -100,7 +113,9 @@ class MultiTaskAlgorithm(ABC):
     (diagnostics, transfer): :attr:`value_network`, :meth:`value_loss`, :meth:`policy_entropy`, :meth:`_grow_tasks`.
     """
 
-    policy_aliases: dict[str, type[BasePolicy]]
+    # Set by each algorithm: its random-action warm-up per task, and the parts transfer can freeze
+    learning_starts_per_task: ClassVar[int]
+    freezable: ClassVar[tuple[str, ...]]
     task_layout: TaskLayout | None
     return_normalizer: ReturnNormalizer | None
     _task_episodes: list[deque] | None
@@ -108,23 +123,24 @@ class MultiTaskAlgorithm(ABC):
 
     @classmethod
     def _checked_env_and_policy(
-        cls, policy: str | type[BasePolicy], env: GymEnv | str | None, verbose: int, check_spaces: Callable[[GymEnv], None]
-    ) -> tuple[GymEnv | None, str | type[BasePolicy]]:
+        cls, policy: PolicyArg, env: EnvArg, verbose: int, check_spaces: Callable[[GymEnv], None]
+    ) -> tuple[EnvArg, PolicyArg]:
         """The env (made from an id, its spaces checked) and the policy, before SB3's constructor sees them.
 
         A policy name is resolved here on a multi-task env: its ``Dict(observation, task_id)`` is the task-id
         encoding, not the Dict observation SB3's ``MultiInputPolicy`` is for, so ``MlpPolicy``/``CnnPolicy`` stay
         valid. A policy class must derive from the algorithm's (``policy_aliases["MlpPolicy"]``)."""
-        if env is not None:
-            env = maybe_make_env(env, verbose)
-            check_spaces(env)
-            vec_normalize = unwrap_vec_normalize(env)
+        checked_env = None if env is None else maybe_make_env(env, verbose)
+        if checked_env is not None:
+            check_spaces(checked_env)
+            vec_normalize = unwrap_vec_normalize(checked_env) if isinstance(checked_env, VecEnv) else None
             if vec_normalize is not None and vec_normalize.norm_obs and TASK_ID_KEY in (vec_normalize.norm_obs_keys or []):
                 raise ValueError(
                     "VecNormalize would normalise the task ids into meaningless floats: build it with "
                     "VecNormalize(env, norm_obs_keys=['observation'])."
                 )
-        if isinstance(policy, str) and env is not None and is_task_observation_space(env.observation_space):
+        resolved: str | type[BasePolicy] = policy
+        if isinstance(policy, str) and checked_env is not None and is_task_observation_space(checked_env.observation_space):
             if policy not in cls.policy_aliases:
                 raise ValueError(f"Unknown policy {policy!r}; {cls.__name__} takes {sorted(cls.policy_aliases)}")
             if policy == "MultiInputPolicy":
@@ -132,17 +148,17 @@ class MultiTaskAlgorithm(ABC):
                     "MultiInputPolicy is for Dict observations of a single task. A multi-task env's observation part is a "
                     "Box: use MlpPolicy (or CnnPolicy for images)."
                 )
-            policy = cls.policy_aliases[policy]
+            resolved = cls.policy_aliases[policy]
         base = cls.policy_aliases["MlpPolicy"]
-        if isinstance(policy, type) and not issubclass(policy, base):
+        if isinstance(resolved, type) and not issubclass(resolved, base):
             raise ValueError(
-                f"{cls.__name__} needs a {base.__name__}, got {policy.__name__}. If this comes from {cls.__name__}.load(), "
+                f"{cls.__name__} needs a {base.__name__}, got {resolved.__name__}. If this comes from {cls.__name__}.load(), "
                 "the file was saved by another algorithm (e.g. SB3's SAC): load it with that algorithm's load()."
             )
-        return env, policy
+        return cast(EnvArg, checked_env), cast(PolicyArg, resolved)
 
     @staticmethod
-    def _task_policy_kwargs(policy_kwargs: dict[str, Any] | None, env: GymEnv | None) -> dict[str, Any]:
+    def _task_policy_kwargs(policy_kwargs: dict[str, Any] | None, env: GymEnv | str | None) -> dict[str, Any]:
         """``policy_kwargs`` with the env's task count (and, for discrete tasks, their legal actions)."""
         policy_kwargs, layout = dict(policy_kwargs or {}), task_layout_of(env)
         if layout is None or layout.num_tasks == 1:
@@ -153,7 +169,9 @@ class MultiTaskAlgorithm(ABC):
             policy_kwargs.setdefault("legal_actions", [list(legal) for legal in layout.legal_actions])
         return policy_kwargs
 
-    def _init_task_state(self, env: GymEnv | None, normalize_rewards: bool | ReturnNormalization, new_model: bool) -> None:
+    def _init_task_state(
+        self, env: GymEnv | str | None, normalize_rewards: bool | ReturnNormalization, new_model: bool
+    ) -> None:
         """Task layout, per-task rollout statistics and the return normaliser, from the constructor's arguments.
 
         Called in ``__init__``, not in ``_setup_model()``: ``load()`` restores these from the save file first.
@@ -194,6 +212,11 @@ class MultiTaskAlgorithm(ABC):
         )
 
     @property
+    @abstractmethod
+    def num_tasks(self) -> int:
+        """Number of tasks the policy was built for (its task embeddings)."""
+
+    @property
     def task_names(self) -> list[str]:
         """Names of the tasks, in task-id order (``task0``... if the env did not name them)."""
         if self.task_layout is not None:
@@ -225,6 +248,7 @@ class MultiTaskAlgorithm(ABC):
         if self._task_episodes is None:
             self._task_episodes = [deque(maxlen=self._stats_window_size) for _ in range(self.num_tasks)]
             self._task_successes = [deque(maxlen=self._stats_window_size) for _ in range(self.num_tasks)]
+        assert self._task_successes is not None  # set together with _task_episodes
         for idx, info in enumerate(infos):
             task = info.get("task_id")
             if task is None:
@@ -293,7 +317,7 @@ class MultiTaskAlgorithm(ABC):
 
     @property
     @abstractmethod
-    def value_network(self) -> nn.Module:
+    def value_network(self) -> TaskConditionedNetwork:
         """The categorical value network that owns the task embedding (BRCSAC's critic, BRCDQN's Q-network)."""
 
     @abstractmethod
@@ -338,7 +362,7 @@ class MultiTaskAlgorithm(ABC):
             tmp_path.unlink(missing_ok=True)
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls: type[SelfMultiTask],
         path: str | pathlib.Path | io.BufferedIOBase,
         env: GymEnv | None = None,

@@ -38,6 +38,9 @@ class TaskConditionedNetwork(BaseModel):
     :param embedding_norm: ``"l2"`` (reference code) or ``"l1"`` (paper) normalisation of the embedding
     """
 
+    features_extractor: BaseFeaturesExtractor
+    support: th.Tensor  # a registered buffer
+
     def __init__(
         self,
         observation_space: spaces.Space,
@@ -87,5 +90,6 @@ def grow_task_embeddings(online: TaskConditionedNetwork, target: TaskConditioned
     old_tasks = online.num_tasks
     online.add_tasks(count, new_rows)
     target.add_tasks(count, new_rows)
+    assert online.task_embedding is not None and target.task_embedding is not None  # add_tasks raised without one
     with th.no_grad():
         target.task_embedding.embedding.weight[old_tasks:] = online.task_embedding.embedding.weight[old_tasks:]

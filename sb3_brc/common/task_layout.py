@@ -11,7 +11,7 @@ carries ``batch.task_ids``. A plain (single-task) observation belongs to task 0.
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch as th
@@ -29,7 +29,7 @@ def task_observation_space(observation_space: spaces.Space) -> spaces.Dict:
     return spaces.Dict({OBSERVATION_KEY: observation_space, TASK_ID_KEY: TASK_ID_SPACE})
 
 
-def is_task_observation_space(space: spaces.Space) -> bool:
+def is_task_observation_space(space: spaces.Space) -> TypeGuard[spaces.Dict]:
     """Whether ``space`` is a multi-task env's ``Dict(observation, task_id)``."""
     return isinstance(space, spaces.Dict) and set(space.spaces) == {OBSERVATION_KEY, TASK_ID_KEY}
 

@@ -86,9 +86,11 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
     # Random-action warm-up per task, and the parts transfer can freeze (the task embedding always trains)
     learning_starts_per_task: ClassVar[int] = LEARNING_STARTS_PER_TASK
     freezable: ClassVar[tuple[str, ...]] = ("q_net",)
-    policy: BRCDQNPolicy
-    q_net: CategoricalQNetwork
-    q_net_target: CategoricalQNetwork
+    # BRC's categorical policy and Q-networks take the place of DQN's (same roles, a distribution per action)
+    policy: BRCDQNPolicy  # type: ignore[assignment]
+    q_net: CategoricalQNetwork  # type: ignore[assignment]
+    q_net_target: CategoricalQNetwork  # type: ignore[assignment]
+    max_grad_norm: float | None  # type: ignore[assignment]  # None: no clipping (BRCDQN's own train())
 
     def __init__(
         self,
@@ -130,7 +132,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
                 f"{exploration_decay_steps}, {augment_pad}"
             )
         super().__init__(
-            policy,
+            policy,  # type: ignore[arg-type]  # a BRCDQNPolicy in DQNPolicy's place
             env,
             learning_rate=learning_rate,
             buffer_size=BUFFER_SIZE_PER_TASK * num_tasks if buffer_size is None else buffer_size,
@@ -146,7 +148,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             target_update_interval=num_tasks if target_update_interval is None else target_update_interval,
             exploration_initial_eps=exploration_initial_eps,
             exploration_final_eps=exploration_final_eps,
-            max_grad_norm=max_grad_norm,
+            max_grad_norm=max_grad_norm,  # type: ignore[arg-type]  # None: no clipping (BRCDQN's own train())
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=self._task_policy_kwargs(policy_kwargs, env),
@@ -182,7 +184,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         super()._setup_model()
         self.n_steps = n_steps
         if self.augment is None:
-            self.augment = len(observation_part(self.observation_space).shape) == 3
+            self.augment = len(observation_part(self.observation_space).shape or ()) == 3
         self._check_return_normalizer()
 
     def reward_scale(self) -> th.Tensor:
@@ -228,6 +230,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         reward_scale = self.reward_scale()
         losses = []
         for _ in range(gradient_steps):
+            assert self.replay_buffer is not None  # made by _setup_model
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             loss, _ = self._q_loss(replay_data, reward_scale)
             self.policy.optimizer.zero_grad()
@@ -288,6 +291,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
     ) -> tuple[np.ndarray, np.ndarray]:
         # The warm-up's random actions are uniform over each task's legal actions, not over the union space
+        assert self._last_obs is not None  # set by learn()'s reset
         if self.num_timesteps < learning_starts:
             obs_tensor, _ = self.policy.obs_to_tensor(self._last_obs)
             with th.no_grad():
@@ -310,6 +314,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
 
     def _grow_tasks(self, new: TaskLayout, new_rows: str) -> None:
         grow_task_embeddings(self.q_net, self.q_net_target, new.num_tasks, new_rows)
+        assert new.legal_actions is not None  # discrete tasks (add_tasks checks the layouts are alike)
         self.policy.add_tasks([list(legal) for legal in new.legal_actions])
         self.policy_kwargs.update(num_tasks=self.num_tasks, legal_actions=self.policy.legal_actions)
         if self.target_update_interval == self.n_envs:  # the default copy after every env step of every task
@@ -317,7 +322,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         # The embedding parameter was replaced: a new optimiser (its moments restart)
         self.policy.optimizer = self.policy.optimizer_class(
             self.q_net.parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
-        )
+        )  # type: ignore[call-arg]  # torch types Optimizer(params, defaults); its subclasses take lr
         self._target_is_online = False
 
 

@@ -96,6 +96,9 @@ class BRCDQNPolicy(BasePolicy):
     :param optimizer_kwargs: Optimizer keyword arguments (default ``eps=1.5e-4``)
     """
 
+    action_space: spaces.Discrete
+    action_masks: th.Tensor  # a registered buffer, (tasks, n_actions)
+
     def __init__(
         self,
         observation_space: spaces.Space,
@@ -138,7 +141,7 @@ class BRCDQNPolicy(BasePolicy):
         self.q_net, self.q_net_target = self.make_q_net(), self.make_q_net()
         self.q_net_target.load_state_dict(self.q_net.state_dict())
         self.q_net_target.set_training_mode(False)
-        self.optimizer = self.optimizer_class(self.q_net.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        self.optimizer = self.optimizer_class(self.q_net.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]  # torch types Optimizer(params, defaults); its subclasses take lr
 
     def _masks_of(self, legal_actions: list[list[int]]) -> th.Tensor:
         """``(tasks, n_actions)`` booleans, True where an action is legal in the task."""
@@ -223,11 +226,11 @@ class CnnPolicy(BRCDQNPolicy):
     """:class:`BRCDQNPolicy` with SB3's ``NatureCNN`` encoder (``ImpalaCNN`` via ``features_extractor_class``)."""
 
     def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+        super().__init__(*args, **dict(kwargs, features_extractor_class=features_extractor_class))
 
 
 class MultiInputPolicy(BRCDQNPolicy):
     """:class:`BRCDQNPolicy` for ``Dict`` observations of a single task (SB3's ``CombinedExtractor``)."""
 
     def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+        super().__init__(*args, **dict(kwargs, features_extractor_class=features_extractor_class))

@@ -8,8 +8,10 @@ plays whole games). Rewards are not clipped: BRCDQN normalises returns per task 
 
 import functools
 from collections.abc import Callable
+from typing import cast
 
 import gymnasium as gym
+from gymnasium import spaces
 from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
 from stable_baselines3.common.monitor import Monitor
 
@@ -34,7 +36,7 @@ def legal_union_actions(env: gym.Env) -> tuple[list[int], int]:
     unwrapped = env.unwrapped
     if hasattr(unwrapped, "ale") and hasattr(unwrapped, "get_action_meanings"):
         return [FULL_ACTION_MEANINGS.index(m) for m in unwrapped.get_action_meanings()], len(FULL_ACTION_MEANINGS)
-    n = int(env.action_space.n)
+    n = int(cast(spaces.Discrete, env.action_space).n)
     return list(range(n)), n
 
 

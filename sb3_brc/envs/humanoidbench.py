@@ -89,14 +89,14 @@ def import_humanoidbench() -> types.ModuleType:
         raise ImportError(f"HumanoidBench tasks need the humanoid_bench package (not on the package index): {INSTALL_HINT}")
     if importlib.util.find_spec("jax") is None and _FLAX_TO_TORCH not in sys.modules:
         stub = types.ModuleType(_FLAX_TO_TORCH, "humanoid_bench's jax-based reach policies, unavailable without jax")
-        stub.TorchModel = stub.TorchPolicy = _NeedsJax
+        vars(stub).update(TorchModel=_NeedsJax, TorchPolicy=_NeedsJax)
         sys.modules[_FLAX_TO_TORCH] = stub
     module = importlib.import_module("humanoid_bench")
     # Upstream's `humanoid_bench/dmc_deps/dmc_index.py` reads an old copy of dm_control's size table
     # (`dmc_deps/dmc_sizes.py`) that names mjModel fields newer MuJoCo no longer has (`flex_xvert0`): every env
     # fails at make. dm_control's own table matches the installed MuJoCo; dmc_index looks `sizes` up at call time
     dmc_index = importlib.import_module("humanoid_bench.dmc_deps.dmc_index")
-    dmc_index.sizes = importlib.import_module("dm_control.mujoco.wrapper.mjbindings.sizes")
+    vars(dmc_index)["sizes"] = importlib.import_module("dm_control.mujoco.wrapper.mjbindings.sizes")
     return module
 
 

@@ -15,6 +15,7 @@ achieved goal is left out (the object's pose is part of ``observation`` already)
 
 import importlib
 from collections.abc import Sequence
+from typing import cast
 
 import gymnasium as gym
 import numpy as np
@@ -122,7 +123,7 @@ class GoalObservation(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        parts = [env.observation_space[key] for key in ("observation", "desired_goal")]
+        parts = [cast(spaces.Box, cast(spaces.Dict, env.observation_space)[key]) for key in ("observation", "desired_goal")]
         self.observation_space = spaces.Box(
             np.concatenate([part.low for part in parts]), np.concatenate([part.high for part in parts]), dtype=parts[0].dtype
         )

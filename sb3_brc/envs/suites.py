@@ -4,7 +4,9 @@ CPU-sized benchmark suite) and their envs."""
 import difflib
 import functools
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import gymnasium as gym
 
@@ -48,7 +50,7 @@ class Suite:
     """
 
     description: str
-    tasks: list[TaskSpec] = field(default_factory=list)
+    tasks: Sequence[TaskSpec] = field(default_factory=list)
     metaworld: str | None = None
     goal_observable: bool = False
     atari: bool = False
@@ -141,7 +143,8 @@ def _metaworld_benchmark_envs(benchmark: str, seed: int | None) -> tuple[gym.Env
     # Meta-World builds MT10/MT50 only as a vector env (exact task sets and goals); build it once per process
     # and hand out its sub-envs (SB3 needs its own VecEnv with same-step resets around them)
     require("metaworld")
-    return tuple(gym.make_vec(f"Meta-World/{benchmark}", vector_strategy="sync", seed=seed, use_one_hot=False).envs)
+    vector_env = gym.make_vec(f"Meta-World/{benchmark}", vector_strategy="sync", seed=seed, use_one_hot=False)
+    return tuple(cast(gym.vector.SyncVectorEnv, vector_env).envs)
 
 
 def _metaworld_benchmark_tasks(benchmark: str) -> list[str]:
@@ -212,9 +215,9 @@ def make_suite(name: str, seed: int | None = None, training: bool = True, **vec_
             raise ValueError(f"Unknown suite or task {name!r}.{hint} Suites: {sorted(SUITES)}.") from error
         return MultiTaskVecEnv([name], seed=seed, **vec_env_kwargs)
     if suite.atari:
-        return make_atari_suite(suite.tasks, training=training, seed=seed, **vec_env_kwargs)
+        return make_atari_suite(list(map(str, suite.tasks)), training=training, seed=seed, **vec_env_kwargs)
     if suite.shadowhand_objects:
-        return make_shadowhand_suite(suite.tasks, seed=seed, **vec_env_kwargs)
+        return make_shadowhand_suite(list(map(str, suite.tasks)), seed=seed, **vec_env_kwargs)
     if suite.metaworld is not None and suite.goal_observable:
         # Every task gets the suite's seed as its constructor seed, as in the reference's ParallelEnv (make_env(name,
         # seed) for each task): it fixes each task's goal, so a seed reproduces the envs
@@ -223,8 +226,10 @@ def make_suite(name: str, seed: int | None = None, training: bool = True, **vec_
         return MultiTaskVecEnv(tasks, task_names=names, seed=seed, **vec_env_kwargs)
     if suite.metaworld is not None:
         names = [_metaworld_class_names()[type(env.unwrapped)] for env in _metaworld_benchmark_envs(suite.metaworld, seed)]
-        tasks = [functools.partial(_metaworld_vector_task, suite.metaworld, i, seed) for i in range(len(names))]
-        return MultiTaskVecEnv(tasks, task_names=names, task_kinds=["metaworld"] * len(names), seed=seed, **vec_env_kwargs)
+        vector_tasks = [functools.partial(_metaworld_vector_task, suite.metaworld, i, seed) for i in range(len(names))]
+        return MultiTaskVecEnv(
+            vector_tasks, task_names=names, task_kinds=["metaworld"] * len(names), seed=seed, **vec_env_kwargs
+        )
     return MultiTaskVecEnv(suite.tasks, task_names=suite.task_names, seed=seed, **vec_env_kwargs)
 
 
@@ -234,7 +239,7 @@ def describe_suites() -> str:
     for name, suite in SUITES.items():
         lines.append(f"{name:18s} {suite.description}")
         if suite.tasks:
-            lines.append(" " * 19 + ", ".join(suite.task_names or suite.tasks))
+            lines.append(" " * 19 + ", ".join(suite.task_names or map(str, suite.tasks)))
     lines.append("")
     lines.append("Single tasks: any Gymnasium id (HalfCheetah-v5, dm_control/walker-walk-v0), a DMC short name")
     lines.append("(walker-walk), a Meta-World task name (reach-v3; reach-v3-goal-observable: the BRC paper's")

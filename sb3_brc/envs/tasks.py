@@ -4,6 +4,7 @@ import difflib
 import functools
 import importlib
 from collections.abc import Callable
+from types import ModuleType
 
 import gymnasium as gym
 from gymnasium.wrappers import TimeLimit
@@ -20,7 +21,7 @@ EXTRAS = {"shimmy": "dmc", "dm_control": "dmc", "metaworld": "metaworld", "ale_p
 REGISTERING_MODULES = {"dm_control/": "shimmy", "Meta-World/": "metaworld", "ALE/": "ale_py"}
 
 
-def require(module: str) -> object:
+def require(module: str) -> ModuleType:
     """Import an optional dependency, or explain which extra installs it."""
     try:
         return importlib.import_module(module)

@@ -12,7 +12,7 @@ One sub-env per task, all stepped once per vector step (equal env steps per task
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -85,7 +85,9 @@ def _vectorize(
     the probes are reused; subprocesses rebuild their task from its factory (``build`` must be picklable)."""
     in_process = vec_env_cls is DummyVecEnv
     makers = [(lambda env=env: env) if in_process else make for env, make in zip(probes, factories, strict=True)]
-    env_fns = [functools.partial(build, make, **kwargs) for make, kwargs in zip(makers, per_task, strict=True)]
+    env_fns: list[Callable[[], gym.Env]] = [
+        functools.partial(build, make, **kwargs) for make, kwargs in zip(makers, per_task, strict=True)
+    ]
     probes.clear()  # in-process the sub-envs now hold them; subprocess runs do not need them any more
     kwargs = dict(vec_env_kwargs or {})
     if issubclass(vec_env_cls, TimeoutSubprocVecEnv):
@@ -140,7 +142,7 @@ class BaseMultiTaskVecEnv(VecEnvWrapper):
         for task_id, name, info in zip(self._task_ids, self.layout.names, infos, strict=True):
             info["task_id"], info["task_name"] = int(task_id), name
             if "terminal_observation" in info:
-                tagged = tag_observations(np.asarray(info["terminal_observation"])[None], [task_id])
+                tagged = tag_observations(np.asarray(info["terminal_observation"])[None], [int(task_id)])
                 info["terminal_observation"] = {key: value[0] for key, value in tagged.items()}
         return tag_observations(obs, self._task_ids), rewards, dones, infos
 
@@ -191,15 +193,17 @@ class MultiTaskVecEnv(BaseMultiTaskVecEnv):
         factories, probes, names, kinds = _resolve_tasks(tasks, task_names, task_kinds, seed, flatten_dict_observation)
         for env, name in zip(probes, names, strict=True):
             check_task_spaces(env, name)
-        obs_dims = [int(np.prod(env.observation_space.shape)) for env in probes]
-        act_dims = [int(np.prod(env.action_space.shape)) for env in probes]
+        obs_dims = [int(np.prod(env.observation_space.shape or ())) for env in probes]
+        act_dims = [int(np.prod(env.action_space.shape or ())) for env in probes]
         for given, sizes, what in ((obs_dim, obs_dims, "observation"), (act_dim, act_dims, "action")):
             if given is not None and given < max(sizes):
                 raise ValueError(
                     f"A task's {what} size ({max(sizes)}) exceeds the padded size {given}: these tasks do not fit that "
                     "layout (a model trained on it cannot take them)."
                 )
-        layout = TaskLayout(names, [(size,) for size in obs_dims], act_dims, kinds, first_id=first_task_id)
+        layout = TaskLayout(
+            tuple(names), tuple((size,) for size in obs_dims), tuple(act_dims), tuple(kinds), first_id=first_task_id
+        )
         padded = dict(obs_dim=obs_dim or max(obs_dims), act_dim=act_dim or max(act_dims))
         per_task = [padded] * len(names)
         venv = _vectorize(
@@ -255,7 +259,7 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
                 )
             if not isinstance(env.observation_space, spaces.Box):
                 raise TypeError(f"Task {name!r} has observation space {env.observation_space}; a Box is needed.")
-        shapes = [tuple(env.observation_space.shape) for env in probes]
+        shapes = [tuple(env.observation_space.shape or ()) for env in probes]
         images = [len(shape) > 1 for shape in shapes]
         if any(images) and (not all(images) or len(set(shapes)) > 1):
             raise ValueError(
@@ -263,7 +267,8 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
             )
         legal_and_sizes = [legal_union_actions(env) for env in probes]
         legal_actions = [legal for legal, _ in legal_and_sizes]
-        layout = TaskLayout(names, shapes, [len(legal) for legal in legal_actions], kinds, legal_actions, first_task_id)
+        sizes = tuple(len(legal) for legal in legal_actions)
+        layout = TaskLayout(tuple(names), tuple(shapes), sizes, tuple(kinds), tuple(map(tuple, legal_actions)), first_task_id)
         largest_obs = None if images[0] else max(int(np.prod(shape)) for shape in shapes)
         largest_action = max(max(legal) + 1 for legal in legal_actions)
         for given, largest, what in ((obs_dim, largest_obs, "observation"), (n_actions, largest_action, "action")):
@@ -287,6 +292,7 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
     def sample_actions(self) -> np.ndarray:
         """One uniformly random legal action per task."""
         rng = self.action_space.np_random
+        assert self.layout.legal_actions is not None  # a discrete layout
         return np.array([legal[rng.integers(len(legal))] for legal in self.layout.legal_actions])
 
 
@@ -299,14 +305,14 @@ class DropTaskIds(VecEnvWrapper):
     """
 
     def __init__(self, venv: BaseMultiTaskVecEnv):
-        super().__init__(venv, observation_space=venv.observation_space[OBSERVATION_KEY])
+        super().__init__(venv, observation_space=cast(spaces.Dict, venv.observation_space)[OBSERVATION_KEY])
 
     def reset(self) -> VecEnvObs:
-        return self.venv.reset()[OBSERVATION_KEY]
+        return cast(dict, self.venv.reset())[OBSERVATION_KEY]
 
     def step_wait(self) -> VecEnvStepReturn:
         obs, rewards, dones, infos = self.venv.step_wait()
         for info in infos:
             if "terminal_observation" in info:
                 info["terminal_observation"] = info["terminal_observation"][OBSERVATION_KEY]
-        return obs[OBSERVATION_KEY], rewards, dones, infos
+        return cast(dict, obs)[OBSERVATION_KEY], rewards, dones, infos

@@ -1,7 +1,7 @@
 """Wrappers that fit one task into a multi-task env's shared spaces (padding, action rescaling, union actions)."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -28,15 +28,16 @@ class PadTask(gym.Wrapper):
     def __init__(self, env: gym.Env, obs_dim: int, act_dim: int):
         super().__init__(env)
         check_task_spaces(env, "task")
-        self.task_act_dim = int(np.prod(env.action_space.shape))
-        self._low = env.action_space.low.astype(np.float64).reshape(-1)
-        self._high = env.action_space.high.astype(np.float64).reshape(-1)
+        action_space = cast(spaces.Box, env.action_space)  # check_task_spaces: a Box
+        self.task_act_dim = int(np.prod(action_space.shape))
+        self._low = action_space.low.astype(np.float64).reshape(-1)
+        self._high = action_space.high.astype(np.float64).reshape(-1)
         self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
         self._success = False
 
     def _pad(self, obs: np.ndarray) -> np.ndarray:
-        return pad_vector(obs, self.observation_space.shape[0])
+        return pad_vector(obs, cast(spaces.Box, self.observation_space).shape[0])
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
         obs, info = self.env.reset(**kwargs)

@@ -72,6 +72,11 @@ class BroNetActor(Actor):
     :param embedding_dim: Size of the task embedding
     """
 
+    # SB3's Actor types these after its gSDE branch (and ignores the same mismatch for its squashed-Gaussian one)
+    action_dist: StableSquashedDiagGaussianDistribution  # type: ignore[assignment]
+    latent_pi: BroNet  # type: ignore[assignment]
+    log_std: nn.Linear  # type: ignore[assignment]
+
     def __init__(
         self,
         observation_space: spaces.Space,
@@ -225,8 +230,9 @@ class BRCPolicy(SACPolicy):
     """
 
     actor: BroNetActor
-    critic: CategoricalCritic
-    critic_target: CategoricalCritic
+    # BRC's categorical critic takes the place of SAC's ContinuousCritic (same inputs, a distribution per head)
+    critic: CategoricalCritic  # type: ignore[assignment]
+    critic_target: CategoricalCritic  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -292,7 +298,7 @@ class BRCPolicy(SACPolicy):
         actor_kwargs["observation_space"] = observation_part(self.observation_space)
         return BroNetActor(**actor_kwargs, num_tasks=self.num_tasks, embedding_dim=self.embedding_dim).to(self.device)
 
-    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> CategoricalCritic:
+    def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> CategoricalCritic:  # type: ignore[override]
         critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
         return CategoricalCritic(
             **critic_kwargs,
@@ -329,7 +335,7 @@ class CnnPolicy(BRCPolicy):
     """:class:`BRCPolicy` for image observations: SB3's ``NatureCNN`` encoder (one per network) before the BroNets."""
 
     def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+        super().__init__(*args, **dict(kwargs, features_extractor_class=features_extractor_class))
 
 
 class MultiInputPolicy(BRCPolicy):
@@ -340,4 +346,4 @@ class MultiInputPolicy(BRCPolicy):
     envs with ``gymnasium.wrappers.FlattenObservation`` or use ``MultiTaskVecEnv``, which does it for you."""
 
     def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+        super().__init__(*args, **dict(kwargs, features_extractor_class=features_extractor_class))

@@ -129,8 +129,9 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
     freezable: ClassVar[tuple[str, ...]] = ("actor", "critic")
     policy: BRCPolicy
     actor: BroNetActor
-    critic: CategoricalCritic
-    critic_target: CategoricalCritic
+    # BRC's categorical critic takes the place of SAC's ContinuousCritic (same inputs, a distribution per head)
+    critic: CategoricalCritic  # type: ignore[assignment]
+    critic_target: CategoricalCritic  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -226,7 +227,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
     def _setup_model(self) -> None:
         if self.target_entropy == "auto":
             # BRC: -|A|/2 (|A| = padded action size in multi-task runs), not SAC's -|A|
-            self.target_entropy = -float(np.prod(self.action_space.shape)) / 2.0
+            self.target_entropy = -float(np.prod(self.action_space.shape or ())) / 2.0
         super()._setup_model()
         if self.log_ent_coef is not None:
             # BRC optimises the temperature with Adam(beta1=0.5)
@@ -293,6 +294,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
 
         # One replay sample for all gradient steps: the reference also draws every batch of an env step
         # before its first update, and uses one reward-normalisation denominator for all of them
+        assert self.replay_buffer is not None  # made by _setup_model
         all_data = self.replay_buffer.sample(batch_size * gradient_steps, env=self._vec_normalize_env)
         all_task_ids = self.task_ids(all_data.observations)
         reward_scale = self.reward_scale()
@@ -329,7 +331,8 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
                 # BRC temperature loss alpha * (H - H_target); its gradient wrt log(alpha) is alpha * (H - H_target)
                 entropy = -log_prob.detach().mean()
-                ent_coef_loss = (th.exp(self.log_ent_coef) * (entropy - self.target_entropy)).sum()
+                target = float(self.target_entropy)  # SAC's "auto" was resolved in _setup_model
+                ent_coef_loss = (th.exp(self.log_ent_coef) * (entropy - target)).sum()
                 self.ent_coef_optimizer.zero_grad()
                 ent_coef_loss.backward()
                 self.ent_coef_optimizer.step()
@@ -405,4 +408,4 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         # The embedding parameter was replaced: a new critic optimiser (its moments restart)
         self.critic.optimizer = self.policy.optimizer_class(
             self.critic.parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
-        )
+        )  # type: ignore[call-arg]  # torch types Optimizer(params, defaults); its subclasses take lr

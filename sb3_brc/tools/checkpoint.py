@@ -1,7 +1,8 @@
 """Crash-safe checkpoints: model, optimisers, alpha, normaliser, replay buffer and RNG states.
 
 A checkpoint is a directory ``<root>/step-<N>`` written under a temporary name and renamed into place when
-complete; ``<root>/latest`` (replaced atomically) names the newest one. A crash while saving leaves the
+complete; ``<root>/latest`` (replaced atomically) names the newest one. Its ``checkpoint.json`` records the step
+count, the algorithm and the sb3-brc version that wrote it (as does its ``model.zip``). A crash while saving leaves the
 previous checkpoint untouched, so a run can always resume from the last complete checkpoint.
 """
 
@@ -10,7 +11,8 @@ import os
 import pickle
 import random
 import shutil
-from typing import Any
+import warnings
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -19,6 +21,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_brc.common.multitask import MultiTaskAlgorithm
+from sb3_brc.common.utils import SB3_BRC_VERSION
 from sb3_brc.dqn.dqn import BRCDQN
 from sb3_brc.sac.sac import BRCSAC
 
@@ -73,7 +76,13 @@ def save_checkpoint(model: MultiTaskAlgorithm, root: str, replay_buffer: bool = 
             model.save_replay_buffer(os.path.join(tmp_dir, "replay_buffer.pkl"))
         with open(os.path.join(tmp_dir, "rng.pkl"), "wb") as file:
             pickle.dump(rng_state(), file)
-        meta = dict(num_timesteps=model.num_timesteps, replay_buffer=replay_buffer, algorithm=type(model).__name__, format=1)
+        meta = dict(
+            num_timesteps=model.num_timesteps,
+            replay_buffer=replay_buffer,
+            algorithm=type(model).__name__,
+            format=1,
+            sb3_brc_version=SB3_BRC_VERSION,
+        )
         with open(os.path.join(tmp_dir, "checkpoint.json"), "w") as file:
             json.dump(meta, file)
         shutil.rmtree(final_dir, ignore_errors=True)
@@ -109,7 +118,8 @@ def checkpoint_timesteps(root: str) -> int:
 def load_checkpoint(
     root: str, env: GymEnv, algorithm: type[BaseAlgorithm] | None = None, **load_kwargs: Any
 ) -> MultiTaskAlgorithm:
-    """Restore the newest checkpoint under ``root`` for ``env``: model, replay buffer and RNG states.
+    """Restore the newest checkpoint under ``root`` for ``env``: model, replay buffer and RNG states (with a warning
+    when another sb3-brc version wrote it).
 
     Continue with ``model.learn(total_timesteps - model.num_timesteps, reset_num_timesteps=False)`` (the
     schedule and step count carry on from the checkpoint).
@@ -123,10 +133,18 @@ def load_checkpoint(
     path = latest_checkpoint(root)
     if path is None:
         raise FileNotFoundError(f"No complete checkpoint under {root!r}: nothing to resume from.")
+    with open(os.path.join(path, "checkpoint.json")) as file:
+        meta = json.load(file)
     if algorithm is None:
-        with open(os.path.join(path, "checkpoint.json")) as file:
-            algorithm = ALGORITHMS[json.load(file).get("algorithm", "BRCSAC")]  # checkpoints before BRCDQN: BRCSAC
-    model = algorithm.load(os.path.join(path, "model.zip"), env=env, **load_kwargs)
+        algorithm = ALGORITHMS[meta.get("algorithm", "BRCSAC")]  # checkpoints before BRCDQN: BRCSAC
+    written_by = meta.get("sb3_brc_version")  # recorded since 0.2.0; model.zip's own check refuses older layouts
+    if written_by is not None and written_by != SB3_BRC_VERSION:
+        warnings.warn(
+            f"Resuming from {path}, written by sb3-brc {written_by}, with sb3-brc {SB3_BRC_VERSION}: training continues "
+            "with this version's code (see CHANGELOG.md for what changed)."
+        )
+    # A BRCSAC / BRCDQN, or an SB3 off-policy baseline (SAC, TQC, CrossQ) of the benchmark grid
+    model = cast(MultiTaskAlgorithm, algorithm.load(os.path.join(path, "model.zip"), env=env, **load_kwargs))
     if os.path.exists(os.path.join(path, "replay_buffer.pkl")):
         model.load_replay_buffer(os.path.join(path, "replay_buffer.pkl"))
     with open(os.path.join(path, "rng.pkl"), "rb") as file:
@@ -159,7 +177,7 @@ class CheckpointCallback(BaseCallback):
             self._save()
 
     def _save(self) -> None:
-        path = save_checkpoint(self.model, self.root, self.replay_buffer)
+        path = save_checkpoint(cast(MultiTaskAlgorithm, self.model), self.root, self.replay_buffer)  # a BRCSAC or BRCDQN
         self.saved_at = self.num_timesteps
         if self.verbose:
             print(f"checkpoint: {path}")

@@ -6,7 +6,7 @@ what larger critics reduce.
 """
 
 import itertools
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -42,6 +42,7 @@ def task_diagnostics(model: MultiTaskAlgorithm, samples_per_task: int = 256) -> 
     :return: ``{"tasks", "critic_loss", "grad_norm", "entropy", "conflict_rate", "cosines"}``; per-task values are
         lists in task order (``nan`` for a task without samples, and for the entropy of a policy without one)
     """
+    assert model.replay_buffer is not None  # made by the model's _setup_model
     data = model.replay_buffer.sample(samples_per_task * model.num_tasks * 2, env=model._vec_normalize_env)
     task_ids = model.task_ids(data.observations)
     params = [p for p in model.value_network.parameters() if p.requires_grad]
@@ -49,7 +50,9 @@ def task_diagnostics(model: MultiTaskAlgorithm, samples_per_task: int = 256) -> 
     for task in range(model.num_tasks):
         rows = (task_ids == task).nonzero().flatten()[:samples_per_task]
         if len(rows) == 0:
-            losses.append(float("nan")), norms.append(float("nan")), entropies.append(float("nan"))
+            losses.append(float("nan"))
+            norms.append(float("nan"))
+            entropies.append(float("nan"))
             continue
         subset = select_rows(data, rows)
         loss = model.value_loss(subset)
@@ -88,7 +91,7 @@ class DiagnosticsCallback(BaseCallback):
         if updates == 0 or updates - self._last < self.every_n_updates:
             return True
         self._last = updates
-        result = task_diagnostics(self.model, self.samples_per_task)
+        result = task_diagnostics(cast(MultiTaskAlgorithm, self.model), self.samples_per_task)  # a BRCSAC or BRCDQN
         self.history.append(dict(num_timesteps=self.num_timesteps, **result))
         for quantity in ("critic_loss", "grad_norm", "entropy"):
             for name, value in zip(result["tasks"], result[quantity], strict=True):

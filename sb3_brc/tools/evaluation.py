@@ -55,7 +55,7 @@ def evaluate_tasks(
         if model is None:
             actions = env.sample_actions()
         else:
-            actions, _ = model.predict(obs, deterministic=deterministic)
+            actions, _ = model.predict(obs, deterministic=deterministic)  # type: ignore[arg-type]  # never a tuple here
         obs, _, dones, infos = env.step(actions)
         for task, (done, info) in enumerate(zip(dones, infos, strict=True)):
             if done and len(returns[task]) < n_eval_episodes:

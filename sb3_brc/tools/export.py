@@ -8,7 +8,7 @@ can run arbitrary code. ``export_policy`` writes ``policy.pt`` (a state dict: te
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -41,7 +41,7 @@ def export_policy(model: BRCSAC, directory: str) -> None:
     policy = model.policy
     if policy.features_extractor_class.__name__ != "FlattenExtractor":
         raise TypeError("export_policy supports MlpPolicy (flat Box observations) only; share the .zip for others.")
-    activation = policy.net_args["activation_fn"]
+    activation = cast(type[nn.Module], policy.net_args["activation_fn"])
     if getattr(nn, activation.__name__, None) is not activation:
         raise TypeError(f"export_policy needs an activation from torch.nn, got {activation}")
     config = dict(

@@ -131,7 +131,8 @@ def write_report(out_dir: str, title: str, baseline_rows: list[dict[str, Any]], 
         )
         if with_paper:
             reference = paper[row["task"]]
-            line += f" {_fmt(reference and reference.multi_task)} | {_fmt(reference and reference.single_task)} |"
+            multi, single = (None, None) if reference is None else (reference.multi_task, reference.single_task)
+            line += f" {_fmt(multi)} | {_fmt(single)} |"
         lines.append(line)
     lines += ["", "Score: DMC return / 1000, Meta-World success rate, '-' where no normalisation is defined.", ""]
     if with_paper:

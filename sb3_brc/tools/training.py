@@ -3,23 +3,24 @@
 One run: the random policy's per-task returns on the evaluation env (the baseline of every score) -> the model
 -> per-task evaluations every ``eval_every`` env steps per task during ``learn()`` -> a final evaluation when the
 schedule did not land on the last step. What differs between its users is a parameter: how the model is built
-(or restored from a checkpoint, ``resume``), extra callbacks (checkpoints) and a hook on each evaluation
-(the harness's progress display).
+(or restored from a checkpoint, ``resume``), extra callbacks (checkpoints), a hook on each evaluation
+(the harness's progress display) and an optional W&B run (:mod:`sb3_brc.tools.wandb_logging`).
 """
 
 import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_brc.envs.vec_env import MultiTaskVecEnv
+from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv
 from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
 from sb3_brc.tools.report import read_eval_csv
+from sb3_brc.tools.wandb_logging import WandbRun
 
 EvalRows = list[dict[str, Any]]
 
@@ -36,12 +37,19 @@ def brc_dqn_policy_kwargs(size: str, width: int | None) -> dict[str, Any]:
     return dict(net_arch=[width, width] if width is not None else SIZE_PRESETS[size]["qf"])
 
 
+class PerTaskBudget(TypedDict):
+    """Keyword arguments of an off-policy algorithm for a run's tasks (:func:`per_task_budget`)."""
+
+    learning_starts: int
+    buffer_size: int
+
+
 def per_task_budget(
     num_tasks: int, steps_per_task: int, learning_starts_per_task: int, buffer_size_per_task: int
-) -> dict[str, int]:
+) -> PerTaskBudget:
     """``learning_starts`` and ``buffer_size`` keyword arguments for ``num_tasks`` tasks given per-task numbers
     (the replay buffer never holds more than the run's transitions)."""
-    return dict(
+    return PerTaskBudget(
         learning_starts=learning_starts_per_task * num_tasks,
         buffer_size=min(buffer_size_per_task, steps_per_task) * num_tasks,
     )
@@ -90,8 +98,8 @@ class TrainingResult:
 
 
 def train_and_evaluate(
-    env: MultiTaskVecEnv,
-    eval_env: MultiTaskVecEnv,
+    env: BaseMultiTaskVecEnv,
+    eval_env: BaseMultiTaskVecEnv,
     make_model: Callable[[], BaseAlgorithm],
     *,
     steps_per_task: int,
@@ -104,6 +112,7 @@ def train_and_evaluate(
     callbacks: Sequence[BaseCallback] = (),
     on_evaluation: Callable[[EvalRows], None] | None = None,
     progress_bar: bool = False,
+    wandb_run: WandbRun | None = None,
 ) -> TrainingResult:
     """Train a model on ``env`` for ``steps_per_task`` env steps per task, evaluating it on ``eval_env``.
 
@@ -120,6 +129,9 @@ def train_and_evaluate(
     :param callbacks: Further callbacks of ``learn()`` (checkpoints)
     :param on_evaluation: Called with the rows of each evaluation
     :param progress_bar: Show SB3's progress bar during ``learn()``
+    :param wandb_run: Also log to this W&B run (the caller finishes it): the logger's keys (those tensorboard gets)
+        during ``learn()`` and the evaluations, the model's algorithm and tasks in the config, then the last
+        evaluation's per-task table and the report's plots
     """
     if resume:
         with open(baseline_json) as file:
@@ -133,6 +145,9 @@ def train_and_evaluate(
     if resume:
         _keep_evaluations_until(eval_csv, model.num_timesteps)
     evaluation = _EvalCallback(eval_env, eval_every, eval_episodes, log_path=eval_csv, on_evaluation=on_evaluation)
+    if wandb_run is not None:
+        wandb_run.update_config(dict(algorithm=type(model).__name__, task_names=list(env.task_names)))
+        callbacks = [*callbacks, wandb_run.callback()]
     total = steps_per_task * env.num_tasks
     if model.num_timesteps < total:
         model.learn(
@@ -146,5 +161,9 @@ def train_and_evaluate(
         # The schedule evaluates on the last step; this covers envs that count steps otherwise and a run resumed
         # from its final checkpoint without the final evaluation
         evaluation.init_callback(model)
+        if wandb_run is not None:
+            wandb_run.attach(model)
         rows += evaluation.evaluate()
+    if wandb_run is not None:
+        wandb_run.log_evaluations(model, rows, baseline)
     return TrainingResult(model, baseline, rows[-env.num_tasks :])

@@ -5,8 +5,9 @@ and existing row is kept, and the return normaliser tracks the new tasks. Then c
 """
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
+from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.type_aliases import GymEnv
 
@@ -23,16 +24,14 @@ def new_task_env(model: MultiTaskAlgorithm, tasks: list[Any], **kwargs: Any) -> 
     :param tasks: The new tasks (ids, names or callables, as for ``MultiTaskVecEnv``)
     :param kwargs: Passed to the env (``seed``, ``vec_env_cls``, ...)
     """
-    observation_space = observation_part(model.observation_space)
+    observation_shape = observation_part(model.observation_space).shape or ()
     if model.task_layout is not None and model.task_layout.legal_actions is not None:
         # Images are not padded: new image tasks must have the model's image shape
-        obs_dim = observation_space.shape[0] if len(observation_space.shape) == 1 else None
-        return DiscreteMultiTaskVecEnv(
-            tasks, first_task_id=model.num_tasks, obs_dim=obs_dim, n_actions=int(model.action_space.n), **kwargs
-        )
-    return MultiTaskVecEnv(
-        tasks, first_task_id=model.num_tasks, obs_dim=observation_space.shape[0], act_dim=model.action_space.shape[0], **kwargs
-    )
+        obs_dim = observation_shape[0] if len(observation_shape) == 1 else None
+        n_actions = int(cast(spaces.Discrete, model.action_space).n)
+        return DiscreteMultiTaskVecEnv(tasks, first_task_id=model.num_tasks, obs_dim=obs_dim, n_actions=n_actions, **kwargs)
+    act_dim = (model.action_space.shape or ())[0]
+    return MultiTaskVecEnv(tasks, first_task_id=model.num_tasks, obs_dim=observation_shape[0], act_dim=act_dim, **kwargs)
 
 
 def add_tasks(
@@ -81,9 +80,11 @@ def add_tasks(
     model._task_episodes = model._task_successes = None  # per-task rollout stats, rebuilt for the new task count
     for part in freeze:
         getattr(model, part).requires_grad_(False)
+    assert model.value_network.task_embedding is not None  # a multi-task model (checked above)
     model.value_network.task_embedding.requires_grad_(True)
     per_task_capacity = max(model.buffer_size // old_tasks, 1)
     previous = model.replay_buffer
+    assert previous is not None and model.replay_buffer_class is not None  # both set by the model's _setup_model
     model.n_envs = count  # SB3's set_env insists on an unchanged count; the new buffer below matches it
     model.set_env(env)
     model.buffer_size = per_task_capacity * count
