@@ -41,7 +41,11 @@ autodoc_preserve_defaults = True
 # ``VecEnv`` is the forward reference inside SB3's ``GymEnv`` alias.
 THIRD_PARTY = "torch|numpy|gymnasium|stable_baselines3|matplotlib|rich"
 STANDARD_LIBRARY = "abc|argparse|collections|io|pathlib|types|_typeshed"
-nitpick_ignore_regex = [(r"py:.*", rf"({THIRD_PARTY}|{STANDARD_LIBRARY})\..*"), ("py:class", "VecEnv")]
+nitpick_ignore_regex = [
+    (r"py:.*", rf"({THIRD_PARTY}|{STANDARD_LIBRARY})\..*"),
+    ("py:class", "VecEnv"),
+    ("py:class", "DataclassInstance"),  # typeshed's protocol of dataclasses, only under TYPE_CHECKING
+]
 
 
 def _canonical_names(domain, module_name: str, dotted: str) -> list[str]:

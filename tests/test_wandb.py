@@ -23,15 +23,16 @@ TASKS = ["Pendulum-v1", "InvertedPendulum-v5"]
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
     """wandb in offline mode, writing under ``tmp_path``; returns that directory (skips without wandb)."""
-    pytest.importorskip("wandb", reason="the wandb extra is not installed (pip install 'sb3-brc[wandb]')")
+    wandb = pytest.importorskip("wandb", reason="the wandb extra is not installed (pip install 'sb3-brc[wandb]')")
+    # wandb reads its environment once per service: end one that an earlier test in this process started (e.g. a
+    # docs example), so that this test's WANDB_DIR is the one used
+    wandb.teardown()
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
     yield tmp_path
-    import wandb
-
-    wandb.teardown()  # wandb reads its environment once per service: the next test's WANDB_DIR needs a new one
+    wandb.teardown()  # the next test's WANDB_DIR needs a new service too
 
 
 def read_records(path):

@@ -38,7 +38,9 @@ from sb3_brc.common.utils import NON_FINITE_HINT, SB3_BRC_VERSION, check_finite
 SelfMultiTask = TypeVar("SelfMultiTask", bound="MultiTaskAlgorithm")
 # The constructor's env and policy arguments, handed back checked: an env id as the env it names, a policy name as
 # the algorithm's policy class
+#: The env argument of an algorithm's constructor (an env, an env id or None), passed through unchanged.
 EnvArg = TypeVar("EnvArg", bound=GymEnv | str | None)
+#: The policy argument of an algorithm's constructor (a name or a class), passed through unchanged.
 PolicyArg = TypeVar("PolicyArg", bound=str | type[BasePolicy])
 
 # Saves written before this version used another task-id encoding (a float last observation entry) and are refused
