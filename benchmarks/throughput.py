@@ -52,8 +52,8 @@ def peak_matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def make_model(algo: str, width: int, batch: int):
-    """``algo``: "brc", "brc-bf16" (BRCSAC with mixed_precision=True) or "sac"."""
+def make_model(algo: str, width: int, batch: int, device: str = "cpu", **brc_kwargs):
+    """``algo``: "brc", "brc-bf16" (BRCSAC with mixed_precision=True) or "sac"; ``brc_kwargs`` go to BRCSAC."""
     env = RandomEnv()
     if algo.startswith("brc"):
         model = BRCSAC(
@@ -65,6 +65,8 @@ def make_model(algo: str, width: int, batch: int):
             policy_kwargs=dict(net_arch=dict(pi=[256], qf=[width, width])),
             seed=0,
             mixed_precision=algo == "brc-bf16",
+            device=device,
+            **brc_kwargs,
         )
     else:
         model = SAC(
@@ -76,6 +78,7 @@ def make_model(algo: str, width: int, batch: int):
             gradient_steps=2,
             policy_kwargs=dict(net_arch=dict(pi=[256, 256], qf=[width] * 5)),
             seed=0,
+            device=device,
         )
     model.learn(2048)  # fills the buffer with random-action transitions, no update yet
     if algo == "brc-bf16":

@@ -4,6 +4,7 @@ Ctrl-C leaves resumable runs. The Ray tests run a real local Ray instance (2 CPU
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -15,10 +16,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pytest
+from envs import HangEnv
 
 from sb3_brc import cli
 from sb3_brc.bench import ALGOS, BenchSettings, RunSpec, RunTasks, aggregate, grid, load_grid, run_benchmark
 from sb3_brc.bench.grid import is_complete, run_files, saved_status, write_run_files
+from sb3_brc.bench.harness import run_runs
 from sb3_brc.bench.ray_backend import RayBackend, run_grid_ray
 from sb3_brc.bench.runner import ATTEMPTS, CHECKPOINTS, is_resumable, run_grid
 from sb3_brc.bench.settings import RunnerSettings, add_setting_flags, settings_from_args
@@ -96,6 +99,21 @@ def test_runner_settings_flags_and_checks():
         RunnerSettings(max_retries=-1).check()
     with pytest.raises(ValueError, match="cpus_per_run must be > 0"):
         RunnerSettings("ray", cpus_per_run=0).check()
+    assert settings_from_args(RunnerSettings, parser.parse_args(["--step-timeout", "30"])).step_timeout == 30.0
+    with pytest.raises(ValueError, match="step_timeout must be a positive"):
+        RunnerSettings(step_timeout=0).check()
+
+
+def test_a_hanging_env_fails_its_run_and_the_retry_resumes_from_the_checkpoint(tmp_path, capsys):
+    # Its step 150 of each env it builds never returns: after the checkpoint at 100 steps, in every attempt
+    stuck = RunTasks("stuck", (functools.partial(HangEnv, hang_after=149),), ("stuck",))
+    run = RunSpec("brc_sac", ALGOS["brc_sac"], stuck, 0, BenchSettings(steps_per_task=300, **FAST), str(tmp_path))
+    (result,) = run_runs([run], RunnerSettings(max_retries=1, step_timeout=2), progress=False)
+    assert result["status"] == "failed" and result["attempts"] == 2
+    assert "Task 'stuck' did not return from step 150 within 2 s" in result["error"]
+    first, second = _attempts(run)
+    assert first["start_steps_per_task"] == 0 and second["start_steps_per_task"] == 100  # resumed from the checkpoint
+    assert saved_status(run) == "running" and is_resumable(run)
 
 
 def test_missing_ray_names_the_extra(tmp_path, monkeypatch):

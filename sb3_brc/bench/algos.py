@@ -22,32 +22,51 @@ def crossq_policy_kwargs(size: str, width: int | None) -> dict[str, Any]:
 
 
 def make_multi_task_env(
-    tasks: Sequence[TaskSpec], task_names: Sequence[str] | None, seed: int, suite: str | None = None, training: bool = True
+    tasks: Sequence[TaskSpec],
+    task_names: Sequence[str] | None,
+    seed: int,
+    suite: str | None = None,
+    training: bool = True,
+    step_timeout: float | None = None,
 ) -> BaseMultiTaskVecEnv:
     """The default env builder of the harness: a :class:`MultiTaskVecEnv` of the tasks (one task for a
     single-task run: its task id is then a constant 0). ``suite`` builds a named suite with
     :func:`sb3_brc.envs.suites.make_suite` instead (Meta-World and Atari suites only exist as such); ``training=False``
-    builds evaluation envs (Atari: whole games instead of episodes ending at a lost life)."""
+    builds evaluation envs (Atari: whole games instead of episodes ending at a lost life); ``step_timeout``: each task
+    in its own process, a step or reset slower than that many seconds raises
+    :class:`~sb3_brc.envs.subproc.EnvStepTimeout`."""
     if suite is not None:
-        return make_suite(suite, seed=seed, training=training)
-    return MultiTaskVecEnv(list(tasks), task_names=list(task_names) if task_names else None, seed=seed)
+        return make_suite(suite, seed=seed, training=training, step_timeout=step_timeout)
+    names = list(task_names) if task_names else None
+    return MultiTaskVecEnv(list(tasks), task_names=names, seed=seed, step_timeout=step_timeout)
 
 
 def task_free_env(
-    tasks: Sequence[TaskSpec], task_names: Sequence[str] | None, seed: int, suite: str | None = None, training: bool = True
+    tasks: Sequence[TaskSpec],
+    task_names: Sequence[str] | None,
+    seed: int,
+    suite: str | None = None,
+    training: bool = True,
+    step_timeout: float | None = None,
 ) -> DropTaskIds:
     """Env builder of algorithms without task input (SB3's SAC, TQC, CrossQ): :func:`make_multi_task_env` with plain
     observations (single-task runs)."""
-    return DropTaskIds(make_multi_task_env(tasks, task_names, seed, suite, training))
+    return DropTaskIds(make_multi_task_env(tasks, task_names, seed, suite, training, step_timeout))
 
 
 def discrete_multi_task_env(
-    tasks: Sequence[TaskSpec], task_names: Sequence[str] | None, seed: int, suite: str | None = None, training: bool = True
+    tasks: Sequence[TaskSpec],
+    task_names: Sequence[str] | None,
+    seed: int,
+    suite: str | None = None,
+    training: bool = True,
+    step_timeout: float | None = None,
 ) -> BaseMultiTaskVecEnv:
     """Env builder of discrete-action algorithms: a suite (Atari) or a :class:`DiscreteMultiTaskVecEnv`."""
     if suite is not None:
-        return make_suite(suite, seed=seed, training=training)
-    return DiscreteMultiTaskVecEnv(list(tasks), task_names=list(task_names) if task_names else None, seed=seed)
+        return make_suite(suite, seed=seed, training=training, step_timeout=step_timeout)
+    names = list(task_names) if task_names else None
+    return DiscreteMultiTaskVecEnv(list(tasks), task_names=names, seed=seed, step_timeout=step_timeout)
 
 
 @dataclass(frozen=True)
@@ -62,7 +81,8 @@ class BenchAlgo:
     :param multi_task: ``True``: a suite is one run on all its tasks; ``False``: one run per task of the suite
     :param policy_kwargs: ``(size, width) -> policy_kwargs`` from the ``--size`` / ``--width`` flags
     :param make_env: ``(tasks, task_names, seed, suite, training) -> VecEnv`` with the interface ``evaluate_tasks``
-        needs (``training=False``: the evaluation env)
+        needs (``training=False``: the evaluation env); it also gets ``step_timeout=`` when the grid runs with
+        ``--step-timeout``
     :param description: One line for ``--help``
 
     The entry travels to spawned worker processes, so its functions must be picklable (module-level, no lambdas).

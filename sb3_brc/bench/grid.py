@@ -64,8 +64,9 @@ def resolve_tasks(name: str) -> RunTasks:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the grid: an algorithm on a task (or, multi-task, a suite) with one seed (``wandb``: also log it to
-    W&B; not part of :meth:`config`, so turning it on does not rerun finished runs)."""
+    """One run of the grid: an algorithm on a task (or, multi-task, a suite) with one seed. ``wandb``: also log it to
+    W&B; ``step_timeout``: seconds an env step may take (subprocess envs). Neither is part of :meth:`config`: changing
+    them does not rerun finished runs."""
 
     algo_name: str
     algo: BenchAlgo
@@ -74,6 +75,7 @@ class RunSpec:
     settings: BenchSettings
     out: str
     wandb: WandbSettings | None = None
+    step_timeout: float | None = None
 
     @property
     def key(self) -> str:

@@ -135,8 +135,9 @@ def run_benchmark(
 
 def run_runs(runs: list[RunSpec], runner: RunnerSettings, threads: int = 1, progress: bool = True) -> list[dict[str, Any]]:
     """Run a grid's runs on the backend ``runner`` names (:func:`~sb3_brc.bench.runner.run_grid` or
-    :func:`~sb3_brc.bench.ray_backend.run_grid_ray`); returns their statuses."""
+    :func:`~sb3_brc.bench.ray_backend.run_grid_ray`), with its step timeout; returns their statuses."""
     runner.check()
+    runs = [dataclasses.replace(spec, step_timeout=runner.step_timeout) for spec in runs]
     common: dict[str, Any] = dict(
         threads=threads, progress=progress, max_retries=runner.max_retries, checkpoint_every=runner.checkpoint_every
     )

@@ -152,9 +152,11 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
     _log_attempt(spec, start_steps, fresh=not same_run)
     if queue is not None:
         queue.put(RunProgress(spec.key, start_steps, f"resumed at {start_steps}" if resume else "starting", os.getpid(), True))
-    env = spec.algo.make_env(tasks.tasks, tasks.task_names, spec.seed, tasks.suite)
+    # Only with a timeout: env builders registered without a step_timeout parameter keep working
+    timeout = {} if spec.step_timeout is None else dict(step_timeout=spec.step_timeout)
+    env = spec.algo.make_env(tasks.tasks, tasks.task_names, spec.seed, tasks.suite, **timeout)
     # Separate evaluation envs, seeded away from the training envs
-    eval_env = spec.algo.make_env(tasks.tasks, tasks.task_names, spec.seed + 10_000, tasks.suite, training=False)
+    eval_env = spec.algo.make_env(tasks.tasks, tasks.task_names, spec.seed + 10_000, tasks.suite, training=False, **timeout)
     callbacks: list[BaseCallback] = []
     if checkpoint_every != 0:
         callbacks.append(CheckpointCallback(checkpoints, checkpoint_every or settings.eval_every))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sb3_brc.envs.subproc import check_step_timeout
 from sb3_brc.sac.policies import SIZE_PRESETS
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class RunnerSettings:
     max_retries: int = setting(2, "times a failed run (error or dead worker) is started again; it resumes from its checkpoint")
     checkpoint_every: int | None = setting(None, "env steps per task between a run's checkpoints (default: at each "
                                            "evaluation; 0: none, an interrupted run starts over)")  # fmt: skip
+    step_timeout: float | None = setting(None, "seconds a task's step or reset may take (each task in its own process); "
+                                         "a slower one fails the run, naming the task, and the retry resumes from its "
+                                         "checkpoint")  # fmt: skip
 
     def check(self) -> None:
         """Reject settings no backend can run."""
@@ -85,6 +89,8 @@ class RunnerSettings:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: no checkpoints), got {self.checkpoint_every}")
+        if self.step_timeout is not None:
+            check_step_timeout(self.step_timeout)
         if self.backend == "local" and (self.address is not None or self.gpus_per_run > 0 or self.cpus_per_run != 1.0):
             raise ValueError("--address, --cpus-per-run and --gpus-per-run are Ray options: add --backend ray")
 
