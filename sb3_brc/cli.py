@@ -15,7 +15,7 @@ from gymnasium import spaces
 
 from sb3_brc.bench import add_arguments as add_bench_arguments
 from sb3_brc.bench import run_from_args as run_bench
-from sb3_brc.bench.settings import BenchSettings, add_preset_flag, add_setting_flags, parse_with_preset
+from sb3_brc.bench.settings import PRESETS, BenchSettings, add_preset_flag, add_setting_flags, parse_with_preset
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.dqn import dqn as brcdqn_module
 from sb3_brc.dqn.dqn import BRCDQN
@@ -177,6 +177,7 @@ def train(args: argparse.Namespace) -> None:
         f"Trained {args.steps_per_task} env steps per task ({minutes:.1f} min in this session); model: `model.zip`; "
         "tensorboard logs: `tb/`; checkpoints: `checkpoints/`; config: `config.json`."
     )
+    extra += "\n\n" + _run_limits(args.steps_per_task, args.eval_episodes)
     if isinstance(model, MultiTaskAlgorithm) and model.num_tasks > 1:
         plot_task_embeddings(model, os.path.join(args.out, "embeddings.png"))
         extra += "\n\n![task embeddings (PCA)](embeddings.png)"
@@ -188,6 +189,26 @@ def train(args: argparse.Namespace) -> None:
     print()
     print(text.splitlines()[2])
     print(f"Report: {os.path.join(args.out, 'report.md')} (plots: curves.png, scores.png)")
+
+
+#: The paper's training budget (its preset's env steps per task)
+PAPER_STEPS_PER_TASK: int = PRESETS["paper"]["steps_per_task"]
+
+
+def _run_limits(steps_per_task: int, eval_episodes: int) -> str:
+    """What one training run cannot show, for its report."""
+    limits = [
+        "one seed: a difference smaller than the spread between seeds is noise (`sb3-brc bench --seeds 0 1 2` gives "
+        "confidence intervals)",
+        f"{eval_episodes} evaluation episode(s) per point: the ± column is their spread, not a confidence interval",
+        "no comparison with single-task training or other algorithms (`sb3-brc bench --algos brc_sac brc_sac_st sac`)",
+    ]
+    if steps_per_task < PAPER_STEPS_PER_TASK:
+        limits.append(
+            f"{steps_per_task} env steps per task, not the paper's {PAPER_STEPS_PER_TASK:,}: final returns are not "
+            "comparable with the paper's scores (`--preset paper` on a GPU)"
+        )
+    return "What this run cannot show: " + "; ".join(limits) + "."
 
 
 def evaluate(args: argparse.Namespace) -> None:

@@ -290,6 +290,7 @@ def test_cli_train_and_eval(tmp_path, capsys):
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
     assert "| Pendulum-v1 |" in report and "| cartpole-balance |" in report
+    assert "What this run cannot show: one seed" in report and "300 env steps per task, not the paper's 1,000,000" in report
     assert any(f.startswith("events") for _, _, files in os.walk(out / "tb") for f in files)
     cli_main(["eval", str(out), "--episodes", "1"])
     printed = capsys.readouterr().out
