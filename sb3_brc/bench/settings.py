@@ -75,7 +75,7 @@ class RunnerSettings:
                                            "evaluation; 0: none, an interrupted run starts over)")  # fmt: skip
     step_timeout: float | None = setting(None, "seconds a task's step or reset may take (each task in its own process); "
                                          "a slower one fails the run, naming the task, and the retry resumes from its "
-                                         "checkpoint")  # fmt: skip
+                                         "checkpoint", metavar="SECONDS")  # fmt: skip
 
     def check(self) -> None:
         """Reject settings no backend can run."""
