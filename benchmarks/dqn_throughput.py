@@ -7,6 +7,11 @@ next observations, the categorical projection and n-step sampling. Prints update
 BRCDQN's share of the time spent in the augmentation. Each update follows a target update, as in ``learn()``
 (DrQ(eps) copies the online network every step, which lets BRCDQN skip the double-Q forward pass).
 
+Efficiency rather than raw rate: each algorithm's achieved GFLOP/s (the FLOPs of one update counted by torch's
+``FlopCounterMode``: convolutions and matmuls, forward and backward) as a share of the machine's fp32 matmul peak
+measured in the same run, for BRCDQN, SB3 DQN and sb3-contrib's QR-DQN (200 quantiles) with the same encoder and
+batch.
+
     python benchmarks/dqn_throughput.py --threads 2                 # batch 32 (DrQ(eps)) and 160 (5 games)
 """
 
@@ -16,7 +21,10 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch as th
+from sb3_contrib import QRDQN
 from stable_baselines3 import DQN
+from throughput import peak_matmul_gflops
+from torch.utils.flop_counter import FlopCounterMode
 
 from sb3_brc import BRCDQN
 from sb3_brc.common.augmentation import random_shift
@@ -40,18 +48,24 @@ def make_model(algo: str, batch: int):
     common = dict(buffer_size=5000, learning_starts=2000, batch_size=batch, seed=0, device="cpu")
     if algo == "brcdqn":
         return BRCDQN("CnnPolicy", RandomFrames(), **common)
+    if algo == "qrdqn":  # its defaults (200 quantiles, 1-step), Adam eps as DrQ(eps)
+        return QRDQN("CnnPolicy", RandomFrames(), policy_kwargs=dict(optimizer_kwargs=dict(eps=1.5e-4)), **common)
     # DrQ(eps)-like SB3 DQN: Adam(1e-4, eps 1.5e-4), same encoder, linear head, n-step 10
     return DQN("CnnPolicy", RandomFrames(), n_steps=10, policy_kwargs=dict(optimizer_kwargs=dict(eps=1.5e-4)), **common)
 
 
-def updates_per_second(model, batch: int, updates: int) -> float:
+def updates_per_second(model, batch: int, updates: int) -> tuple[float, float]:
+    """(updates per second, FLOPs of one update)."""
     model.learn(2000)  # fill the buffer (all within learning_starts: no update yet)
     model.train(2, batch)  # warm-up
+    with FlopCounterMode(display=False) as counter:
+        model._on_step()
+        model.train(1, batch)
     start = time.perf_counter()
     for _ in range(updates):  # as in learn(): the target update of an env step, then one gradient update
         model._on_step()
         model.train(1, batch)
-    return updates / (time.perf_counter() - start)
+    return updates / (time.perf_counter() - start), counter.get_total_flops()
 
 
 def main() -> None:
@@ -61,17 +75,26 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=30)
     args = parser.parse_args()
     th.set_num_threads(args.threads)
-    print(f"torch {th.__version__}, threads {th.get_num_threads()}")
-    print(f"{'batch':>6} {'DQN upd/s':>10} {'BRCDQN upd/s':>13} {'ratio':>6} {'augment share':>14}")
+    peak = peak_matmul_gflops()
+    print(f"torch {th.__version__}, threads {th.get_num_threads()}, peak fp32 matmul (2048^3): {peak:.0f} GFLOP/s\n")
+    print("| batch | algorithm | upd/s | GFLOP per update | GFLOP/s | % of peak | upd/s vs DQN |")
+    print("|---|---|---|---|---|---|---|")
     for batch in args.batches:
-        dqn = updates_per_second(make_model("dqn", batch), batch, args.updates)
-        brc = updates_per_second(make_model("brcdqn", batch), batch, args.updates)
+        rates = {}
+        for algo, name in (("dqn", "SB3 DQN"), ("qrdqn", "QR-DQN"), ("brcdqn", "BRCDQN")):
+            ups, flops = updates_per_second(make_model(algo, batch), batch, args.updates)
+            rates[algo] = ups
+            print(
+                f"| {batch} | {name} | {ups:.1f} | {flops / 1e9:.2f} | {ups * flops / 1e9:.0f} "
+                f"| {100 * ups * flops / 1e9 / peak:.0f}% | {ups / rates['dqn']:.2f} |",
+                flush=True,
+            )
         frames = th.randint(0, 256, (batch, 4, 84, 84), dtype=th.uint8)
         start = time.perf_counter()
         for _ in range(args.updates):
             random_shift(frames), random_shift(frames)
         augment = (time.perf_counter() - start) / args.updates
-        print(f"{batch:>6} {dqn:>10.1f} {brc:>13.1f} {brc / dqn:>6.2f} {augment * brc:>13.0%}")
+        print(f"| {batch} | BRCDQN's share of time in the augmentation: {augment * rates['brcdqn']:.0%} | | | | | |")
 
 
 if __name__ == "__main__":
