@@ -90,13 +90,13 @@ def test_sigkill_then_resume_finishes_the_run(tmp_path):
         "Pendulum-v1",
         "InvertedPendulum-v5",
         "--steps-per-task",
-        "1200",
+        "600",
         "--learning-starts-per-task",
         "100",
         "--batch-size",
         "32",
         "--eval-freq",
-        "300",
+        "150",
         "--eval-episodes",
         "1",
         "--threads",
@@ -121,12 +121,12 @@ def test_sigkill_then_resume_finishes_the_run(tmp_path):
     killed_at = json.loads(
         (out / "checkpoints" / os.path.basename(latest_checkpoint(str(out / "checkpoints"))) / "checkpoint.json").read_text()
     )["num_timesteps"]
-    assert killed_at < 2400
+    assert killed_at < 1200
     with pytest.raises(subprocess.CalledProcessError):  # the same command without --resume refuses to clobber it
         subprocess.run(command, env=env, check=True, capture_output=True)
     subprocess.run([*command, "--resume"], env=env, check=True, capture_output=True)
     model = BRCSAC.load(out / "model.zip")
-    assert model.num_timesteps == 2400
+    assert model.num_timesteps == 1200
     steps = [row["steps_per_task"] for row in read_eval_csv(str(out / "eval.csv"))]
-    assert steps == [300, 300, 600, 600, 900, 900, 1200, 1200]  # schedule carried on, nothing evaluated twice
+    assert steps == [150, 150, 300, 300, 450, 450, 600, 600]  # schedule carried on, nothing evaluated twice
     assert (out / "report.md").exists()
