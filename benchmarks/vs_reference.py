@@ -46,6 +46,7 @@ from datetime import datetime, timezone
 import gymnasium as gym
 import numpy as np
 import torch as th
+from throughput import peak_matmul_gflops
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
 
@@ -82,16 +83,6 @@ def update_flops(obs: int, act: int, tasks: int, width: int, batch: int) -> floa
     critic = N_CRITICS * 2 * (critic_in * width + 4 * width * width + width * N_ATOMS)
     actor = 2 * ((obs + embedding) * ACTOR_WIDTH + 2 * ACTOR_WIDTH * ACTOR_WIDTH + 2 * ACTOR_WIDTH * act)
     return batch * (6 * critic + 4 * actor)
-
-
-def torch_matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
-    a, b = th.randn(size, size), th.randn(size, size)
-    for _ in range(3):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 class Worker:
@@ -263,11 +254,11 @@ def main() -> None:
     worker = Worker(args.jax_python, args.reference, args.threads)
     try:
         info = worker.ask(args.setup_timeout, cmd="info")
-        torch_peak = torch_matmul_gflops()
+        torch_peak = peak_matmul_gflops()
         rows = [run_setting(worker, args, "1 task", 24, 6, 1, width, 256) for width in args.widths]
         rows += [run_setting(worker, args, "10 tasks", 39, 4, 10, width, 1024) for width in args.multi_task_widths]
         jax_peak_end = worker.ask(args.setup_timeout, cmd="info")["matmul_gflops"]
-        torch_peak_end = torch_matmul_gflops()
+        torch_peak_end = peak_matmul_gflops()
     finally:
         worker.close()
 
