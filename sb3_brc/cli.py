@@ -34,6 +34,8 @@ from sb3_brc.tools.wandb_logging import add_wandb_arguments, open_wandb_run, run
 
 # Exit status of `sb3-brc train` when a task's step or reset exceeded --step-timeout (bad input: 2)
 EXIT_ENV_TIMEOUT = 3
+# Exit status after Ctrl-C, the shell's convention for SIGINT (128 + 2)
+EXIT_INTERRUPTED = 130
 
 
 def build_env(
@@ -308,9 +310,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except EnvStepTimeout as error:  # a hung env: a fault to retry, not bad input
         print(f"sb3-brc: error: {error}", file=sys.stderr)
-        checkpoint = latest_checkpoint(os.path.join(args.out, "checkpoints"))
-        if checkpoint is None:
-            print("sb3-brc: no checkpoint was written before the hang: rerun the command to start again", file=sys.stderr)
-        else:
-            print(f"sb3-brc: the last checkpoint ({checkpoint}) is intact: add --resume to continue from it", file=sys.stderr)
+        _print_resume_hint(args.out, "before the hang")
         sys.exit(EXIT_ENV_TIMEOUT)
+    except KeyboardInterrupt:  # Ctrl-C: checkpoints stay in place (bench has said which runs to resume)
+        print("sb3-brc: interrupted", file=sys.stderr)
+        if args.command == "train":
+            _print_resume_hint(args.out, "before Ctrl-C")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _print_resume_hint(out: str, when: str) -> None:
+    """Where a stopped ``sb3-brc train`` run can resume from."""
+    checkpoint = latest_checkpoint(os.path.join(out, "checkpoints"))
+    if checkpoint is None:
+        print(f"sb3-brc: no checkpoint was written {when}: rerun the command to start again", file=sys.stderr)
+    else:
+        print(f"sb3-brc: the last checkpoint ({checkpoint}) is intact: add --resume to continue from it", file=sys.stderr)

@@ -10,8 +10,10 @@ import json
 import os
 import pathlib
 import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -170,15 +172,31 @@ def test_killed_worker_is_retried_from_its_checkpoint_and_a_failing_run_is_repor
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ctrl_c_stops_the_grid_and_leaves_resumable_runs(backend, tmp_path, request):
-    # Long enough not to end before Ctrl-C lands and stops it: 600 steps per task were not, on a fast machine
-    settings = BenchSettings(steps_per_task=1500, **FAST)
-    (run,) = grid(str(tmp_path), ["sac"], ["InvertedPendulum-v5"], [0], settings)
-    watcher = _after_first_checkpoint(run, lambda attempts: os.kill(os.getpid(), signal.SIGINT))  # Ctrl-C on the driver
+    flags = dict(steps_per_task=1500, **FAST)  # long enough not to end before Ctrl-C stops it
+    (run,) = grid(str(tmp_path), ["sac"], ["InvertedPendulum-v5"], [0], BenchSettings(**flags))
+    # `sb3-brc bench` in its own process (as in a terminal; the Ray backend joins this module's Ray instance), and
+    # Ctrl-C (SIGINT) to it once its run has a checkpoint
+    argv = [sys.executable, "-m", "sb3_brc", "bench", "--backend", backend, "--algos", "sac", "--tasks",
+            "InvertedPendulum-v5", "--seeds", "0", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    if backend == "ray":
+        argv += ["--address", request.getfixturevalue("ray_session").get_runtime_context().gcs_address]
+    for name, value in flags.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    process = subprocess.Popen(argv, env=dict(os.environ, MUJOCO_GL="disable"), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
-        with pytest.raises(KeyboardInterrupt):
-            _run(backend, [run], request, progress=False)
+        deadline = time.time() + 300
+        while checkpoint_timesteps(os.path.join(run.run_dir, CHECKPOINTS)) == 0:
+            assert process.poll() is None, process.communicate()[0]
+            assert time.time() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=120)[0]
     finally:
-        watcher.set()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == cli.EXIT_INTERRUPTED, output
+    assert "run the same command again to resume them" in output and "Traceback" not in output, output
     assert saved_status(run) == "running" and is_resumable(run)
     # The same grid again resumes the run from its checkpoint
     (result,) = _run(backend, [run], request, progress=False)

@@ -110,3 +110,18 @@ def test_train_step_timeout_exits_3_naming_the_task_with_the_checkpoint_intact(t
     err = capsys.readouterr().err
     assert "Task 'stuck' did not return from step 26" in err and "add --resume" in err
     assert os.path.basename(latest_checkpoint(str(out / "checkpoints"))) == "step-40"
+
+
+def test_ctrl_c_ends_train_with_status_130_and_the_resume_hint(tmp_path, monkeypatch, capsys):
+    def interrupted_train(args):  # Ctrl-C after the run wrote checkpoints
+        model = BRCSAC("MlpPolicy", MultiTaskVecEnv([TargetEnv], seed=0), learning_starts=10, batch_size=8,
+                       policy_kwargs=TINY_POLICY, seed=0)  # fmt: skip
+        model.learn(20, callback=CheckpointCallback(os.path.join(args.out, "checkpoints"), save_freq=10))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "train", interrupted_train)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--tasks", "TargetEnv", "--out", str(tmp_path / "run"), "--steps-per-task", "20"])
+    assert exit_.value.code == cli.EXIT_INTERRUPTED == 130
+    err = capsys.readouterr().err
+    assert "sb3-brc: interrupted" in err and "step-20) is intact: add --resume to continue from it" in err
