@@ -239,6 +239,7 @@ def test_impala_encoder_on_images():
     assert model._n_updates == 40
 
 
+@pytest.mark.slow  # BRCDQN's learning in the default run: the two-task test below (CartPole among its tasks)
 def test_cartpole_learning_beats_random():
     env = gym.make("CartPole-v1")
     model = BRCDQN(

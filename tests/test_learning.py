@@ -22,6 +22,7 @@ def random_return(env_id: str, episodes: int = 10) -> float:
     return float(np.mean(returns))
 
 
+@pytest.mark.slow  # BRCSAC's learning in the default run: tests/test_multitask.py (InvertedPendulum among its tasks)
 def test_learns_inverted_pendulum():
     model = BRCSAC(
         "MlpPolicy",
