@@ -175,9 +175,12 @@ def test_ctrl_c_stops_the_grid_and_leaves_resumable_runs(backend, tmp_path, requ
     flags = dict(steps_per_task=1500, **FAST)  # long enough not to end before Ctrl-C stops it
     (run,) = grid(str(tmp_path), ["sac"], ["InvertedPendulum-v5"], [0], BenchSettings(**flags))
     # `sb3-brc bench` in its own process (as in a terminal; the Ray backend joins this module's Ray instance), and
-    # Ctrl-C (SIGINT) to it once its run has a checkpoint
-    argv = [sys.executable, "-m", "sb3_brc", "bench", "--backend", backend, "--algos", "sac", "--tasks",
-            "InvertedPendulum-v5", "--seeds", "0", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    # Ctrl-C (SIGINT) to it once its run has a checkpoint. The child restores Python's SIGINT handler: a test run
+    # started in the background by a non-interactive shell (`pytest ... &`) ignores SIGINT, and children inherit that
+    main = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    main += "runpy.run_module('sb3_brc', run_name='__main__')"
+    argv = [sys.executable, "-c", main, "bench", "--backend", backend, "--algos", "sac", "--tasks", "InvertedPendulum-v5",
+            "--seeds", "0", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
     if backend == "ray":
         argv += ["--address", request.getfixturevalue("ray_session").get_runtime_context().gcs_address]
     for name, value in flags.items():
