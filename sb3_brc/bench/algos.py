@@ -28,9 +28,10 @@ def make_multi_task_env(
     suite: str | None = None,
     training: bool = True,
     step_timeout: float | None = None,
+    vec_env_class: type[MultiTaskVecEnv] | type[DiscreteMultiTaskVecEnv] = MultiTaskVecEnv,
 ) -> BaseMultiTaskVecEnv:
-    """The default env builder of the harness: a :class:`MultiTaskVecEnv` of the tasks (one task for a
-    single-task run: its task id is then a constant 0). ``suite`` builds a named suite with
+    """The default env builder of the harness: a :class:`MultiTaskVecEnv` (or ``vec_env_class``) of the tasks (one
+    task for a single-task run: its task id is then a constant 0). ``suite`` builds a named suite with
     :func:`sb3_brc.envs.suites.make_suite` instead (Meta-World and Atari suites only exist as such); ``training=False``
     builds evaluation envs (Atari: whole games instead of episodes ending at a lost life); ``step_timeout``: each task
     in its own process, a step or reset slower than that many seconds raises
@@ -38,7 +39,7 @@ def make_multi_task_env(
     if suite is not None:
         return make_suite(suite, seed=seed, training=training, step_timeout=step_timeout)
     names = list(task_names) if task_names else None
-    return MultiTaskVecEnv(list(tasks), task_names=names, seed=seed, step_timeout=step_timeout)
+    return vec_env_class(list(tasks), task_names=names, seed=seed, step_timeout=step_timeout)
 
 
 def task_free_env(
@@ -63,10 +64,7 @@ def discrete_multi_task_env(
     step_timeout: float | None = None,
 ) -> BaseMultiTaskVecEnv:
     """Env builder of discrete-action algorithms: a suite (Atari) or a :class:`DiscreteMultiTaskVecEnv`."""
-    if suite is not None:
-        return make_suite(suite, seed=seed, training=training, step_timeout=step_timeout)
-    names = list(task_names) if task_names else None
-    return DiscreteMultiTaskVecEnv(list(tasks), task_names=names, seed=seed, step_timeout=step_timeout)
+    return make_multi_task_env(tasks, task_names, seed, suite, training, step_timeout, DiscreteMultiTaskVecEnv)
 
 
 @dataclass(frozen=True)
