@@ -312,6 +312,22 @@ def test_target_shortcut_after_a_hard_copy_gives_the_double_q_target():
     assert not model._target_is_online
 
 
+@pytest.mark.parametrize("tau", [1.0, 0.3])
+def test_target_update_is_a_polyak_step_of_every_parameter(tau):
+    model = BRCDQN("MlpPolicy", _two_discrete_tasks(), learning_starts=20, tau=tau, policy_kwargs=TINY_DQN, seed=0)
+    model.learn(60)
+    online = [p.detach().clone() for p in model.q_net.parameters()]
+    before = [p.detach().clone() for p in model.q_net_target.parameters()]
+    assert any(not th.equal(a, b) for a, b in zip(online, before, strict=True))  # an update moved the online network
+    model._on_step()
+    for target, new, old in zip(model.q_net_target.parameters(), online, before, strict=True):
+        expected = new if tau == 1.0 else (1 - tau) * old + tau * new
+        if tau == 1.0:
+            assert th.equal(target, expected)  # a hard copy is exact
+        else:
+            th.testing.assert_close(target.detach(), expected)
+
+
 def test_benchmark_harness_runs_brc_dqn(tmp_path):
     from sb3_brc.bench import BenchSettings, run_benchmark
 

@@ -1,7 +1,6 @@
 """DrQ image augmentation."""
 
 import torch as th
-import torch.nn.functional as F
 
 
 def random_shift(images: th.Tensor, pad: int = 4) -> th.Tensor:
@@ -15,9 +14,11 @@ def random_shift(images: th.Tensor, pad: int = 4) -> th.Tensor:
     if pad == 0:
         return images.float()
     batch, channels, height, width = images.shape
-    padded = F.pad(images.float(), (pad, pad, pad, pad), mode="replicate")
-    offsets = th.randint(0, 2 * pad + 1, (batch, 2), device=images.device)
-    rows = (offsets[:, :1] + th.arange(height, device=images.device)).view(batch, 1, height, 1)
-    cropped_rows = padded.gather(2, rows.expand(batch, channels, height, width + 2 * pad))
-    cols = (offsets[:, 1:] + th.arange(width, device=images.device)).view(batch, 1, 1, width)
-    return cropped_rows.gather(3, cols.expand(batch, channels, height, width))
+    # Replicate padding then cropping at offset o is indexing the unpadded image at clamp(o - pad + i): one gather
+    # on the (uint8) frames instead of a padded float copy, converted to float once at the end
+    offsets = th.randint(0, 2 * pad + 1, (batch, 2), device=images.device) - pad
+    rows = (offsets[:, :1] + th.arange(height, device=images.device)).clamp_(0, height - 1)
+    cols = (offsets[:, 1:] + th.arange(width, device=images.device)).clamp_(0, width - 1)
+    pixels = (rows.unsqueeze(2) * width + cols.unsqueeze(1)).view(batch, 1, height * width)
+    shifted = images.flatten(2).gather(2, pixels.expand(batch, channels, height * width))
+    return shifted.view(batch, channels, height, width).float()

@@ -93,7 +93,9 @@ class BRCDQNPolicy(BasePolicy):
     :param features_extractor_kwargs: Keyword arguments of the encoder
     :param normalize_images: Whether to divide image observations by 255
     :param optimizer_class: Optimizer (Adam, as in DrQ(eps))
-    :param optimizer_kwargs: Optimizer keyword arguments (default ``eps=1.5e-4``)
+    :param optimizer_kwargs: Optimizer keyword arguments (default ``eps=1.5e-4``, DrQ(eps)'s, and ``fused=True``: on
+        CPU, PyTorch's default Adam loops over parameters, which cost about 13% of a batch-32 Atari update; pass
+        ``dict(eps=1.5e-4)`` on devices without a fused Adam)
     """
 
     action_space: spaces.Discrete
@@ -128,7 +130,7 @@ class BRCDQNPolicy(BasePolicy):
             features_extractor_class,
             features_extractor_kwargs,
             optimizer_class=optimizer_class,
-            optimizer_kwargs={"eps": 1.5e-4} if optimizer_kwargs is None else optimizer_kwargs,
+            optimizer_kwargs={"eps": 1.5e-4, "fused": True} if optimizer_kwargs is None else optimizer_kwargs,
             normalize_images=normalize_images,
         )
         self.net_arch = [512, 512] if net_arch is None else net_arch
