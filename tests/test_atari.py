@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
 
 pytest.importorskip("ale_py")
 
@@ -95,3 +96,26 @@ def test_ale_ids_are_tasks():
     assert env.layout.legal_actions[1] == tuple(FULL_ACTION_MEANINGS.index(m) for m in ["NOOP", "FIRE", "RIGHT", "LEFT"])
     assert env.normalized_score(0, ATARI_SCORES["Pong"][1], None) == pytest.approx(1.0)
     env.close()
+
+
+def test_atari_games_suite_by_name():
+    from sb3_brc.bench.grid import resolve_tasks
+    from sb3_brc.envs.suites import find_suite
+
+    assert find_suite("atari:boxing, Freeway").tasks == ["Boxing", "Freeway"]  # canonical game names
+    assert find_suite("atari-2") is not None and find_suite("HalfCheetah-v5") is None
+    with pytest.raises(ValueError, match=r"unknown Atari game.*'Boxng'.*Did you mean Boxing"):
+        find_suite("atari:Boxng")
+    with pytest.raises(ValueError, match="names a game twice"):
+        find_suite("atari:Pong,pong")
+    with pytest.raises(ValueError, match="unknown Atari game"):
+        make_suite("atari:")
+    # One game: preprocessed as the Atari suites are; training envs end at a lost life, evaluation envs play whole games
+    train_env, eval_env = make_suite("atari:Breakout", seed=0), make_suite("atari:Breakout", seed=0, training=False)
+    assert isinstance(train_env, DiscreteMultiTaskVecEnv) and train_env.task_names == ["Breakout"]
+    assert train_env.observation_space["observation"].shape == (4, 84, 84)
+    assert train_env.env_is_wrapped(EpisodicLifeEnv) == [True] and eval_env.env_is_wrapped(EpisodicLifeEnv) == [False]
+    train_env.close()
+    eval_env.close()
+    tasks = resolve_tasks("atari:Pong,Breakout")  # the harness: one multi-game run of those games
+    assert (tasks.suite, tasks.task_names) == ("atari:Pong,Breakout", ("Pong", "Breakout"))

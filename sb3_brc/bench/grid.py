@@ -9,7 +9,7 @@ from typing import Any
 
 from sb3_brc.bench.algos import ALGOS, BenchAlgo
 from sb3_brc.bench.settings import BenchSettings
-from sb3_brc.envs.suites import SUITES, make_suite, task_factory
+from sb3_brc.envs.suites import find_suite, make_suite, task_factory
 from sb3_brc.envs.vec_env import TaskSpec
 from sb3_brc.tools.wandb_logging import WandbSettings
 
@@ -44,9 +44,9 @@ class RunTasks:
 
 
 def resolve_tasks(name: str) -> RunTasks:
-    """Resolve a ``--tasks`` entry: a :data:`sb3_brc.envs.suites.SUITES` name, a Gymnasium id, a DMC short name or a
-    Meta-World task name."""
-    suite = SUITES.get(name)
+    """Resolve a ``--tasks`` entry: a :data:`sb3_brc.envs.suites.SUITES` name, ``atari:<game>,...``, a Gymnasium id, a
+    DMC short name or a Meta-World task name."""
+    suite = find_suite(name)
     if suite is None:
         resolved = task_factory(name)[1] or name
         return RunTasks(resolved, (name,), (resolved,))
@@ -85,7 +85,8 @@ class RunSpec:
     @property
     def run_dir(self) -> str:
         """The run's output directory, ``OUT/<algo>/<tasks>/seed<k>``."""
-        return os.path.join(self.out, self.algo_name, self.tasks.label.replace("/", "_"), f"seed{self.seed}")
+        label = self.tasks.label.replace("/", "_").replace(":", "_")  # ALE/..., atari:Boxing,Freeway
+        return os.path.join(self.out, self.algo_name, label, f"seed{self.seed}")
 
     def config(self) -> dict[str, Any]:
         """What a finished run must match to be skipped."""

@@ -12,6 +12,7 @@ import gymnasium as gym
 
 from sb3_brc.envs.atari import ATARI_5, ATARI_100K, atari_factory, atari_game
 from sb3_brc.envs.humanoidbench import H1_TASKS, H1HAND_TASKS
+from sb3_brc.envs.scores import ATARI_SCORES
 from sb3_brc.envs.shadowhand import (
     SHADOWHAND_TASKS,
     SHADOWHAND_TEST_OBJECTS,
@@ -136,6 +137,30 @@ SUITES: dict[str, Suite] = {
 }
 
 
+#: Prefix of a suite of any Atari games: ``"atari:Boxing,Freeway"`` (see :func:`find_suite`)
+ATARI_GAMES_PREFIX = "atari:"
+
+
+def find_suite(name: str) -> Suite | None:
+    """The suite a name stands for: a key of :data:`SUITES`, or ``"atari:<game>,<game>,..."`` for a suite of
+    those Atari games (one game: a single-game suite, preprocessed as the named Atari suites are), else ``None``.
+    Raises ``ValueError`` naming an unknown game."""
+    if not name.startswith(ATARI_GAMES_PREFIX):
+        return SUITES.get(name)
+    games = [atari_game(game.strip()) for game in name.removeprefix(ATARI_GAMES_PREFIX).split(",") if game.strip()]
+    unknown = [game for game in games if game not in ATARI_SCORES]
+    if not games or unknown:
+        close = [match for game in unknown for match in difflib.get_close_matches(game, list(ATARI_SCORES), n=2)]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"{name!r}: unknown Atari game(s) {unknown}.{hint} Games (those with random and human scores): "
+            f"{', '.join(sorted(ATARI_SCORES))}"
+        )
+    if len(set(games)) != len(games):
+        raise ValueError(f"{name!r} names a game twice")
+    return Suite(f"Atari: {', '.join(games)}", games, atari=True)
+
+
 def _metaworld_class_names() -> dict[type, str]:
     return {cls: name for name, cls in importlib.import_module("metaworld").ALL_V3_ENVIRONMENTS.items()}
 
@@ -201,13 +226,14 @@ def make_suite(name: str, seed: int | None = None, training: bool = True, **vec_
     """Build a :class:`MultiTaskVecEnv` for a suite (``mt10``, ``dmc-hard``, ...) or a single task name; Atari
     suites (``atari-5``, ...) give a :class:`DiscreteMultiTaskVecEnv` (for ``BRCDQN``).
 
-    :param name: A key of :data:`SUITES`, or any single task :func:`task_factory` accepts
+    :param name: A key of :data:`SUITES`, ``"atari:<game>,<game>"`` (any Atari games, :func:`find_suite`), or any
+        single task :func:`task_factory` accepts
     :param seed: Seed of the envs
     :param training: Atari suites only: ``True`` ends episodes at a lost life (training), ``False`` plays whole
         games (evaluation envs)
     :param vec_env_kwargs: Passed to the vector env (``vec_env_cls``, ...)
     """
-    suite = SUITES.get(name)
+    suite = find_suite(name)
     if suite is None:
         try:
             task_factory(name)
@@ -246,5 +272,6 @@ def describe_suites() -> str:
     lines.append("Single tasks: any Gymnasium id (HalfCheetah-v5, dm_control/walker-walk-v0), a DMC short name")
     lines.append("(walker-walk), a Meta-World task name (reach-v3; reach-v3-goal-observable: the BRC paper's")
     lines.append("goal-observable, 200-step version), or a ShadowHand id (HandManipulateEggRotate-v1; apple-rotate-v1 with")
-    lines.append("dex_envs); MultiTaskVecEnv takes any list of them.")
+    lines.append("dex_envs); MultiTaskVecEnv takes any list of them. Any Atari games as one suite (BRCDQN, preprocessed")
+    lines.append("as the atari-* suites): atari:Boxing,Freeway (one game: atari:Boxing).")
     return "\n".join(lines)
