@@ -40,13 +40,13 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timezone
 
 import gymnasium as gym
 import numpy as np
 import torch as th
 from throughput import peak_matmul_gflops
+from vs_reference_worker import time_calls
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
 
@@ -158,19 +158,15 @@ class OurStep:
     def __call__(self) -> None:
         self.model.train(gradient_steps=UPDATES_PER_CALL, batch_size=self.batch)
 
-    def param_sizes(self) -> tuple[list[int], list[int]]:
-        actor = sorted(p.numel() for p in self.model.actor.parameters())
-        critic = sorted(p.numel() for p in self.model.critic.parameters())
-        return actor, critic
-
     def time(self, seconds: float) -> dict:
-        calls, cpu0, start = 0, time.process_time(), time.perf_counter()
-        while True:
-            self()
-            calls += 1
-            wall = time.perf_counter() - start
-            if wall >= seconds:
-                return {"calls": calls, "updates": calls * UPDATES_PER_CALL, "wall": wall, "cpu": time.process_time() - cpu0}
+        return time_calls(self, seconds, UPDATES_PER_CALL)
+
+
+def param_sizes(model: BRCSAC) -> tuple[list[int], list[int]]:
+    """Sizes of the actor's and of the critic's parameter tensors, sorted (compared with the reference's)."""
+    actor = sorted(p.numel() for p in model.actor.parameters())
+    critic = sorted(p.numel() for p in model.critic.parameters())
+    return actor, critic
 
 
 def check_same_networks(ours: tuple[list[int], list[int]], theirs: dict, label: str) -> None:
@@ -188,7 +184,7 @@ def run_setting(worker: Worker, args, label: str, obs: int, act: int, tasks: int
     setting = dict(obs=obs, act=act, tasks=tasks, width=width, batch=batch)
     ref_info = worker.ask(args.setup_timeout, cmd="setup", updates=UPDATES_PER_CALL, fill=fill, init=args.jax_init, **setting)
     ours = OurStep(fill=fill, **setting)
-    sizes = ours.param_sizes()
+    sizes = param_sizes(ours.model)
     check_same_networks(sizes, ref_info, f"{label} width {width}")
     totals = {"ref": dict(updates=0, wall=0.0, cpu=0.0), "ours": dict(updates=0, wall=0.0, cpu=0.0)}
     slices: dict[str, list[float]] = {"ref": [], "ours": []}
