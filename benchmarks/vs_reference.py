@@ -169,6 +169,25 @@ def param_sizes(model: BRCSAC) -> tuple[list[int], list[int]]:
     return actor, critic
 
 
+def alternate(worker: Worker, ours, args, count: str) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
+    """Time the reference (``worker``) and ``ours`` in ``args.rounds`` alternating slices of ``args.seconds /
+    args.rounds`` each, so that machine drift hits both: per side, the totals of ``count`` (what a slice counts:
+    "updates" or "calls"), "wall" and "cpu", and each slice's ``count`` per second."""
+    totals = {side: {count: 0.0, "wall": 0.0, "cpu": 0.0} for side in ("ref", "ours")}
+    slices: dict[str, list[float]] = {"ref": [], "ours": []}
+    slice_seconds = args.seconds / args.rounds
+    for _ in range(args.rounds):
+        for side in ("ref", "ours"):
+            if side == "ref":
+                result = worker.ask(args.setup_timeout, cmd="time", seconds=slice_seconds)
+            else:
+                result = ours.time(slice_seconds)
+            for key in totals[side]:
+                totals[side][key] += result[key]
+            slices[side].append(result[count] / result["wall"])
+    return totals, slices
+
+
 def check_same_networks(ours: tuple[list[int], list[int]], theirs: dict, label: str) -> None:
     """Same number of parameter tensors with the same sizes, for actor and critic (task embedding included)."""
     for name, mine, ref in (("actor", ours[0], theirs["actor_params"]), ("critic", ours[1], theirs["critic_params"])):
@@ -186,18 +205,7 @@ def run_setting(worker: Worker, args, label: str, obs: int, act: int, tasks: int
     ours = OurStep(fill=fill, **setting)
     sizes = param_sizes(ours.model)
     check_same_networks(sizes, ref_info, f"{label} width {width}")
-    totals = {"ref": dict(updates=0, wall=0.0, cpu=0.0), "ours": dict(updates=0, wall=0.0, cpu=0.0)}
-    slices: dict[str, list[float]] = {"ref": [], "ours": []}
-    slice_seconds = args.seconds / args.rounds
-    for _ in range(args.rounds):
-        for side in ("ref", "ours"):
-            if side == "ref":
-                result = worker.ask(args.setup_timeout, cmd="time", seconds=slice_seconds)
-            else:
-                result = ours.time(slice_seconds)
-            for key in totals[side]:
-                totals[side][key] += result[key]
-            slices[side].append(result["updates"] / result["wall"])
+    totals, slices = alternate(worker, ours, args, "updates")
     del ours
     print(
         f"  {label} width {width}: reference init {ref_info['init_seconds']:.0f} s, "

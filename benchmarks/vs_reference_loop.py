@@ -38,7 +38,17 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 
 import torch as th
-from vs_reference import ACTOR_WIDTH, N_ATOMS, N_CRITICS, UPDATES_PER_CALL, Worker, check_same_networks, cpu_model, param_sizes
+from vs_reference import (
+    ACTOR_WIDTH,
+    N_ATOMS,
+    N_CRITICS,
+    UPDATES_PER_CALL,
+    Worker,
+    alternate,
+    check_same_networks,
+    cpu_model,
+    param_sizes,
+)
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
 
@@ -105,17 +115,7 @@ def run_width(worker: Worker, args, width: int) -> dict:
     our_setup = time.perf_counter() - start
     sizes = param_sizes(ours.model)
     check_same_networks(sizes, ref_info, f"{args.task} width {width}")
-    totals = {side: dict(calls=0, wall=0.0, cpu=0.0) for side in ("ref", "ours")}
-    slices: dict[str, list[float]] = {"ref": [], "ours": []}
-    for _ in range(args.rounds):
-        for side in ("ref", "ours"):
-            if side == "ref":
-                result = worker.ask(args.setup_timeout, cmd="time", seconds=slice_seconds)
-            else:
-                result = ours.time(slice_seconds)
-            for key in totals[side]:
-                totals[side][key] += result[key]
-            slices[side].append(result["calls"] / result["wall"])
+    totals, slices = alternate(worker, ours, args, "calls")
     ours.close()
     del ours
     print(
@@ -124,7 +124,7 @@ def run_width(worker: Worker, args, width: int) -> dict:
         f"actor {sum(sizes[0])} and critic {sum(sizes[1])} parameters on both sides; "
         f"env steps/s per slice: reference {', '.join(f'{x:.1f}' for x in slices['ref'])}; "
         f"sb3-brc {', '.join(f'{x:.1f}' for x in slices['ours'])}; "
-        f"env steps timed: reference {totals['ref']['calls']}, sb3-brc {totals['ours']['calls']}",
+        f"env steps timed: reference {totals['ref']['calls']:.0f}, sb3-brc {totals['ours']['calls']:.0f}",
         file=sys.stderr,
         flush=True,
     )
