@@ -169,6 +169,21 @@ def param_sizes(model: BRCSAC) -> tuple[list[int], list[int]]:
     return actor, critic
 
 
+def add_worker_arguments(parser: argparse.ArgumentParser, jax_python_help: str) -> None:
+    """The flags of the reference side and of the alternating timing, shared with ``vs_reference_loop.py``."""
+    parser.add_argument("--reference", required=True, help="checkout of naumix/BiggerRegularizedCategorical")
+    parser.add_argument("--jax-python", required=True, help=jax_python_help)
+    parser.add_argument("--rounds", type=int, default=4, help="alternating slices the timing is split into")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of each implementation")
+    parser.add_argument(
+        "--jax-init",
+        choices=["eager", "jit"],
+        default="eager",
+        help="build the reference's models eagerly (slow, safe) or with its own jitted init (can hang on some jaxlibs)",
+    )
+    parser.add_argument("--setup-timeout", type=float, default=1800.0, help="seconds to wait for any worker answer")
+
+
 def alternate(worker: Worker, ours, args, count: str) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
     """Time the reference (``worker``) and ``ours`` in ``args.rounds`` alternating slices of ``args.seconds /
     args.rounds`` each, so that machine drift hits both: per side, the totals of ``count`` (what a slice counts:
@@ -236,20 +251,10 @@ def cpu_model() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference", required=True, help="checkout of naumix/BiggerRegularizedCategorical")
-    parser.add_argument("--jax-python", required=True, help="Python of a virtual environment with jax, flax, optax, distrax")
+    add_worker_arguments(parser, "Python of a virtual environment with jax, flax, optax, distrax")
     parser.add_argument("--widths", type=int, nargs="*", default=[128, 256, 512, 1024, 2048], help="single-task widths")
     parser.add_argument("--multi-task-widths", type=int, nargs="*", help="10-task widths (default: --widths)")
     parser.add_argument("--seconds", type=float, default=10.0, help="timing per implementation and setting")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating slices the timing is split into")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads of each implementation")
-    parser.add_argument(
-        "--jax-init",
-        choices=["eager", "jit"],
-        default="eager",
-        help="build the reference's models eagerly (slow, safe) or with its own jitted init (can hang on some jaxlibs)",
-    )
-    parser.add_argument("--setup-timeout", type=float, default=1800.0, help="seconds to wait for any worker answer")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     if args.multi_task_widths is None:

@@ -44,6 +44,7 @@ from vs_reference import (
     N_CRITICS,
     UPDATES_PER_CALL,
     Worker,
+    add_worker_arguments,
     alternate,
     check_same_networks,
     cpu_model,
@@ -142,23 +143,13 @@ def our_versions() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference", required=True, help="checkout of naumix/BiggerRegularizedCategorical")
-    parser.add_argument("--jax-python", required=True, help="Python of a JAX virtual environment (see above)")
+    add_worker_arguments(parser, "Python of a JAX virtual environment (see above)")
     parser.add_argument("--task", default="cheetah-run", help="DMC task, short name (domain-task)")
     parser.add_argument("--widths", type=int, nargs="+", default=[256, 512], help="critic widths")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed training per implementation and width")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating slices the timing is split into")
     parser.add_argument("--warmup", type=int, default=1000, help="random-action env steps before training (not timed)")
     parser.add_argument("--buffer-size", type=int, default=1_000_000, help="replay capacity (train.py's default)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads of each implementation")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--jax-init",
-        choices=["eager", "jit"],
-        default="eager",
-        help="build the reference's models eagerly (slow, safe) or with its own jitted init (can hang on some jaxlibs)",
-    )
-    parser.add_argument("--setup-timeout", type=float, default=1800.0, help="seconds to wait for any worker answer")
     args = parser.parse_args()
     if args.task.startswith("dm_control/") or "-" not in args.task:
         parser.error("--task takes a DMC short name such as cheetah-run (the reference's env names)")
