@@ -88,6 +88,18 @@ def test_smoke_run_on_two_games(tmp_path):
         assert row["score"] == pytest.approx(human_normalized_score(row["task"], row["mean_return"]))
 
 
+def test_single_game_with_a_minimal_action_set():
+    # One game is one task, yet its legal actions can be a subset of the union space: Freeway's are 3 of 18
+    env = make_suite("atari:Freeway", seed=0)
+    assert env.num_tasks == 1 and env.layout.legal_actions == ((0, 2, 5),)  # NOOP, UP, DOWN
+    kwargs = dict(learning_starts=20, batch_size=4, buffer_size=100, policy_kwargs=dict(net_arch=[16]), seed=0)
+    model = BRCDQN("CnnPolicy", env, **kwargs)
+    assert model.policy.action_masks.tolist() == [[a in (0, 2, 5) for a in range(env.action_space.n)]]
+    model.learn(60)  # the env rejects an illegal action: warm-up, exploration and greedy ones all stay legal
+    assert model._n_updates == 40
+    env.close()
+
+
 def test_ale_ids_are_tasks():
     _, name, kind = task_factory("ALE/Pong-v5")
     assert (name, kind) == ("Pong", "atari")  # the game's name: its human-normalised score applies

@@ -116,6 +116,8 @@ def test_a_hanging_env_fails_its_run_and_the_retry_resumes_from_the_checkpoint(t
     first, second = _attempts(run)
     assert first["start_steps_per_task"] == 0 and second["start_steps_per_task"] == 100  # resumed from the checkpoint
     assert saved_status(run) == "running" and is_resumable(run)
+    output = capsys.readouterr().out  # without the progress display, its lines still say what happened
+    assert f"retry  {run.key}" in output and f"failed  {run.key}" in output
 
 
 def test_missing_ray_names_the_extra(tmp_path, monkeypatch):

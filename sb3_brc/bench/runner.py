@@ -416,7 +416,7 @@ def drive_grid(
         trained again after failures: at least the steps reported before each failure, minus where the next attempt
         resumed) and for a failed run ``error`` (the last attempt's); ``errors``: the errors of the retried attempts
     """
-    console = Console(quiet=not progress)
+    console = Console()
     results: list[dict[str, Any]] = [
         dict(key=spec.key, status="skipped", wall_s=0.0, attempts=0) for spec in runs if is_complete(spec)
     ]

@@ -101,7 +101,7 @@ def load_grid(runs: Sequence[RunSpec]) -> GridData:
         all_rows += rows
         wall[spec.algo_name] += float(read_json(os.path.join(spec.run_dir, "config.json")).get("wall_s", 0.0))
     if not table:
-        raise ValueError("No complete runs to aggregate")
+        raise ValueError("No complete runs to aggregate (a run that failed is listed above with its error)")
     norms = task_normalizations(all_rows, random_returns)
     algos = list(dict.fromkeys(spec.algo_name for spec in runs if any(k[0] == spec.algo_name for k in table)))
     tasks = sorted({task for (_, _, task) in table})

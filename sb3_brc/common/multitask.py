@@ -163,10 +163,11 @@ class MultiTaskAlgorithm(_MixinBase):
     def _task_policy_kwargs(policy_kwargs: dict[str, Any] | None, env: GymEnv | str | None) -> dict[str, Any]:
         """``policy_kwargs`` with the env's task count (and, for discrete tasks, their legal actions)."""
         policy_kwargs, layout = dict(policy_kwargs or {}), task_layout_of(env)
-        if layout is None or layout.num_tasks == 1:
+        if layout is None:
             return policy_kwargs
-        if policy_kwargs.setdefault("num_tasks", layout.num_tasks) != layout.num_tasks:
+        if layout.num_tasks > 1 and policy_kwargs.setdefault("num_tasks", layout.num_tasks) != layout.num_tasks:
             raise ValueError(f"policy_kwargs num_tasks={policy_kwargs['num_tasks']} but the env has {layout.num_tasks} tasks.")
+        # Also for one task: a single game's legal actions can be a subset of the union space (Freeway: 3 of 18)
         if layout.legal_actions is not None:
             policy_kwargs.setdefault("legal_actions", [list(legal) for legal in layout.legal_actions])
         return policy_kwargs
