@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import pickle
@@ -16,6 +17,7 @@ from sb3_brc.bench import (
     BenchSettings,
     Normalization,
     grid,
+    load_grid,
     register_algo,
     replace_section,
     resolve_tasks,
@@ -64,6 +66,11 @@ def test_grid_layout_suites_and_registry():
         grid("out", ["sac"], ["Pendulum-v1"], SEEDS, BenchSettings(steps_per_task=150, eval_every=100))
     with pytest.raises(ValueError, match="Unknown algorithm"):
         grid("out", ["nope"], ["Pendulum-v1"], SEEDS, settings)
+    # A task alone and in a suite: two runs would fill one (algorithm, seed, task) cell of the aggregate
+    for algo in ("brc_sac", "sac"):
+        with pytest.raises(ValueError, match=rf"{algo} would train 'InvertedPendulum-v5' with seed 0 in two runs"):
+            grid("out", [algo], ["demo", "InvertedPendulum-v5"], SEEDS, settings)
+    assert len(grid("out", ["brc_sac", "brc_sac_st"], ["demo"], SEEDS, settings)) == 2 * (1 + 3)
     with pytest.raises(ValueError, match="already registered"):
         register_algo("sac", BenchAlgo("stable_baselines3:SAC"))
     assert ALGOS["sac"].algo_class().__name__ == "SAC"
@@ -164,3 +171,28 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path):
     assert all(row in open(os.path.join(out, "aggregate.md")).read() for row in iqm_rows)
     section = open(results_md).read()
     assert section.count("## Tiny grid") == 1 and "sb3-brc bench --algos brc_sac sac" in section
+
+
+def test_interim_aggregate_of_unfinished_runs(tmp_path):
+    out = str(tmp_path / "bench")
+    settings = BenchSettings(**dict(FLAGS, steps_per_task=300))
+    run_benchmark(out, ["sac"], ["InvertedPendulum-v5"], SEEDS, settings, reps=50, progress=False)
+    # Seed 1 as a run interrupted after its second evaluation leaves it: status "running", evaluations so far
+    done, unfinished = grid(out, ["sac"], ["InvertedPendulum-v5"], SEEDS, settings)
+    config, evaluations = (os.path.join(unfinished.run_dir, name) for name in ("config.json", "evaluations.csv"))
+    with open(config, "w") as file:
+        json.dump(dict(unfinished.config(), status="running"), file)
+    with open(evaluations) as file:
+        lines = file.readlines()
+    with open(evaluations, "w") as file:
+        file.writelines(lines[:-1])  # header, 100, 200
+    before = os.path.getmtime(evaluations)
+
+    assert load_grid([done, unfinished]).steps == [100, 200, 300]  # the complete run only
+    result = run_benchmark(out, ["sac"], ["InvertedPendulum-v5"], SEEDS, settings, reps=50, progress=False, interim=True)
+    data = result["data"]
+    assert result["runs"] == [] and os.path.getmtime(evaluations) == before  # nothing trained
+    assert data.unfinished == [unfinished.key] and data.steps == [100, 200] and data.final["sac"].shape == (2, 1)
+    assert data.returns["sac"]["InvertedPendulum-v5"][1] == read_eval_csv(evaluations)[-1]["mean_return"]
+    assert f"**Interim:** 1 run(s) not finished yet ({unfinished.key})" in open(os.path.join(out, "aggregate.md")).read()
+    assert "at 200 env steps per task" in result["markdown"]

@@ -121,6 +121,18 @@ def grid(
         for entry in resolved:
             parts = [entry] if algo.multi_task or not entry.is_suite else entry.split()
             runs += [RunSpec(name, algo, part, seed, settings, out, wandb) for part in parts for seed in seeds]
+    # The aggregate scores (algorithm, seed, task) cells: two runs filling one cell would mix their scores
+    first_run: dict[tuple[str, int, str], RunSpec] = {}
+    for run in runs:
+        for task in run.tasks.task_names:
+            other = first_run.setdefault((run.algo_name, run.seed, task), run)
+            if other is not run:
+                raise ValueError(
+                    f"{run.algo_name} would train {task!r} with seed {run.seed} in two runs ({other.tasks.label} and "
+                    f"{run.tasks.label}), whose scores the aggregate cannot tell apart. Run them as separate grids "
+                    "(another --out), or compare single- and multi-task training with a single-task variant such as "
+                    "brc_sac_st."
+                )
     return runs
 
 

@@ -85,6 +85,7 @@ def run_benchmark(
     progress: bool = True,
     runner: RunnerSettings | None = None,
     wandb: WandbSettings | None = None,
+    interim: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) a grid, aggregate it and write ``OUT/aggregate.md`` and the plots.
 
@@ -103,6 +104,8 @@ def run_benchmark(
     :param runner: Backend, retries and checkpoints (default: :class:`RunnerSettings`'s, a local process pool)
     :param wandb: Also log to W&B: each run that trains (``<algo>-<task or suite>-seed<k>``), then the aggregate
         (run ``aggregate``: its plots and a per-algorithm table)
+    :param interim: Train nothing: aggregate what the runs have evaluated so far, the unfinished ones (running
+        elsewhere, or interrupted) included up to the last evaluation all runs have reached
     :return: ``{"runs": per-run status, "data": GridData, "aggregate": rliable results and the plot file names
         (``"plots"``), "markdown": text}``
     """
@@ -112,9 +115,9 @@ def run_benchmark(
     runner.check()
     runs = grid(out, algos, tasks, seeds, settings, wandb)
     os.makedirs(out, exist_ok=True)
-    statuses = run_runs(runs, runner, settings.threads, progress)
+    statuses = [] if interim else run_runs(runs, runner, settings.threads, progress)
     failed = [s for s in statuses if s["status"] == "failed"]
-    data = load_grid(runs)
+    data = load_grid(runs, unfinished=interim)
     result = aggregate(data, reference=reference, reps=reps)
     result["plots"] = plot_aggregate(data, result, out)
     if command is None:
@@ -165,6 +168,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-md", default=None, help="Markdown file to write (or replace) a results section in")
     parser.add_argument("--results-title", default=None, help="heading of that section")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--interim",
+        action="store_true",
+        help="train nothing: aggregate the evaluations so far, unfinished runs included (up to the last evaluation "
+        "all runs have reached); e.g. while the grid runs in another process",
+    )
     add_wandb_arguments(parser)
 
 
@@ -185,6 +194,7 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> dict[
         runner=settings_from_args(RunnerSettings, args),
         # W&B group: the output directory's name unless --wandb-group names one
         wandb=wandb_settings_from_args(args, default_group=os.path.basename(os.path.abspath(args.out))),
+        interim=args.interim,
     )
     print(result["markdown"])
     print(f"Written: {os.path.join(args.out, 'aggregate.md')} and {', '.join(result['aggregate']['plots'])}")

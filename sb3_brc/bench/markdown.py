@@ -25,6 +25,15 @@ def render_markdown(data: GridData, result: dict[str, Any], settings: BenchSetti
         + (f", {settings.gradient_steps} gradient steps per env step" if settings.gradient_steps else "")
         + f"; device `{settings.device}`, {settings.threads} torch thread(s) per run.",
         "",
+    ]
+    if data.unfinished:
+        lines += [
+            f"**Interim:** {len(data.unfinished)} run(s) not finished yet ({', '.join(data.unfinished)}): every score "
+            f"below is at {data.steps[-1]} env steps per task, the last evaluation all runs have reached; wall times "
+            "count finished runs only.",
+            "",
+        ]
+    lines += [
         "Score normalisation per task: `native` = the task's own score (DMC return / 1000, Meta-World success rate, "
         "Atari human-normalised); "
         "`min-max` = (return - random) / (best - random), with the random policy's return and the best evaluation "

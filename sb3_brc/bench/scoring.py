@@ -11,13 +11,13 @@ import os
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from sb3_brc.bench.grid import RunSpec, is_complete, read_json
+from sb3_brc.bench.grid import RunSpec, is_complete, read_json, saved_status
 from sb3_brc.tools.report import read_eval_csv
 
 
@@ -82,18 +82,31 @@ class GridData:
     norms: dict[str, Normalization]
     returns: dict[str, dict[str, list[float]]]  # algo -> task -> final mean return per seed
     wall_s: dict[str, float]
+    unfinished: list[str] = field(default_factory=list)  # keys of the unfinished runs read (``load_grid(unfinished=True)``)
 
 
-def load_grid(runs: Sequence[RunSpec]) -> GridData:
-    """Read the complete runs of a grid and score them (runs that did not finish are left out)."""
+def load_grid(runs: Sequence[RunSpec], unfinished: bool = False) -> GridData:
+    """Read the complete runs of a grid and score them.
+
+    :param runs: The grid's runs
+    :param unfinished: Also read the runs that started and did not finish yet (an interim look at a long grid); the
+        scores then stop at the last evaluation every run read has reached. Otherwise those runs are left out.
+    """
     table: dict[tuple[str, int, str], dict[int, dict[str, Any]]] = defaultdict(dict)
     random_returns: dict[str, list[float]] = defaultdict(list)
     all_rows: list[dict[str, Any]] = []
     wall: dict[str, float] = defaultdict(float)
+    unfinished_keys = []
     for spec in runs:
-        if not is_complete(spec):
+        evaluations = os.path.join(spec.run_dir, "evaluations.csv")
+        running = unfinished and saved_status(spec) == "running" and os.path.exists(evaluations)
+        if not (is_complete(spec) or running):
             continue
-        rows = read_eval_csv(os.path.join(spec.run_dir, "evaluations.csv"))
+        rows = read_eval_csv(evaluations)
+        if running:
+            if not rows:
+                continue  # started, not evaluated yet
+            unfinished_keys.append(spec.key)
         for row in read_json(os.path.join(spec.run_dir, "random.json")) or []:
             random_returns[row["task"]].append(row["mean_return"])
         for row in rows:
@@ -101,7 +114,8 @@ def load_grid(runs: Sequence[RunSpec]) -> GridData:
         all_rows += rows
         wall[spec.algo_name] += float(read_json(os.path.join(spec.run_dir, "config.json")).get("wall_s", 0.0))
     if not table:
-        raise ValueError("No complete runs to aggregate (a run that failed is listed above with its error)")
+        why = "nor unfinished runs with an evaluation" if unfinished else "a run that failed is listed above with its error"
+        raise ValueError(f"No complete runs to aggregate ({why})")
     norms = task_normalizations(all_rows, random_returns)
     algos = list(dict.fromkeys(spec.algo_name for spec in runs if any(k[0] == spec.algo_name for k in table)))
     tasks = sorted({task for (_, _, task) in table})
@@ -122,7 +136,7 @@ def load_grid(runs: Sequence[RunSpec]) -> GridData:
         )
         curves[algo], final[algo] = curve, curve[:, :, -1]
         returns[algo] = {t: [table[(algo, s, t)][steps[-1]]["mean_return"] for s in seeds] for t in tasks}
-    return GridData(algos, tasks, steps, final, curves, norms, returns, dict(wall))
+    return GridData(algos, tasks, steps, final, curves, norms, returns, dict(wall), unfinished_keys)
 
 
 def aggregate(data: GridData, reference: str | None = None, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
