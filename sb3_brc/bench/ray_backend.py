@@ -26,7 +26,7 @@ from typing import Any
 from rich.console import Console
 
 from sb3_brc.bench.grid import RunSpec, is_complete, run_files, write_run_files
-from sb3_brc.bench.runner import GridBackend, RunProgress, drive_grid, init_worker, note, run_one
+from sb3_brc.bench.runner import GridBackend, RunProgress, drive_grid, init_worker, run_one
 
 #: Seconds the runs get to stop on Ctrl-C (KeyboardInterrupt in each) before their workers are killed
 STOP_GRACE_SECONDS = 10.0
@@ -127,7 +127,7 @@ class RayBackend(GridBackend):
         if strict:  # a local instance never grows
             self.close()
             raise ValueError(f"{text}; lower --cpus-per-run / --gpus-per-run or raise --workers.")
-        note(self.console, f"{text}: the runs wait until such a node joins (an autoscaling cluster).")
+        self.console.print(f"{text}: the runs wait until such a node joins (an autoscaling cluster).")
 
     def submit(self, spec: RunSpec) -> Any:
         return self.task.remote(spec, self.queue, self.threads, self.checkpoint_every)
@@ -145,8 +145,7 @@ class RayBackend(GridBackend):
         if not is_complete(spec):  # the worker wrote the run elsewhere: --out is not shared with this machine
             write_run_files(spec, files)
             if not self.wrote_back:
-                note(
-                    self.console,
+                self.console.print(
                     f"{spec.run_dir} was written on another filesystem: the driver writes each run's results into its "
                     "--out (checkpoints stay on the workers' nodes; --out should be shared, see docs/guide/scaling.md).",
                 )

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -279,14 +278,6 @@ class LocalBackend(GridBackend):
         self.manager.shutdown()
 
 
-def note(console: Console, text: str) -> None:
-    """Print a note that must be seen: on the display's console, or on stderr when the display is off."""
-    if console.quiet:
-        print(text, file=sys.stderr)
-    else:
-        console.print(text)
-
-
 def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}".strip()
 
@@ -416,7 +407,7 @@ def drive_grid(
         trained again after failures: at least the steps reported before each failure, minus where the next attempt
         resumed) and for a failed run ``error`` (the last attempt's); ``errors``: the errors of the retried attempts
     """
-    console = Console()
+    console = Console(soft_wrap=True)  # whole lines, also with --no-progress: logs stay greppable
     results: list[dict[str, Any]] = [
         dict(key=spec.key, status="skipped", wall_s=0.0, attempts=0) for spec in runs if is_complete(spec)
     ]
@@ -456,8 +447,7 @@ def drive_grid(
             keys = {spec.key for spec in in_flight.values()}
             ledger.read(grid_backend.messages(), keys, None)  # runs that started since the last look
             grid_backend.stop(list(in_flight), [pid for key, pid in ledger.pids.items() if key in keys])
-            note(
-                console,
+            console.print(
                 f"Interrupted: {len(in_flight)} run(s) stopped at their last checkpoint; "
                 "run the same command again to resume them.",
             )
