@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sb3_brc.bench.grid import RunSpec, is_complete, read_json, saved_status
+from sb3_brc.bench.grid import RunSpec, read_json, saved_status
 from sb3_brc.tools.report import read_eval_csv
 
 
@@ -98,15 +98,16 @@ def load_grid(runs: Sequence[RunSpec], unfinished: bool = False) -> GridData:
     wall: dict[str, float] = defaultdict(float)
     unfinished_keys = []
     for spec in runs:
-        evaluations = os.path.join(spec.run_dir, "evaluations.csv")
-        running = unfinished and saved_status(spec) == "running" and os.path.exists(evaluations)
-        if not (is_complete(spec) or running):
-            continue
-        rows = read_eval_csv(evaluations)
-        if running:
+        status, evaluations = saved_status(spec), os.path.join(spec.run_dir, "evaluations.csv")
+        if status == "complete":
+            rows = read_eval_csv(evaluations)
+        elif status == "running" and unfinished:
+            rows = read_eval_csv(evaluations) if os.path.exists(evaluations) else []
             if not rows:
                 continue  # started, not evaluated yet
             unfinished_keys.append(spec.key)
+        else:
+            continue
         for row in read_json(os.path.join(spec.run_dir, "random.json")) or []:
             random_returns[row["task"]].append(row["mean_return"])
         for row in rows:
