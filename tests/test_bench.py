@@ -146,15 +146,20 @@ def test_tiny_grid_end_to_end_and_resume(tmp_path):
     assert -1e-9 <= low <= p + 1e-9 and p <= high + 1e-9 and high <= 1.0 + 1e-9
     # The best return of the grid scores exactly 1 somewhere
     assert max(np.max(c) for c in data.curves.values()) == pytest.approx(1.0)
+    # Return curves: each run's evaluation returns as written, seed by seed
+    for algo in ("brc_sac", "sac"):
+        for index, seed in enumerate(SEEDS):
+            rows = read_eval_csv(os.path.join(out, algo, "InvertedPendulum-v5", f"seed{seed}", "evaluations.csv"))
+            assert data.return_curves[algo][index, 0].tolist() == [r["mean_return"] for r in rows]
 
     # Plots and Markdown
-    for name in ("intervals", "performance_profile", "sample_efficiency", "probability_of_improvement"):
+    for name in ("intervals", "performance_profile", "sample_efficiency", "task_curves", "probability_of_improvement"):
         assert os.path.getsize(os.path.join(out, f"{name}.png")) > 1000
     text = open(os.path.join(out, "aggregate.md")).read()
     iqm_rows = [line for line in text.splitlines() if line.startswith(("| brc_sac | 2 |", "| sac | 2 |"))]
     assert len(iqm_rows) == 2
     assert "# Tiny grid" in text and "tiny command" in text and "| InvertedPendulum-v5 | min-max |" in text
-    assert "![sample_efficiency](sample_efficiency.png)" in text
+    assert "![sample_efficiency](sample_efficiency.png)" in text and "![task_curves](task_curves.png)" in text
     section = open(results_md).read()
     assert section.startswith("## Tiny grid") and "(bench/performance_profile.png)" in section
 
@@ -193,6 +198,6 @@ def test_interim_aggregate_of_unfinished_runs(tmp_path):
     data = result["data"]
     assert result["runs"] == [] and os.path.getmtime(evaluations) == before  # nothing trained
     assert data.unfinished == [unfinished.key] and data.steps == [100, 200] and data.final["sac"].shape == (2, 1)
-    assert data.returns["sac"]["InvertedPendulum-v5"][1] == read_eval_csv(evaluations)[-1]["mean_return"]
+    assert data.final_returns("sac", "InvertedPendulum-v5")[1] == read_eval_csv(evaluations)[-1]["mean_return"]
     assert f"**Interim:** 1 run(s) not finished yet ({unfinished.key})" in open(os.path.join(out, "aggregate.md")).read()
     assert "at 200 env steps per task" in result["markdown"]

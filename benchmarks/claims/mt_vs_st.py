@@ -65,6 +65,10 @@ def main() -> None:
         point, (lo, hi) = iqm[algo]
         print(f"{algo:11s} final IQM {point:.3f} [{lo:.3f}, {hi:.3f}], mean score over all evaluations {auc[algo]:.3f}")
     print(f"P(multi-task > single-task) = {p:.2f} [{low:.2f}, {high:.2f}]")
+
+    def final_return(algo: str, task: str) -> float:
+        return float(np.mean(data.final_returns(algo, task)))
+
     final_better = iqm["brc_sac"][0] > iqm["brc_sac_st"][0]
     separated = iqm["brc_sac"][1][0] > iqm["brc_sac_st"][1][1] or iqm["brc_sac_st"][1][0] > iqm["brc_sac"][1][1]
     print(
@@ -72,10 +76,7 @@ def main() -> None:
         f"({'CIs separated' if separated else 'CIs overlap'}); over the whole curve multi-task "
         f"{'is ahead' if auc['brc_sac'] > auc['brc_sac_st'] else 'is NOT ahead'} (mean score {auc['brc_sac']:.2f} vs "
         f"{auc['brc_sac_st']:.2f}); per-task final returns: "
-        + "; ".join(
-            f"{task} {np.mean(data.returns['brc_sac'][task]):.0f} vs {np.mean(data.returns['brc_sac_st'][task]):.0f}"
-            for task in data.tasks
-        )
+        + "; ".join(f"{t} {final_return('brc_sac', t):.0f} vs {final_return('brc_sac_st', t):.0f}" for t in data.tasks)
     )
 
 

@@ -44,7 +44,8 @@ def render_markdown(data: GridData, result: dict[str, Any], settings: BenchSetti
     ]
     for task in data.tasks:
         norm = data.norms[task]
-        cells = [f"{np.mean(data.returns[a][task]):.1f} ± {np.std(data.returns[a][task]):.1f}" for a in data.algos]
+        finals = [data.final_returns(a, task) for a in data.algos]
+        cells = [f"{np.mean(returns):.1f} ± {np.std(returns):.1f}" for returns in finals]
         head = f"| {task} | {norm.method} | {norm.random_return:.1f} | {norm.best_return:.1f} | "
         lines.append(head + " | ".join(cells) + " |")
     lines += [

@@ -1,5 +1,6 @@
-"""The aggregate's PNGs: interval estimates, performance profiles, sample-efficiency curves and probability of
-improvement. Drawn on bare :class:`matplotlib.figure.Figure` objects: no pyplot, so no backend is switched."""
+"""The aggregate's PNGs: interval estimates, performance profiles, sample-efficiency curves, probability of
+improvement and each task's learning curves. Drawn on bare :class:`matplotlib.figure.Figure` objects: no pyplot,
+so no backend is switched."""
 
 import os
 import warnings
@@ -13,6 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from sb3_brc.bench.scoring import GridData, rliable
+from sb3_brc.tools.report import Curve, plot_task_curves
 
 METRICS = ("IQM score", "Mean score", "Median score")  # the order of aggregate()'s point estimates
 
@@ -52,8 +54,8 @@ def _plot_intervals(result: dict[str, Any], algos: list[str], colors: dict[str, 
 def plot_aggregate(data: GridData, result: dict[str, Any], out: str) -> list[str]:
     """Write the plots of an :func:`sb3_brc.bench.scoring.aggregate` result into ``out``.
 
-    :return: The file names: ``intervals.png``, ``performance_profile.png``, ``sample_efficiency.png`` and, with
-        more than one algorithm, ``probability_of_improvement.png``
+    :return: The file names: ``intervals.png``, ``performance_profile.png``, ``sample_efficiency.png``,
+        ``task_curves.png`` and, with more than one algorithm, ``probability_of_improvement.png``
     """
     _, _, plot_utils = rliable()
     tab10: Any = matplotlib.colormaps["tab10"]  # a ListedColormap: its .colors are its ten colours
@@ -93,6 +95,18 @@ def plot_aggregate(data: GridData, result: dict[str, Any], out: str) -> list[str
     )
     _legend(ax, data.algos, colors)
     names.append(_save(figure, os.path.join(out, "sample_efficiency.png")))
+
+    # Per algorithm and task: the mean over seeds, in a band from the lowest to the highest seed
+    curves = {
+        algo: {
+            task: Curve(data.steps, seeds[:, i].mean(0), seeds[:, i].min(0), seeds[:, i].max(0))
+            for i, task in enumerate(data.tasks)
+        }
+        for algo, seeds in data.return_curves.items()
+    }
+    random_returns = {task: norm.random_return for task, norm in data.norms.items() if np.isfinite(norm.random_return)}
+    plot_task_curves(curves, random_returns, os.path.join(out, "task_curves.png"))
+    names.append("task_curves.png")
 
     if result["poi"]:
         figure = Figure(figsize=(5, 0.6 + 0.5 * len(result["poi"])))

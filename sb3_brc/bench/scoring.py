@@ -72,7 +72,8 @@ def task_normalizations(rows: Sequence[dict[str, Any]], random_returns: dict[str
 @dataclass
 class GridData:
     """Scores of a grid: ``final[algo]`` is ``(runs, tasks)`` at the last evaluation, ``curves[algo]`` is
-    ``(runs, tasks, points)`` over the evaluation points ``steps``; a "run" is one seed (covering all tasks)."""
+    ``(runs, tasks, points)`` over the evaluation points ``steps``, ``return_curves[algo]`` the same shape in mean
+    evaluation returns (not normalised); a "run" is one seed (covering all tasks)."""
 
     algos: list[str]
     tasks: list[str]
@@ -80,9 +81,13 @@ class GridData:
     final: dict[str, np.ndarray]
     curves: dict[str, np.ndarray]
     norms: dict[str, Normalization]
-    returns: dict[str, dict[str, list[float]]]  # algo -> task -> final mean return per seed
+    return_curves: dict[str, np.ndarray]
     wall_s: dict[str, float]
     unfinished: list[str] = field(default_factory=list)  # keys of the unfinished runs read (``load_grid(unfinished=True)``)
+
+    def final_returns(self, algo: str, task: str) -> np.ndarray:
+        """Mean evaluation return of each run (seed) of ``algo`` on ``task`` at the last evaluation point."""
+        return self.return_curves[algo][:, self.tasks.index(task), -1]
 
 
 def load_grid(runs: Sequence[RunSpec], unfinished: bool = False) -> GridData:
@@ -125,7 +130,7 @@ def load_grid(runs: Sequence[RunSpec], unfinished: bool = False) -> GridData:
     if not tasks:
         raise ValueError(f"No task has complete runs of every algorithm ({algos}); nothing to compare")
     steps = sorted(set.intersection(*(set(points) for points in table.values())))
-    final, curves, returns = {}, {}, {}
+    final, curves, return_curves = {}, {}, {}
     for algo in algos:
         seeds = sorted({s for (a, s, t) in table if a == algo and all((algo, s, task) in table for task in tasks)})
         cells = [[[table[(algo, s, t)][p] for p in steps] for t in tasks] for s in seeds]
@@ -136,8 +141,8 @@ def load_grid(runs: Sequence[RunSpec], unfinished: bool = False) -> GridData:
             ]
         )
         curves[algo], final[algo] = curve, curve[:, :, -1]
-        returns[algo] = {t: [table[(algo, s, t)][steps[-1]]["mean_return"] for s in seeds] for t in tasks}
-    return GridData(algos, tasks, steps, final, curves, norms, returns, dict(wall), unfinished_keys)
+        return_curves[algo] = np.array([[[r["mean_return"] for r in row] for row in seed_rows] for seed_rows in cells])
+    return GridData(algos, tasks, steps, final, curves, norms, return_curves, dict(wall), unfinished_keys)
 
 
 def aggregate(data: GridData, reference: str | None = None, reps: int = 2000, seed: int = 0) -> dict[str, Any]:

@@ -3,9 +3,13 @@
 import csv
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from numpy.typing import ArrayLike
 
 from sb3_brc.envs.paper_scores import PaperScore, paper_score
 
@@ -24,37 +28,67 @@ def read_eval_csv(path: str) -> list[dict[str, Any]]:
     return rows
 
 
-def plot_learning_curves(rows: list[dict[str, Any]], baseline: dict[str, float], path: str) -> None:
-    """One panel per task: evaluation return against env steps per task, random policy dashed."""
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_task[row["task"]].append(row)
-    n = len(by_task)
-    cols = min(n, 4)
-    rows_n = (n + cols - 1) // cols
+@dataclass(frozen=True)
+class Curve:
+    """One line of a learning-curve panel: ``y`` over ``x``, and a shaded band from ``low`` to ``high`` if given."""
+
+    x: ArrayLike
+    y: ArrayLike
+    low: ArrayLike | None = None
+    high: ArrayLike | None = None
+
+
+def plot_task_curves(curves: dict[str, dict[str, Curve]], baseline: dict[str, float], path: str) -> None:
+    """One panel per task: each label's evaluation return against env steps per task, random policy dashed.
+
+    :param curves: Label (e.g. an algorithm) -> task -> its curve; a label keeps its colour in every panel
+    :param baseline: Random policy's return per task
+    :param path: PNG to write
+    """
+    tasks = list(dict.fromkeys(task for by_task in curves.values() for task in by_task))
+    cols = min(len(tasks), 4)
+    rows_n = (len(tasks) + cols - 1) // cols
     # A bare Figure draws without pyplot, so writing a report never switches the user's matplotlib backend
     fig = Figure(figsize=(4 * cols, 3 * rows_n))
     axes = fig.subplots(rows_n, cols, squeeze=False)
-    for ax, (task, points) in zip(axes.flat, by_task.items(), strict=False):
-        points.sort(key=lambda r: r["steps_per_task"])
-        x = [p["steps_per_task"] for p in points]
-        y = [p["mean_return"] for p in points]
-        err = [p["std_return"] for p in points]
-        ax.plot(x, y, marker="o", label="BRC")
-        ax.fill_between(
-            x, [a - b for a, b in zip(y, err, strict=True)], [a + b for a, b in zip(y, err, strict=True)], alpha=0.2
-        )
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for index, (label, by_task) in enumerate(curves.items()):
+            if task not in by_task:
+                continue
+            curve = by_task[task]
+            ax.plot(curve.x, curve.y, marker="o" if np.size(curve.x) <= 30 else None, color=f"C{index}", label=label)
+            if curve.low is not None and curve.high is not None:
+                ax.fill_between(curve.x, curve.low, curve.high, color=f"C{index}", alpha=0.2, linewidth=0)
         if task in baseline:
             ax.axhline(baseline[task], color="gray", linestyle="--", label="random")
         ax.set_title(task, fontsize=10)
         ax.set_xlabel("env steps per task")
         ax.set_ylabel("eval return")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[n:]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if "random" not in labels and baseline:
+        # The first panel may lack the random line; the legend still names it
+        handles.append(Line2D([0], [0], color="gray", linestyle="--"))
+        labels.append("random")
+    axes.flat[0].legend(handles, labels, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def plot_learning_curves(rows: list[dict[str, Any]], baseline: dict[str, float], path: str) -> None:
+    """The learning curves of one run's evaluation rows, ± the std over its evaluation episodes (see
+    :func:`plot_task_curves`)."""
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: r["steps_per_task"]):
+        by_task[row["task"]].append(row)
+    curves = {}
+    for task, points in by_task.items():
+        y = np.array([p["mean_return"] for p in points])
+        std = np.array([p["std_return"] for p in points])
+        curves[task] = Curve([p["steps_per_task"] for p in points], y, y - std, y + std)
+    plot_task_curves({"BRC": curves}, baseline, path)
 
 
 def plot_final_scores(final: list[dict[str, Any]], baseline: dict[str, float], path: str) -> None:
