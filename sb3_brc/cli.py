@@ -17,12 +17,10 @@ from sb3_brc.bench import add_arguments as add_bench_arguments
 from sb3_brc.bench import run_from_args as run_bench
 from sb3_brc.bench.settings import PRESETS, BenchSettings, add_preset_flag, add_setting_flags, parse_with_preset
 from sb3_brc.common.multitask import MultiTaskAlgorithm
-from sb3_brc.dqn import dqn as brcdqn_module
 from sb3_brc.dqn.dqn import BRCDQN
 from sb3_brc.envs.subproc import EnvStepTimeout, check_step_timeout
 from sb3_brc.envs.suites import describe_suites, make_suite, task_factory
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, MultiTaskVecEnv
-from sb3_brc.sac import sac as brcsac_module
 from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.sac.sac import BRCSAC
 from sb3_brc.tools.checkpoint import CheckpointCallback, latest_checkpoint, load_checkpoint
@@ -83,16 +81,15 @@ def _print_table(results: list[dict[str, Any]], baseline: list[dict[str, Any]] |
 def new_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAlgorithm:
     """The run's model: the algorithm's own per-task defaults where no flag sets them."""
     algorithm = algorithm_for(env)
-    defaults = brcdqn_module if algorithm is BRCDQN else brcsac_module
     policy_kwargs = brc_dqn_policy_kwargs if algorithm is BRCDQN else brc_sac_policy_kwargs
     learning_starts = args.learning_starts
     if learning_starts is None:
-        learning_starts = defaults.LEARNING_STARTS_PER_TASK
+        learning_starts = algorithm.learning_starts_per_task
     return algorithm(
         "MlpPolicy",
         env,
         batch_size=args.batch_size,
-        **per_task_budget(env.num_tasks, args.steps_per_task, learning_starts, defaults.BUFFER_SIZE_PER_TASK),
+        **per_task_budget(env.num_tasks, args.steps_per_task, learning_starts, algorithm.buffer_size_per_task),
         policy_kwargs=dict(policy_kwargs(args.size, None), n_atoms=args.n_atoms),
         tensorboard_log=os.path.join(args.out, "tb"),
         seed=args.seed,

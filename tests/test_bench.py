@@ -24,6 +24,8 @@ from sb3_brc.bench import (
     run_benchmark,
     task_normalizations,
 )
+from sb3_brc.bench.algos import make_multi_task_env
+from sb3_brc.bench.runner import build_model, run_one
 from sb3_brc.bench.settings import add_setting_flags, settings_from_args
 from sb3_brc.envs.suites import describe_suites
 from sb3_brc.tools.report import read_eval_csv
@@ -74,6 +76,42 @@ def test_grid_layout_suites_and_registry():
     with pytest.raises(ValueError, match="already registered"):
         register_algo("sac", BenchAlgo("stable_baselines3:SAC"))
     assert ALGOS["sac"].algo_class().__name__ == "SAC"
+
+
+def test_replay_capacity_is_each_algorithms_own(tmp_path):
+    # 200k env steps per task: above BRCDQN's 100k transitions per task (DrQ(eps)'s), below SB3's default 1M
+    settings = BenchSettings(**dict(FLAGS, steps_per_task=200_000))
+    for algo, task, capacity in (("brc_dqn", "CartPole-v1", 100_000), ("sac", "Pendulum-v1", 200_000)):
+        (spec,) = grid(str(tmp_path), [algo], [task], [0], settings)
+        env = spec.algo.make_env(spec.tasks.tasks, spec.tasks.task_names, 0, spec.tasks.suite)
+        try:
+            assert build_model(spec, env).buffer_size == capacity
+        finally:
+            env.close()
+
+
+CLOSED: list[bool] = []  # the ``training`` flag of each env closed by _recording_env
+
+
+def _recording_env(*args, training: bool = True, **kwargs):
+    env = make_multi_task_env(*args, training=training, **kwargs)
+    close = env.close
+    env.close = lambda: (CLOSED.append(training), close())[-1]
+    return env
+
+
+class _BrokenAlgorithm:
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("a broken constructor")
+
+
+def test_a_failing_run_closes_its_envs(tmp_path, monkeypatch):
+    monkeypatch.setitem(ALGOS, "broken", BenchAlgo(_BrokenAlgorithm, make_env=_recording_env))
+    (spec,) = grid(str(tmp_path), ["broken"], ["Pendulum-v1"], [0], BenchSettings(**FLAGS))
+    CLOSED.clear()
+    with pytest.raises(RuntimeError, match="a broken constructor"):
+        run_one(spec)
+    assert sorted(CLOSED) == [False, True]  # the evaluation env and the training env
 
 
 def test_settings_flags_are_generated_from_the_fields():

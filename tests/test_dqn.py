@@ -6,6 +6,7 @@ import pytest
 import torch as th
 from conftest import TINY_DQN
 from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -310,6 +311,24 @@ def test_target_shortcut_after_a_hard_copy_gives_the_double_q_target():
     th.testing.assert_close(model._target_distribution(data, next_obs, data.rewards), shortcut)
     model.train(1, 8)
     assert not model._target_is_online
+
+
+@pytest.mark.parametrize("replay_buffer_class", [None, ReplayBuffer])
+def test_one_step_targets_discount_by_gamma(replay_buffer_class):
+    # With n_steps=1, or SB3's own 1-step buffer, samples carry no per-transition discount: the target uses gamma
+    model = BRCDQN(
+        "MlpPolicy", "CartPole-v1", n_steps=1, replay_buffer_class=replay_buffer_class, learning_starts=20, gamma=0.9,
+        policy_kwargs=TINY_DQN, seed=0,
+    )  # fmt: skip
+    model.learn(60)
+    data = model.replay_buffer.sample(16)
+    assert data.discounts is None
+    explicit = data._replace(discounts=th.full_like(data.rewards, 0.9))
+    target = model._target_distribution(data, data.next_observations, data.rewards)
+    th.testing.assert_close(target, model._target_distribution(explicit, data.next_observations, data.rewards))
+    # A user's buffer class does not take n_steps: SB3's warning says so (BRCDQN's own buffer takes it silently)
+    with pytest.warns(UserWarning, match="n_steps=3.* is ignored"):
+        BRCDQN("MlpPolicy", "CartPole-v1", n_steps=3, replay_buffer_class=ReplayBuffer, policy_kwargs=TINY_DQN)
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.3])

@@ -7,6 +7,7 @@ submits the runs, shows their progress, starts a failed run again (an error, or 
 its error without stopping the others, and on Ctrl-C stops the runs in flight, leaving resumable run directories.
 """
 
+import contextlib
 import functools
 import json
 import multiprocessing
@@ -35,7 +36,8 @@ from sb3_brc.tools.checkpoint import CheckpointCallback, checkpoint_timesteps, l
 from sb3_brc.tools.training import per_task_budget, train_and_evaluate, write_json_atomic
 from sb3_brc.tools.wandb_logging import open_wandb_run, run_name
 
-# Replay capacity per task of every algorithm of the grid (the run's transitions, up to this many)
+# Replay capacity per task (the run's transitions, up to this many) of an algorithm that sets none of its own
+# (SB3's algorithms: their default buffer_size)
 BUFFER_SIZE_PER_TASK = 1_000_000
 #: A run's checkpoint directory (removed once the run is complete)
 CHECKPOINTS = "checkpoints"
@@ -67,8 +69,9 @@ def build_model(spec: RunSpec, env: MultiTaskVecEnv) -> BaseAlgorithm:
     """The algorithm of a run, with the harness's budget settings on top of the registry defaults."""
     settings = spec.settings
     kwargs = dict(spec.algo.kwargs)
+    capacity = getattr(spec.algo.algo_class(), "buffer_size_per_task", BUFFER_SIZE_PER_TASK)
     kwargs.update(
-        per_task_budget(env.num_tasks, settings.steps_per_task, settings.learning_starts, BUFFER_SIZE_PER_TASK),
+        per_task_budget(env.num_tasks, settings.steps_per_task, settings.learning_starts, capacity),
         policy_kwargs={**kwargs.get("policy_kwargs", {}), **spec.algo.policy_kwargs(settings.size, settings.width)},
         seed=spec.seed,
         device=settings.device,
@@ -153,15 +156,22 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
         queue.put(RunProgress(spec.key, start_steps, f"resumed at {start_steps}" if resume else "starting", os.getpid(), True))
     # Only with a timeout: env builders registered without a step_timeout parameter keep working
     timeout = {} if spec.step_timeout is None else dict(step_timeout=spec.step_timeout)
-    env = spec.algo.make_env(tasks.tasks, tasks.task_names, spec.seed, tasks.suite, **timeout)
-    # Separate evaluation envs, seeded away from the training envs
-    eval_env = spec.algo.make_env(tasks.tasks, tasks.task_names, spec.seed + 10_000, tasks.suite, training=False, **timeout)
+    make_env = functools.partial(spec.algo.make_env, tasks.tasks, tasks.task_names, **timeout)
     callbacks: list[BaseCallback] = []
     if checkpoint_every != 0:
         callbacks.append(CheckpointCallback(checkpoints, checkpoint_every or settings.eval_every))
     if queue is not None:
         callbacks.append(_ReportSteps(queue, spec.key))
-    with open_wandb_run(spec.wandb, run_name(spec.algo_name, spec.tasks.label, spec.seed), spec.config(), "bench") as wandb:
+    # The envs are closed however the run ends: a worker process lives on for the grid's next runs and retries
+    with contextlib.ExitStack() as closing:
+        env = make_env(spec.seed, tasks.suite)
+        closing.callback(env.close)
+        # Separate evaluation envs, seeded away from the training envs
+        eval_env = make_env(spec.seed + 10_000, tasks.suite, training=False)
+        closing.callback(eval_env.close)
+        wandb = closing.enter_context(
+            open_wandb_run(spec.wandb, run_name(spec.algo_name, spec.tasks.label, spec.seed), spec.config(), "bench")
+        )
         train_and_evaluate(
             env,
             eval_env,
@@ -177,8 +187,6 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
             on_evaluation=None if queue is None else functools.partial(_report_evaluation, queue, spec.key),
             wandb_run=wandb,
         )
-    env.close()
-    eval_env.close()
     wall = time.time() - start
     write_json_atomic(config_path, dict(spec.config(), status="complete", wall_s=round(wall, 1)))
     shutil.rmtree(checkpoints, ignore_errors=True)  # a complete run is never resumed

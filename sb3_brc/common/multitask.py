@@ -115,8 +115,9 @@ class MultiTaskAlgorithm(_MixinBase):
     (diagnostics, transfer): :attr:`value_network`, :meth:`value_loss`, :meth:`policy_entropy`, :meth:`_grow_tasks`.
     """
 
-    # Set by each algorithm: its random-action warm-up per task, and the parts transfer can freeze
+    # Set by each algorithm: its random-action warm-up and replay capacity per task, and the parts transfer can freeze
     learning_starts_per_task: ClassVar[int]
+    buffer_size_per_task: ClassVar[int]
     freezable: ClassVar[tuple[str, ...]]
     task_layout: TaskLayout | None
     return_normalizer: ReturnNormalizer | None

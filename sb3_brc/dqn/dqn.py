@@ -41,8 +41,9 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
     instead), and in multi-game runs a batch of 32 per task and an 18-action union space whose illegal
     actions are masked in action selection and in the target.
 
-    Step accounting is per task as in BRCSAC: ``learning_starts``, ``buffer_size`` and the epsilon decay count
-    steps of each task (``total_timesteps`` counts transitions over all tasks).
+    Step accounting as in BRCSAC: the defaults of ``learning_starts``, ``buffer_size`` and ``batch_size`` scale with
+    the number of tasks, but a value given counts transitions over all tasks (as ``total_timesteps`` does); the
+    epsilon decay counts steps of each task.
 
     :param policy: ``"MlpPolicy"`` (encoder chosen by the observation: ``NatureCNN`` for images, flatten for
         vectors), ``"CnnPolicy"``, ``"MultiInputPolicy"`` (single-task Dict observations) or a :class:`BRCDQNPolicy`
@@ -83,8 +84,10 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
-    # Random-action warm-up per task, and the parts transfer can freeze (the task embedding always trains)
+    # Random-action warm-up and replay capacity per task, and the parts transfer can freeze (the task embedding
+    # always trains)
     learning_starts_per_task: ClassVar[int] = LEARNING_STARTS_PER_TASK
+    buffer_size_per_task: ClassVar[int] = BUFFER_SIZE_PER_TASK
     freezable: ClassVar[tuple[str, ...]] = ("q_net",)
     # BRC's categorical policy and Q-networks take the place of DQN's (same roles, a distribution per action)
     policy: BRCDQNPolicy  # type: ignore[assignment]
@@ -176,11 +179,13 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         return self.policy.num_tasks
 
     def _setup_model(self) -> None:
+        n_steps = self.n_steps
         if self.replay_buffer_class is None:
             self.replay_buffer_class = CompactNStepReplayBuffer
-            self.replay_buffer_kwargs = {"n_steps": self.n_steps, "gamma": self.gamma, **self.replay_buffer_kwargs}
-        # SB3 warns that n_steps is ignored with a custom buffer class; here the buffer above takes it
-        n_steps, self.n_steps = self.n_steps, 1
+            self.replay_buffer_kwargs = {"n_steps": n_steps, "gamma": self.gamma, **self.replay_buffer_kwargs}
+            # SB3 would warn that n_steps is ignored by a buffer class it did not choose: this one takes it. A
+            # user's own class keeps SB3's warning.
+            self.n_steps = 1
         super()._setup_model()
         self.n_steps = n_steps
         if self.augment is None:
@@ -206,7 +211,9 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             next_q = self.q_net.q_values(next_obs)
         next_actions = next_q.masked_fill(~self.policy.action_masks[next_task_ids], -th.inf).argmax(dim=1)
         next_probs = th.softmax(target_logits[rows, next_actions], dim=-1)
-        target_atoms = rewards + replay_data.discounts * (1.0 - replay_data.dones) * self.q_net.support
+        # n-step buffers give each transition its gamma^k; 1-step buffers (n_steps=1, SB3's own) give none
+        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+        target_atoms = rewards + discounts * (1.0 - replay_data.dones) * self.q_net.support
         return categorical_projection(next_probs, target_atoms, self.q_net.support)
 
     def _q_loss(self, replay_data: Any, reward_scale: th.Tensor) -> tuple[th.Tensor, th.Tensor]:

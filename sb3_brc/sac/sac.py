@@ -124,8 +124,10 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
-    # Random-action warm-up per task, and the parts transfer can freeze (the task embedding always trains)
+    # Random-action warm-up and replay capacity per task, and the parts transfer can freeze (the task embedding
+    # always trains)
     learning_starts_per_task: ClassVar[int] = LEARNING_STARTS_PER_TASK
+    buffer_size_per_task: ClassVar[int] = BUFFER_SIZE_PER_TASK
     freezable: ClassVar[tuple[str, ...]] = ("actor", "critic")
     policy: BRCPolicy
     actor: BroNetActor
