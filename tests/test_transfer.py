@@ -59,9 +59,29 @@ def test_new_embeddings_train_and_replay_choice(keep_replay):
         assert set(ids.tolist()) == {2}
 
 
-def test_freeze_parts():
+def test_replay_with_previous_moves_both_buffers(tmp_path):
+    # SB3's load_replay_buffer sets the loaded buffer's device: both inner buffers must follow (a run resumed on
+    # another device)
     model, _ = pretrained()
-    add_tasks(model, new_tasks(model), freeze=["actor", "critic"], learning_starts=30)
+    add_tasks(model, new_tasks(model), keep_replay=True, learning_starts=30)
+    model.save_replay_buffer(tmp_path / "replay")
+    model.replay_buffer = None
+    model.load_replay_buffer(tmp_path / "replay")
+    buffer = model.replay_buffer
+    assert isinstance(buffer, ReplayWithPrevious) and buffer.device == model.device
+    buffer.device = th.device("meta")
+    assert buffer.new.device == buffer.previous.device == th.device("meta")
+
+
+@pytest.mark.parametrize("reload", [False, True])
+def test_freeze_parts(tmp_path, reload):
+    model, _ = pretrained()
+    env = new_tasks(model)
+    add_tasks(model, env, freeze=["actor", "critic"], learning_starts=30)
+    assert model.frozen_parts == ("actor", "critic")
+    if reload:  # frozen parts stay frozen in a saved and loaded model (requires_grad is not in a state dict)
+        model.save(tmp_path / "frozen")
+        model = BRCSAC.load(tmp_path / "frozen", env=env)
     actor = [p.detach().clone() for p in model.actor.parameters()]
     body = [p.detach().clone() for p in model.critic.q_networks.parameters()]
     emb = model.critic.task_embedding.embedding.weight.detach().clone()

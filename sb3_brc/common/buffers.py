@@ -33,6 +33,15 @@ class ReplayWithPrevious(ReplayBuffer):
             raise AttributeError(name)
         return getattr(self.new, name)
 
+    @property
+    def device(self) -> th.device:
+        return self.new.device
+
+    @device.setter
+    def device(self, device: th.device) -> None:
+        # SB3's load_replay_buffer moves a loaded buffer to the model's device this way: both buffers sample there
+        self.new.device = self.previous.device = device
+
     def add(self, *args: Any, **kwargs: Any) -> None:
         self.new.add(*args, **kwargs)
 

@@ -119,6 +119,8 @@ class MultiTaskAlgorithm(_MixinBase):
     learning_starts_per_task: ClassVar[int]
     buffer_size_per_task: ClassVar[int]
     freezable: ClassVar[tuple[str, ...]]
+    #: The parts of :attr:`freezable` that transfer froze (``add_tasks(freeze=...)``); saved with the model
+    frozen_parts: tuple[str, ...] = ()
     task_layout: TaskLayout | None
     return_normalizer: ReturnNormalizer | None
     _task_episodes: list[deque] | None
@@ -232,11 +234,19 @@ class MultiTaskAlgorithm(_MixinBase):
         """Task id of each observation of a batch (0 for plain observations)."""
         return split_task_observation(observations)[1]
 
-    def _check_return_normalizer(self) -> None:
+    def _finish_setup_model(self) -> None:
+        """The end of each algorithm's ``_setup_model()`` (also run by ``load()``, after the saved attributes are
+        restored): check the return normaliser against the policy and freeze the parts transfer froze."""
         if self.return_normalizer is not None and self.return_normalizer.num_tasks != self.num_tasks:
             raise ValueError(
                 f"The return normaliser tracks {self.return_normalizer.num_tasks} tasks, the policy {self.num_tasks}."
             )
+        # requires_grad is not in a state dict: a frozen part is frozen again whenever the networks are built
+        for part in self.frozen_parts:
+            getattr(self, part).requires_grad_(False)
+        if self.frozen_parts:
+            assert self.value_network.task_embedding is not None  # only multi-task models are transferred
+            self.value_network.task_embedding.requires_grad_(True)  # the task embeddings always train
 
     def _record_reward_scale(self, reward_scale: th.Tensor) -> None:
         scales = reward_scale.tolist()

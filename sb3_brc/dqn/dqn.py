@@ -190,7 +190,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         self.n_steps = n_steps
         if self.augment is None:
             self.augment = len(observation_part(self.observation_space).shape or ()) == 3
-        self._check_return_normalizer()
+        self._finish_setup_model()
 
     def reward_scale(self) -> th.Tensor:
         """Per-task reward multiplier ``v_max / G_i`` (no entropy term without a temperature); ones when off."""

@@ -246,7 +246,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         self._loss_fns = (self._critic_loss, self._actor_loss)
         if self.compile_update:
             self._loss_fns = (th.compile(self._critic_loss), th.compile(self._actor_loss))
-        self._check_return_normalizer()
+        self._finish_setup_model()
 
     def _current_ent_coef(self) -> th.Tensor:
         return th.exp(self.log_ent_coef.detach()) if self.log_ent_coef is not None else self.ent_coef_tensor

@@ -78,10 +78,8 @@ def add_tasks(
     if model.return_normalizer is not None:
         model.return_normalizer.add_tasks(count)
     model._task_episodes = model._task_successes = None  # per-task rollout stats, rebuilt for the new task count
-    for part in freeze:
-        getattr(model, part).requires_grad_(False)
-    assert model.value_network.task_embedding is not None  # a multi-task model (checked above)
-    model.value_network.task_embedding.requires_grad_(True)
+    model.frozen_parts = tuple(part for part in model.freezable if part in model.frozen_parts or part in freeze)
+    model._finish_setup_model()  # freezes them (and again after load())
     per_task_capacity = max(model.buffer_size // old_tasks, 1)
     previous = model.replay_buffer
     assert previous is not None and model.replay_buffer_class is not None  # both set by the model's _setup_model
