@@ -291,9 +291,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p_bench.set_defaults(func=lambda parsed: run_bench(parsed, command=bench_command))
 
     args = parse_with_preset(parser, argv, {"train": p_train, "bench": p_bench})
-    if args.command == "train" and args.steps_per_task is None:
-        p_train.error("--steps-per-task is required (or a --preset that sets it, e.g. paper)")
+    if args.command == "train":
+        if args.steps_per_task is None:
+            p_train.error("--steps-per-task is required (or a --preset that sets it, e.g. paper)")
+        _check_train_counts(p_train, args)
     return args
+
+
+def _check_train_counts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Counts ``sb3-brc train`` cannot run with (a zero budget, a negative frequency) end with a parser error."""
+    at_least = {
+        "--steps-per-task": (args.steps_per_task, 1),
+        "--eval-freq": (args.eval_every, 1),
+        "--eval-episodes": (args.eval_episodes, 1),
+        "--checkpoint-freq": (args.checkpoint_freq, 1),
+        "--batch-size": (args.batch_size, 1),
+        "--threads": (args.threads, 1),
+        "--n-atoms": (args.n_atoms, 2),
+        "--learning-starts-per-task": (args.learning_starts, 0),
+    }
+    bad = [
+        f"{flag} must be >= {low}, got {value}" for flag, (value, low) in at_least.items() if value is not None and value < low
+    ]
+    if bad:
+        parser.error("; ".join(bad))
 
 
 def main(argv: list[str] | None = None) -> None:

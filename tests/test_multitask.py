@@ -297,6 +297,16 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert "cartpole-balance" in printed and "Report:" in printed
     with pytest.raises(SystemExit):
         cli_main(["train", "--suite", "nope", "--steps-per-task", "10", "--out", str(tmp_path / "x")])
+    capsys.readouterr()
+    for flags in (
+        ["--steps-per-task", "0"],
+        ["--steps-per-task", "10", "--eval-freq", "-3"],
+        ["--steps-per-task", "10", "--checkpoint-freq", "0"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["train", "--tasks", "Pendulum-v1", "--out", str(tmp_path / "y"), *flags])
+        assert exit_info.value.code == 2 and f"{flags[-2]} must be >= 1, got {flags[-1]}" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()  # refused before anything was written
 
 
 def test_multitask_progress_bar_counts_steps_per_task():

@@ -276,7 +276,8 @@ class MultiTaskAlgorithm(_MixinBase):
         """SB3's logs, with several tasks also ``time/steps_per_task`` and ``rollout/<task>/ep_rew_mean`` and
         ``rollout/<task>/success_rate``."""
         if self.num_tasks > 1:
-            self.logger.record("time/steps_per_task", self.num_timesteps // self.num_tasks)
+            # Per env, not per task of the model: after transfer the env steps only the new tasks
+            self.logger.record("time/steps_per_task", self.num_timesteps // self.n_envs)
             for name, returns, successes in zip(
                 self.task_names, self._task_episodes or [], self._task_successes or [], strict=False
             ):
