@@ -8,14 +8,15 @@ import time
 import warnings
 import zipfile
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from conftest import TINY_POLICY
+from conftest import TINY_DQN, TINY_POLICY
 from envs import TargetEnv
 
-from sb3_brc import BRCSAC, SB3_BRC_VERSION
-from sb3_brc.tools.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from sb3_brc import BRCDQN, BRCSAC, SB3_BRC_VERSION
+from sb3_brc.tools.checkpoint import CheckpointCallback, latest_checkpoint, load_checkpoint, save_checkpoint
 from sb3_brc.tools.report import read_eval_csv
 
 
@@ -38,6 +39,44 @@ def test_checkpoint_round_trip_restores_everything(tmp_path):
     assert th.equal(loaded.log_ent_coef, model.log_ent_coef)
     loaded.learn(60, reset_num_timesteps=False)
     assert loaded.num_timesteps == 160
+
+
+def test_a_checkpoint_holds_its_step_complete(tmp_path):
+    # Due at a step, written once that step's transition is stored and its updates are done (SB3 calls on_step
+    # before both): a resumed run neither lacks nor repeats anything
+    saved = []
+
+    class Recording(CheckpointCallback):
+        def _save(self):
+            saved.append((self.model.num_timesteps, self.model.replay_buffer.pos, self.model._n_updates))
+            super()._save()
+
+    model = BRCSAC("MlpPolicy", TargetEnv(), learning_starts=20, batch_size=32, policy_kwargs=TINY_POLICY, seed=0)
+    model.learn(60, callback=Recording(str(tmp_path), save_freq=25))
+    # 2 updates per step after the 20 warm-up steps
+    assert saved == [(25, 25, 10), (50, 50, 60), (60, 60, 80)]
+
+
+def test_resumed_replay_ends_the_interrupted_episodes(tmp_path):
+    # The resumed run resets its envs: the newest transitions end their episodes by truncation, so n-step sums
+    # stop there and bootstrap from the real next observation, not from the reset one (MountainCar: 200-step
+    # episodes, mid-episode at step 30)
+    model = BRCDQN("MlpPolicy", "MountainCar-v0", n_steps=3, learning_starts=20, policy_kwargs=TINY_DQN, seed=0)
+    model.learn(30)
+    newest, storage = model.replay_buffer.pos - 1, model.replay_buffer.observations[""]
+    assert model.replay_buffer.dones[newest, 0] == 0
+    next_obs = storage[newest + 1, 0].copy()  # the newest transition's next observation
+    save_checkpoint(model, str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the saved buffer class takes n_steps: no SB3 warning that it ignores them
+        loaded = load_checkpoint(str(tmp_path), gym.make("MountainCar-v0"))
+    replay = loaded.replay_buffer
+    assert replay.dones[newest, 0] == 1 and replay.timeouts[newest, 0] == 1
+    loaded.learn(5, reset_num_timesteps=False)  # the new episode's first observation overwrites slot newest + 1
+    assert not np.array_equal(storage[newest + 1, 0], replay.observations[""][newest + 1, 0])
+    window = replay._get_samples(np.array([newest - 1]))  # a 3-step window cut after 2 steps, at the old newest
+    np.testing.assert_array_equal(window.next_observations[0].numpy(), next_obs)
+    assert window.dones.item() == 0 and window.discounts.item() == pytest.approx(loaded.gamma**2)
 
 
 def test_checkpoints_and_saves_record_the_version_that_wrote_them(tmp_path):

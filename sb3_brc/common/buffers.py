@@ -8,6 +8,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.her.her_replay_buffer import HerReplayBuffer
 
 from sb3_brc.common.utils import concat_samples
 
@@ -227,3 +228,28 @@ class CompactReplayBuffer(CompactNStepReplayBuffer):
         super().__init__(
             buffer_size, observation_space, action_space, device, n_envs, handle_timeout_termination=handle_timeout_termination
         )
+
+
+def end_episodes_at_newest(buffer: ReplayBuffer) -> None:
+    """End the episode of every env at its newest transition, by truncation: for a run resumed from a checkpoint,
+    whose envs start new episodes. Otherwise n-step sums would run on into the new episodes, and the compact
+    buffers would take the first observation after the reset as the newest transition's next observation.
+
+    Works on SB3's ``ReplayBuffer`` and ``DictReplayBuffer`` (and subclasses keeping their per-step arrays), the
+    compact buffers and :class:`ReplayWithPrevious` (its new buffer); ``HerReplayBuffer`` tracks its own episodes
+    and is left as it is.
+    """
+    if isinstance(buffer, ReplayWithPrevious):
+        buffer = buffer.new
+    if isinstance(buffer, HerReplayBuffer) or (buffer.pos == 0 and not buffer.full):
+        return
+    newest = (buffer.pos - 1) % buffer.buffer_size
+    running = np.flatnonzero(buffer.dones[newest] == 0)  # episodes not already ended there
+    if isinstance(buffer, CompactNStepReplayBuffer):
+        # The slot after the newest transition holds its next observation until the next add overwrites it
+        for env_idx in running:
+            buffer.final_observations[(newest, int(env_idx))] = {
+                key: storage[buffer.pos, env_idx].copy() for key, storage in buffer.observations.items()
+            }
+    buffer.dones[newest, running] = 1.0
+    buffer.timeouts[newest, running] = 1.0

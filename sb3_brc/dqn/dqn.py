@@ -183,8 +183,9 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         if self.replay_buffer_class is None:
             self.replay_buffer_class = CompactNStepReplayBuffer
             self.replay_buffer_kwargs = {"n_steps": n_steps, "gamma": self.gamma, **self.replay_buffer_kwargs}
-            # SB3 would warn that n_steps is ignored by a buffer class it did not choose: this one takes it. A
-            # user's own class keeps SB3's warning.
+        if "n_steps" in self.replay_buffer_kwargs:
+            # The buffer is given n_steps (above, or by the user): SB3's warning that n_steps is ignored with a buffer
+            # class it did not choose would be wrong. A user's class without them keeps the warning.
             self.n_steps = 1
         super()._setup_model()
         self.n_steps = n_steps

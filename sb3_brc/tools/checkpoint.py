@@ -20,6 +20,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import GymEnv
 
+from sb3_brc.common.buffers import end_episodes_at_newest
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.utils import SB3_BRC_VERSION
 from sb3_brc.dqn.dqn import BRCDQN
@@ -147,6 +148,8 @@ def load_checkpoint(
     model = cast(MultiTaskAlgorithm, algorithm.load(os.path.join(path, "model.zip"), env=env, **load_kwargs))
     if os.path.exists(os.path.join(path, "replay_buffer.pkl")):
         model.load_replay_buffer(os.path.join(path, "replay_buffer.pkl"))
+        assert model.replay_buffer is not None  # just loaded
+        end_episodes_at_newest(model.replay_buffer)  # the loaded model resets its envs: new episodes follow
     with open(os.path.join(path, "rng.pkl"), "rb") as file:
         set_rng_state(pickle.load(file))
     return model
@@ -154,6 +157,9 @@ def load_checkpoint(
 
 class CheckpointCallback(BaseCallback):
     """Checkpoint every ``save_freq`` env steps per task (vector steps), and at the end of training.
+
+    A checkpoint due at a step is written once that step is complete: its transition stored and its updates
+    done (SB3 calls ``on_step`` in between), so the resumed run neither lacks nor repeats anything.
 
     :param root: Checkpoint root directory
     :param save_freq: Env steps per task between checkpoints
@@ -165,19 +171,25 @@ class CheckpointCallback(BaseCallback):
         super().__init__(verbose)
         self.root, self.save_freq, self.replay_buffer = root, save_freq, replay_buffer
         self.saved_at: int | None = None
+        self.due = False
 
     def _on_step(self) -> bool:
         # Scheduled on the step count, not on calls, so a resumed run keeps the same schedule
         if (self.num_timesteps // self.training_env.num_envs) % self.save_freq == 0:
-            self._save()
+            self.due = True
         return True
 
+    def _on_rollout_start(self) -> None:
+        # The previous rollout's transitions are stored and its train() call is done
+        if self.due:
+            self._save()
+
     def _on_training_end(self) -> None:
-        if self.saved_at != self.num_timesteps:  # not twice when the schedule saved on the last step
+        if self.saved_at != self.model.num_timesteps:  # not twice when the last rollout's start saved
             self._save()
 
     def _save(self) -> None:
         path = save_checkpoint(cast(MultiTaskAlgorithm, self.model), self.root, self.replay_buffer)  # a BRCSAC or BRCDQN
-        self.saved_at = self.num_timesteps
+        self.saved_at, self.due = self.model.num_timesteps, False
         if self.verbose:
             print(f"checkpoint: {path}")
