@@ -92,10 +92,7 @@ def missing_metaworld(monkeypatch):
             raise ImportError("No module named 'metaworld'")
         return real(name, *args)
 
-    import sb3_brc.envs.suites
-
-    monkeypatch.setattr(sb3_brc.envs.suites.importlib, "import_module", no_metaworld)
-    sb3_brc.envs.suites._metaworld_benchmark_envs.cache_clear()
+    monkeypatch.setattr(importlib, "import_module", no_metaworld)
     make_suite("mt10")
 
 

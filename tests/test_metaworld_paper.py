@@ -95,3 +95,17 @@ def test_mt10_paper_tasks_in_subprocesses(mt10_paper):
         assert [info["task_name"] for info in infos] == ["reach-v3", "door-open-v3"]
     finally:
         env.close()
+
+
+def test_two_mt10_suites_share_no_env():
+    # MT10 exists only as Meta-World's vector env: each suite gets its own (training and evaluation envs built
+    # alike must not step each other's tasks), with the same tasks and goals from the same seed
+    first, second = make_suite("mt10", seed=0), make_suite("mt10", seed=0)
+    try:
+        assert first.task_names == second.task_names == MT10
+        second_envs = [sub_env.unwrapped for sub_env in second.venv.envs]
+        assert not any(sub_env.unwrapped is other for sub_env in first.venv.envs for other in second_envs)
+        np.testing.assert_array_equal(first.reset()["observation"], second.reset()["observation"])
+    finally:
+        first.close()
+        second.close()

@@ -3,7 +3,6 @@ CPU-sized benchmark suite) and their envs."""
 
 import difflib
 import functools
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -161,26 +160,33 @@ def find_suite(name: str) -> Suite | None:
     return Suite(f"Atari: {', '.join(games)}", games, atari=True)
 
 
-def _metaworld_class_names() -> dict[type, str]:
-    return {cls: name for name, cls in importlib.import_module("metaworld").ALL_V3_ENVIRONMENTS.items()}
-
-
-@functools.cache
-def _metaworld_benchmark_envs(benchmark: str, seed: int | None) -> tuple[gym.Env, ...]:
-    # Meta-World builds MT10/MT50 only as a vector env (exact task sets and goals); build it once per process
-    # and hand out its sub-envs (SB3 needs its own VecEnv with same-step resets around them)
-    require("metaworld")
-    vector_env = gym.make_vec(f"Meta-World/{benchmark}", vector_strategy="sync", seed=seed, use_one_hot=False)
-    return tuple(cast(gym.vector.SyncVectorEnv, vector_env).envs)
-
-
 def _metaworld_benchmark_tasks(benchmark: str) -> list[str]:
     # The benchmark's task classes in Meta-World's order (its vector env builds them in this order too)
     return list(getattr(require("metaworld").env_dict, f"{benchmark}_V3"))
 
 
+#: Per (benchmark, seed): the sub-envs of Meta-World vector envs built in this process and not handed out yet
+#: (``None`` where one was)
+_METAWORLD_SUB_ENVS: dict[tuple[str, int | None], list[list[gym.Env | None]]] = {}
+
+
 def _metaworld_vector_task(benchmark: str, index: int, seed: int | None) -> gym.Env:
-    return _metaworld_benchmark_envs(benchmark, seed)[index]
+    # Meta-World builds MT10/MT50 only as a vector env (exact task sets and goals); SB3 needs its own VecEnv with
+    # same-step resets around the sub-envs. One vector env serves the task factories of one suite: each sub-env is
+    # handed out once, so two suites built alike (training and evaluation envs) never share an env; a factory
+    # called again builds another vector env (with a seed, the same tasks and goals)
+    unused = _METAWORLD_SUB_ENVS.setdefault((benchmark, seed), [])
+    sub_envs = next((envs for envs in unused if envs[index] is not None), None)
+    if sub_envs is None:
+        require("metaworld")
+        vector_env = gym.make_vec(f"Meta-World/{benchmark}", vector_strategy="sync", seed=seed, use_one_hot=False)
+        sub_envs = list(cast(gym.vector.SyncVectorEnv, vector_env).envs)
+        unused.append(sub_envs)
+    env, sub_envs[index] = sub_envs[index], None
+    if all(other is None for other in sub_envs):
+        unused.remove(sub_envs)
+    assert env is not None  # chosen above for being there
+    return env
 
 
 def make_atari_suite(
@@ -253,7 +259,7 @@ def make_suite(name: str, seed: int | None = None, training: bool = True, **vec_
         tasks = [name + GOAL_OBSERVABLE for name in names]
         return MultiTaskVecEnv(tasks, task_names=names, seed=seed, **vec_env_kwargs)
     if suite.metaworld is not None:
-        names = [_metaworld_class_names()[type(env.unwrapped)] for env in _metaworld_benchmark_envs(suite.metaworld, seed)]
+        names = _metaworld_benchmark_tasks(suite.metaworld)
         vector_tasks = [functools.partial(_metaworld_vector_task, suite.metaworld, i, seed) for i in range(len(names))]
         return MultiTaskVecEnv(
             vector_tasks, task_names=names, task_kinds=["metaworld"] * len(names), seed=seed, **vec_env_kwargs
