@@ -1,6 +1,9 @@
+import importlib.util
+import os
+
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.buffers import DictReplayBuffer, ReplayBuffer
 
 from sb3_brc.common.buffers import CompactReplayBuffer
 
@@ -37,3 +40,15 @@ def test_compact_buffer_matches_standard_buffer():
             np.testing.assert_array_equal(getattr(got, name).numpy(), getattr(expected, name).numpy(), err_msg=name)
         arrays = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
         assert compact.nbytes < sum(getattr(standard, name).nbytes for name in arrays) - standard.observations.nbytes / 2
+
+
+def test_memory_benchmark_measures_both_buffers():
+    # benchmarks/memory.py backs the replay-memory figures of the results: it must run on the current layout
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "memory.py")
+    spec = importlib.util.spec_from_file_location("memory_benchmark", path)
+    memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(memory)
+    sb3 = memory.bytes_per_transition(DictReplayBuffer, steps=600)
+    compact = memory.bytes_per_transition(CompactReplayBuffer, steps=600)
+    # SB3 stores 39 float32 + 1 int64 twice per transition, the compact buffer once (plus the final observations)
+    assert sb3 > 2 * (39 * 4 + 8) > compact > 39 * 4 + 8
