@@ -94,6 +94,32 @@ def test_subproc_vec_env():
     env.close()
 
 
+class CountedCloses(TargetEnv):
+    closed = 0  # closes in this process
+
+    def close(self):
+        type(self).closed += 1
+        super().close()
+
+
+@pytest.mark.parametrize("vec_env_cls", [None, SubprocVecEnv])
+def test_probe_envs_are_closed_when_refused_or_not_kept(vec_env_cls):
+    # The env built per task to read its spaces: closed when the task list is refused, and after it served the
+    # layout when subprocesses build their own
+    def make():
+        return CountedCloses(obs_dim=3, act_dim=1)
+
+    fork = dict(vec_env_kwargs=dict(start_method="fork")) if vec_env_cls else {}
+    CountedCloses.closed = 0
+    with pytest.raises(ValueError, match="exceeds the padded size 2"):
+        MultiTaskVecEnv([make, make], obs_dim=2, vec_env_cls=vec_env_cls, **fork)
+    assert CountedCloses.closed == 2
+    env = MultiTaskVecEnv([make, make], vec_env_cls=vec_env_cls, **fork)
+    assert CountedCloses.closed == (4 if vec_env_cls else 2)  # in-process the probes are the sub-envs
+    env.close()
+    assert CountedCloses.closed == 4  # and the sub-envs (in-process, or in the workers, not counted here) at close
+
+
 def test_task_embedding_owned_and_trained_by_critic_only():
     env = two_tasks()
     model = tiny_mt_model(env)

@@ -10,8 +10,9 @@ One sub-env per task, all stepped once per vector step (equal env steps per task
   actions in the union of the tasks' action sets with per-task ``action_masks()``.
 """
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 import gymnasium as gym
@@ -45,13 +46,26 @@ def _resolve_tasks(
         if given is not None and len(given) != len(factories):
             raise ValueError(f"{len(factories)} tasks but {len(given)} {what}")
     # Build each task once to read its spaces (and keep it, for in-process vectorisation)
-    probes = [transform(factory()) for factory in factories]
+    probes: list[gym.Env] = []
+    with _closed_on_error(probes):
+        probes += [transform(factory()) for factory in factories]
     if task_names is None:
         task_names = [
             name or getattr(env.spec, "id", None) or f"task{i}"
             for i, (name, env) in enumerate(zip(names, probes, strict=True))
         ]
     return list(factories), probes, list(task_names), list(task_kinds) if task_kinds is not None else list(kinds)
+
+
+@contextlib.contextmanager
+def _closed_on_error(envs: list[gym.Env]) -> Iterator[None]:
+    """Close ``envs`` (the probes) if the block raises: a refused task list leaves no env (or process) open."""
+    try:
+        yield
+    except BaseException:
+        for env in envs:
+            env.close()
+        raise
 
 
 def _vec_env_class(vec_env_cls: VecEnvClass | None, step_timeout: float | None) -> VecEnvClass:
@@ -88,7 +102,10 @@ def _vectorize(
     env_fns: list[Callable[[], gym.Env]] = [
         functools.partial(build, make, **kwargs) for make, kwargs in zip(makers, per_task, strict=True)
     ]
-    probes.clear()  # in-process the sub-envs now hold them; subprocess runs do not need them any more
+    if not in_process:
+        for env in probes:  # the subprocesses build their own
+            env.close()
+    probes.clear()  # in-process the sub-envs now hold them
     kwargs = dict(vec_env_kwargs or {})
     if issubclass(vec_env_cls, TimeoutSubprocVecEnv):
         kwargs.setdefault("env_names", names)  # errors name the task
@@ -191,24 +208,25 @@ class MultiTaskVecEnv(BaseMultiTaskVecEnv):
     ):
         vec_env_cls = _vec_env_class(vec_env_cls, step_timeout)
         factories, probes, names, kinds = _resolve_tasks(tasks, task_names, task_kinds, seed, flatten_dict_observation)
-        for env, name in zip(probes, names, strict=True):
-            check_task_spaces(env, name)
-        obs_dims = [int(np.prod(env.observation_space.shape or ())) for env in probes]
-        act_dims = [int(np.prod(env.action_space.shape or ())) for env in probes]
-        for given, sizes, what in ((obs_dim, obs_dims, "observation"), (act_dim, act_dims, "action")):
-            if given is not None and given < max(sizes):
-                raise ValueError(
-                    f"A task's {what} size ({max(sizes)}) exceeds the padded size {given}: these tasks do not fit that "
-                    "layout (a model trained on it cannot take them)."
-                )
-        layout = TaskLayout(
-            tuple(names), tuple((size,) for size in obs_dims), tuple(act_dims), tuple(kinds), first_id=first_task_id
-        )
-        padded = dict(obs_dim=obs_dim or max(obs_dims), act_dim=act_dim or max(act_dims))
-        per_task = [padded] * len(names)
-        venv = _vectorize(
-            probes, factories, padded_continuous_task, per_task, vec_env_cls, vec_env_kwargs, names, step_timeout
-        )
+        with _closed_on_error(probes):
+            for env, name in zip(probes, names, strict=True):
+                check_task_spaces(env, name)
+            obs_dims = [int(np.prod(env.observation_space.shape or ())) for env in probes]
+            act_dims = [int(np.prod(env.action_space.shape or ())) for env in probes]
+            for given, sizes, what in ((obs_dim, obs_dims, "observation"), (act_dim, act_dims, "action")):
+                if given is not None and given < max(sizes):
+                    raise ValueError(
+                        f"A task's {what} size ({max(sizes)}) exceeds the padded size {given}: these tasks do not fit that "
+                        "layout (a model trained on it cannot take them)."
+                    )
+            layout = TaskLayout(
+                tuple(names), tuple((size,) for size in obs_dims), tuple(act_dims), tuple(kinds), first_id=first_task_id
+            )
+            padded = dict(obs_dim=obs_dim or max(obs_dims), act_dim=act_dim or max(act_dims))
+            per_task = [padded] * len(names)
+            venv = _vectorize(
+                probes, factories, padded_continuous_task, per_task, vec_env_cls, vec_env_kwargs, names, step_timeout
+            )
         super().__init__(venv, layout, seed)
 
 
@@ -251,35 +269,39 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
     ):
         vec_env_cls = _vec_env_class(vec_env_cls, step_timeout)
         factories, probes, names, kinds = _resolve_tasks(tasks, task_names, task_kinds, seed)
-        for env, name in zip(probes, names, strict=True):
-            if not isinstance(env.action_space, spaces.Discrete):
-                raise TypeError(
-                    f"Task {name!r} has a {type(env.action_space).__name__} action space; DiscreteMultiTaskVecEnv needs "
-                    "Discrete actions (continuous tasks go into MultiTaskVecEnv)."
-                )
-            if not isinstance(env.observation_space, spaces.Box):
-                raise TypeError(f"Task {name!r} has observation space {env.observation_space}; a Box is needed.")
-        shapes = [tuple(env.observation_space.shape or ()) for env in probes]
-        images = [len(shape) > 1 for shape in shapes]
-        if any(images) and (not all(images) or len(set(shapes)) > 1):
-            raise ValueError(
-                f"Image tasks must all have one observation shape (no padding for images), got {shapes} for {names}."
-            )
-        legal_and_sizes = [legal_union_actions(env) for env in probes]
-        legal_actions = [legal for legal, _ in legal_and_sizes]
-        sizes = tuple(len(legal) for legal in legal_actions)
-        layout = TaskLayout(tuple(names), tuple(shapes), sizes, tuple(kinds), tuple(map(tuple, legal_actions)), first_task_id)
-        largest_obs = None if images[0] else max(int(np.prod(shape)) for shape in shapes)
-        largest_action = max(max(legal) + 1 for legal in legal_actions)
-        for given, largest, what in ((obs_dim, largest_obs, "observation"), (n_actions, largest_action, "action")):
-            if given is not None and (largest is None or given < largest):
+        with _closed_on_error(probes):
+            for env, name in zip(probes, names, strict=True):
+                if not isinstance(env.action_space, spaces.Discrete):
+                    raise TypeError(
+                        f"Task {name!r} has a {type(env.action_space).__name__} action space; DiscreteMultiTaskVecEnv needs "
+                        "Discrete actions (continuous tasks go into MultiTaskVecEnv)."
+                    )
+                if not isinstance(env.observation_space, spaces.Box):
+                    raise TypeError(f"Task {name!r} has observation space {env.observation_space}; a Box is needed.")
+            shapes = [tuple(env.observation_space.shape or ()) for env in probes]
+            images = [len(shape) > 1 for shape in shapes]
+            if any(images) and (not all(images) or len(set(shapes)) > 1):
                 raise ValueError(
-                    f"The tasks' {what} sizes do not fit the padded size {given}: a model trained on it cannot take them."
+                    f"Image tasks must all have one observation shape (no padding for images), got {shapes} for {names}."
                 )
-        n_actions = n_actions or max(size for _, size in legal_and_sizes)
-        obs_dim = obs_dim or largest_obs
-        per_task = [dict(legal=legal, n_actions=n_actions, obs_dim=obs_dim) for legal in legal_actions]
-        venv = _vectorize(probes, factories, union_discrete_task, per_task, vec_env_cls, vec_env_kwargs, names, step_timeout)
+            legal_and_sizes = [legal_union_actions(env) for env in probes]
+            legal_actions = [legal for legal, _ in legal_and_sizes]
+            sizes = tuple(len(legal) for legal in legal_actions)
+            legal_sets = tuple(map(tuple, legal_actions))
+            layout = TaskLayout(tuple(names), tuple(shapes), sizes, tuple(kinds), legal_sets, first_task_id)
+            largest_obs = None if images[0] else max(int(np.prod(shape)) for shape in shapes)
+            largest_action = max(max(legal) + 1 for legal in legal_actions)
+            for given, largest, what in ((obs_dim, largest_obs, "observation"), (n_actions, largest_action, "action")):
+                if given is not None and (largest is None or given < largest):
+                    raise ValueError(
+                        f"The tasks' {what} sizes do not fit the padded size {given}: a model trained on it cannot take them."
+                    )
+            n_actions = n_actions or max(size for _, size in legal_and_sizes)
+            obs_dim = obs_dim or largest_obs
+            per_task = [dict(legal=legal, n_actions=n_actions, obs_dim=obs_dim) for legal in legal_actions]
+            venv = _vectorize(
+                probes, factories, union_discrete_task, per_task, vec_env_cls, vec_env_kwargs, names, step_timeout
+            )
         super().__init__(venv, layout, seed)
         self._masks = np.zeros((self.num_tasks, n_actions), dtype=bool)
         for row, legal in enumerate(legal_actions):
