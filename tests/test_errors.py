@@ -12,9 +12,9 @@ from envs import TargetEnv
 from stable_baselines3 import SAC
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_brc import BRCSAC, MultiTaskVecEnv, ReturnNormalizer, TaskEmbedding, make_suite
+from sb3_brc import BRCDQN, BRCSAC, MultiTaskVecEnv, ReturnNormalization, ReturnNormalizer, TaskEmbedding, make_suite
 from sb3_brc.common.torch_layers import BroNet
-from sb3_brc.tools.checkpoint import load_checkpoint
+from sb3_brc.tools.checkpoint import load_checkpoint, save_checkpoint
 
 
 def tiny(env=None, **kwargs):
@@ -137,6 +137,30 @@ CASES = {
     "gamma": (lambda tp, mp: tiny(gamma=1.0), ValueError, "gamma", "\\[0, 1\\)"),
     "batch_size": (lambda tp, mp: tiny(batch_size=0), ValueError, "batch_size", "positive integer"),
     "learning_rate": (lambda tp, mp: tiny(learning_rate=-1.0), ValueError, "learning_rate", "> 0"),
+    "target_update_interval": (
+        lambda tp, mp: tiny(target_update_interval=0),
+        ValueError,
+        "target_update_interval",
+        "integer >= 1",
+    ),
+    "entropy-momentum": (
+        lambda tp, mp: ReturnNormalization(entropy_term="per_task", entropy_momentum=1.5),
+        ValueError,
+        "entropy_momentum",
+        "in \\(0, 1\\]",
+    ),
+    "augment-vectors": (
+        lambda tp, mp: BRCDQN("MlpPolicy", "CartPole-v1", augment=True),
+        ValueError,
+        "augment=True shifts image observations",
+        "augment=None",
+    ),
+    "checkpoint-keep": (
+        lambda tp, mp: save_checkpoint(tiny(), str(tp), keep=0),
+        ValueError,
+        "keep counts the checkpoints",
+        ">= 1, got 0",
+    ),
     "nan-reward": (lambda tp, mp: nan_from_env("reward"), ValueError, "Non-finite reward", "Fix the environment"),
     "inf-observation": (
         lambda tp, mp: nan_from_env("obs"),

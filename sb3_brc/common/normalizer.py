@@ -20,6 +20,13 @@ from sb3_brc.common.utils import NON_FINITE_HINT, check_finite
 ENTROPY_TERMS = ("fixed", "per_task")
 
 
+def _check_entropy_options(entropy_term: str, entropy_momentum: float) -> None:
+    if entropy_term not in ENTROPY_TERMS:
+        raise ValueError(f"entropy_term must be one of {ENTROPY_TERMS}, got {entropy_term!r}")
+    if not 0.0 < entropy_momentum <= 1.0:
+        raise ValueError(f"entropy_momentum is the newest measurement's weight, in (0, 1], got {entropy_momentum!r}")
+
+
 @dataclass(frozen=True)
 class ReturnNormalization:
     """Options of the per-task return normalisation: pass ``normalize_rewards=ReturnNormalization(...)`` to an
@@ -35,8 +42,7 @@ class ReturnNormalization:
     entropy_momentum: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.entropy_term not in ENTROPY_TERMS:
-            raise ValueError(f"entropy_term must be one of {ENTROPY_TERMS}, got {self.entropy_term!r}")
+        _check_entropy_options(self.entropy_term, self.entropy_momentum)
 
     def build(self, num_tasks: int, gamma: float) -> "ReturnNormalizer":
         """The statistics object for ``num_tasks`` tasks and discount ``gamma``."""
@@ -60,8 +66,7 @@ class ReturnNormalizer:
             raise ValueError(f"ReturnNormalizer needs num_tasks >= 1, got {num_tasks}")
         if not 0.0 <= gamma < 1.0:
             raise ValueError(f"ReturnNormalizer needs 0 <= gamma < 1 (the bootstrap divides by 1 - gamma), got {gamma}")
-        if entropy_term not in ENTROPY_TERMS:
-            raise ValueError(f"entropy_term must be one of {ENTROPY_TERMS}, got {entropy_term!r}")
+        _check_entropy_options(entropy_term, entropy_momentum)
         self.num_tasks = num_tasks
         self.gamma = gamma
         self.entropy_term = entropy_term

@@ -189,8 +189,14 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             self.n_steps = 1
         super()._setup_model()
         self.n_steps = n_steps
+        images = len(observation_part(self.observation_space).shape or ()) == 3
         if self.augment is None:
-            self.augment = len(observation_part(self.observation_space).shape or ()) == 3
+            self.augment = images
+        elif self.augment and not images:
+            raise ValueError(
+                f"augment=True shifts image observations (channels, height, width); this env's observations have shape "
+                f"{observation_part(self.observation_space).shape}. Leave augment=None (on for images only) or set False."
+            )
         self._finish_setup_model()
 
     def reward_scale(self) -> th.Tensor:

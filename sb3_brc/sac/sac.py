@@ -43,6 +43,9 @@ def _check_hyperparameters(**values: Any) -> None:
         problems.append(
             f"gradient_steps must be >= 0, or -1 for one per env step (got {values['gradient_steps']!r}; BRC uses 2)"
         )
+    interval = values["target_update_interval"]
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+        problems.append(f"target_update_interval must be an integer >= 1 (got {interval!r}; BRC uses 1)")
     if not callable(values["learning_rate"]) and not values["learning_rate"] > 0:
         problems.append(f"learning_rate must be > 0 (got {values['learning_rate']!r}; BRC uses 3e-4)")
     if problems:
@@ -178,6 +181,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             gamma=gamma,
             gradient_steps=gradient_steps,
             learning_rate=learning_rate,
+            target_update_interval=target_update_interval,
         )
         num_tasks = num_tasks_of(env)
         super().__init__(

@@ -65,6 +65,8 @@ def save_checkpoint(model: MultiTaskAlgorithm, root: str, replay_buffer: bool = 
     :param replay_buffer: Also save the replay buffer (large, but resuming without it restarts the data)
     :param keep: How many complete checkpoints to keep (older ones are deleted after the new one is in place)
     """
+    if keep < 1:
+        raise ValueError(f"keep counts the checkpoints left after this one is written: >= 1, got {keep}")
     os.makedirs(root, exist_ok=True)
     name = f"step-{model.num_timesteps}"
     final_dir = os.path.join(root, name)
