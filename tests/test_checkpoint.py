@@ -16,6 +16,7 @@ from conftest import TINY_DQN, TINY_POLICY
 from envs import TargetEnv
 
 from sb3_brc import BRCDQN, BRCSAC, SB3_BRC_VERSION
+from sb3_brc.common.utils import atomic_file
 from sb3_brc.tools.checkpoint import CheckpointCallback, latest_checkpoint, load_checkpoint, save_checkpoint
 from sb3_brc.tools.report import read_eval_csv
 
@@ -169,3 +170,14 @@ def test_sigkill_then_resume_finishes_the_run(tmp_path):
     steps = [row["steps_per_task"] for row in read_eval_csv(str(out / "eval.csv"))]
     assert steps == [150, 150, 300, 300, 450, 450, 600, 600]  # schedule carried on, nothing evaluated twice
     assert (out / "report.md").exists()
+
+
+def test_atomic_file_keeps_the_previous_file_on_error(tmp_path):
+    path = tmp_path / "config.json"
+    with atomic_file(path, "w") as file:
+        file.write("first")
+    with pytest.raises(RuntimeError, match="mid-write"):
+        with atomic_file(path, "w") as file:
+            file.write("sec")
+            raise RuntimeError("mid-write")
+    assert path.read_text() == "first" and os.listdir(tmp_path) == ["config.json"]  # no temporary file left

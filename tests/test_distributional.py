@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch as th
 
-from sb3_brc.common.distributional import categorical_cross_entropy, categorical_projection, expected_value
+from sb3_brc.common.distributional import categorical_cross_entropy, categorical_mean, categorical_projection, expected_value
 
 
 def brute_force_projection(probs, target_atoms, support):
@@ -113,3 +113,16 @@ def test_expected_value_is_mean_of_head_probabilities():
     probs = th.softmax(logits, -1)
     manual = 0.5 * ((probs[:, 0] * support).sum(-1) + (probs[:, 1] * support).sum(-1))
     th.testing.assert_close(expected_value(logits, support), manual)
+
+
+def test_categorical_mean_of_each_distribution():
+    # Per action of BRCDQN, (batch, actions, atoms): sum_j p_j z_j with p_j = exp(l_j) / sum_k exp(l_k), in a loop
+    logits = np.random.default_rng(0).normal(size=(3, 4, 11))
+    support = np.linspace(-10, 10, 11)
+    expected = np.zeros((3, 4))
+    for row in range(3):
+        for action in range(4):
+            weights = [math.exp(value) for value in logits[row, action]]
+            expected[row, action] = sum(w * z for w, z in zip(weights, support, strict=True)) / sum(weights)
+    ours = categorical_mean(th.tensor(logits), th.tensor(support)).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)

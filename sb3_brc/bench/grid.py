@@ -9,6 +9,7 @@ from typing import Any
 
 from sb3_brc.bench.algos import ALGOS, BenchAlgo
 from sb3_brc.bench.settings import BenchSettings
+from sb3_brc.common.utils import atomic_file
 from sb3_brc.envs.suites import find_suite, make_suite, task_factory
 from sb3_brc.envs.vec_env import TaskSpec
 from sb3_brc.tools.wandb_logging import WandbSettings
@@ -175,7 +176,5 @@ def write_run_files(spec: RunSpec, files: dict[str, str]) -> None:
     ``config.json`` last, so that the run only counts as complete once the others are in place."""
     os.makedirs(spec.run_dir, exist_ok=True)
     for name in sorted(files, key=lambda name: name == "config.json"):
-        tmp = os.path.join(spec.run_dir, f".{name}.tmp")
-        with open(tmp, "w") as file:
+        with atomic_file(os.path.join(spec.run_dir, name), "w") as file:
             file.write(files[name])
-        os.replace(tmp, os.path.join(spec.run_dir, name))

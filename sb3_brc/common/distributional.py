@@ -51,6 +51,16 @@ def categorical_cross_entropy(logits: th.Tensor, target_probs: th.Tensor) -> th.
     return -(target_probs.unsqueeze(1) * log_probs).sum(-1).mean(0).sum()
 
 
+def categorical_mean(logits: th.Tensor, support: th.Tensor) -> th.Tensor:
+    """Expectation ``sum_j softmax(logits)_j * z_j`` of each distribution (over the last dimension).
+
+    :param logits: ``(..., n_atoms)``
+    :param support: ``(n_atoms,)``
+    :return: ``(...)``
+    """
+    return th.softmax(at_least_fp32(logits), dim=-1) @ support
+
+
 def expected_value(logits: th.Tensor, support: th.Tensor) -> th.Tensor:
     """Q-value of the critic ensemble: the mean of the heads' probabilities, then its expectation.
 

@@ -3,7 +3,6 @@ the return normaliser's feed, input checks, atomic saves and checked loads."""
 
 import io
 import json
-import os
 import pathlib
 import zipfile
 from abc import ABC, abstractmethod
@@ -32,7 +31,7 @@ from sb3_brc.common.task_layout import (
     split_task_observation,
     task_layout_of,
 )
-from sb3_brc.common.utils import NON_FINITE_HINT, SB3_BRC_VERSION, check_finite
+from sb3_brc.common.utils import NON_FINITE_HINT, SB3_BRC_VERSION, atomic_file, check_finite
 
 #: The type of ``self`` (``learn()`` and ``load()`` return the subclass).
 SelfMultiTask = TypeVar("SelfMultiTask", bound="MultiTaskAlgorithm")
@@ -366,15 +365,8 @@ class MultiTaskAlgorithm(_MixinBase):
         if path.suffix != ".zip":
             path = path.with_name(path.name + ".zip")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp_path, "wb") as file:
-                super().save(file, exclude, include)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp_path, path)
-        finally:
-            tmp_path.unlink(missing_ok=True)
+        with atomic_file(path) as file:
+            super().save(cast(io.BufferedIOBase, file), exclude, include)  # opened "wb": a BufferedWriter
 
     @classmethod
     def load(

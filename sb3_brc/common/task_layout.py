@@ -60,6 +60,18 @@ def map_observation_part(obs: Any, function: Any) -> Any:
     return function(obs)
 
 
+def legal_action_masks(legal_actions: Sequence[Sequence[int]], n_actions: int) -> np.ndarray:
+    """``(tasks, n_actions)`` booleans, True where an action of the union space is legal in the task.
+
+    :param legal_actions: Per task, the union-space ids of its actions
+    :param n_actions: Size of the union action space
+    """
+    masks = np.zeros((len(legal_actions), n_actions), dtype=bool)
+    for task, legal in enumerate(legal_actions):
+        masks[task, list(legal)] = True
+    return masks
+
+
 def check_task_ids(task_ids: th.Tensor, num_tasks: int) -> None:
     """Clear error for task ids a model with ``num_tasks`` tasks has no embedding for."""
     outside = (task_ids < 0) | (task_ids >= num_tasks)

@@ -1,8 +1,10 @@
 """Small shared helpers."""
 
+import contextlib
+import os
 import pathlib
-from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Callable, Iterator
+from typing import IO, Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
@@ -65,3 +67,24 @@ def native_bf16_matmul(device: th.device) -> bool:
     if device.type == "cpu":
         return th.cpu._is_avx512_bf16_supported() or th.cpu._is_amx_tile_supported()
     return True  # other accelerators: autocast picks what the backend supports
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open ``path`` for an atomic write: the block writes a temporary file next to it (named after this process),
+    which is flushed to disk and renamed over ``path`` when the block ends. A crash or an error mid-write leaves the
+    previous file, never half of one.
+
+    :param path: File to write
+    :param mode: ``"wb"`` or ``"w"``
+    """
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -15,7 +15,12 @@ from stable_baselines3.common.utils import polyak_update
 
 from sb3_brc.common.augmentation import random_shift
 from sb3_brc.common.buffers import CompactNStepReplayBuffer
-from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection
+from sb3_brc.common.distributional import (
+    at_least_fp32,
+    categorical_cross_entropy,
+    categorical_mean,
+    categorical_projection,
+)
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.policies import grow_task_embeddings
@@ -213,7 +218,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         # Right after a hard copy (DrQ(eps) copies every step) both networks are equal: one forward pass does both
         target_logits = at_least_fp32(self.q_net_target(next_obs))
         if self._target_is_online:
-            next_q = th.softmax(target_logits, dim=-1) @ self.q_net.support
+            next_q = categorical_mean(target_logits, self.q_net.support)
         else:
             next_q = self.q_net.q_values(next_obs)
         next_actions = next_q.masked_fill(~self.policy.action_masks[next_task_ids], -th.inf).argmax(dim=1)

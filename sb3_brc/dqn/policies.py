@@ -9,9 +9,9 @@ from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
-from sb3_brc.common.distributional import at_least_fp32
+from sb3_brc.common.distributional import categorical_mean
 from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support
-from sb3_brc.common.task_layout import check_task_ids, observation_part, split_task_observation
+from sb3_brc.common.task_layout import check_task_ids, legal_action_masks, observation_part, split_task_observation
 from sb3_brc.common.torch_layers import BroNet
 
 
@@ -67,7 +67,7 @@ class CategoricalQNetwork(TaskConditionedNetwork):
 
     def q_values(self, obs: PyTorchObs) -> th.Tensor:
         """Expected value of each action's distribution, ``(batch, n_actions)``."""
-        return th.softmax(at_least_fp32(self(obs)), dim=-1) @ self.support
+        return categorical_mean(self(obs), self.support)
 
 
 class BRCDQNPolicy(BasePolicy):
@@ -139,18 +139,11 @@ class BRCDQNPolicy(BasePolicy):
         self.legal_actions = [list(range(action_space.n))] * num_tasks if legal_actions is None else legal_actions
         if len(self.legal_actions) != num_tasks:
             raise ValueError(f"legal_actions lists {len(self.legal_actions)} tasks, the policy has {num_tasks}")
-        self.register_buffer("action_masks", self._masks_of(self.legal_actions))
+        self.register_buffer("action_masks", th.as_tensor(legal_action_masks(self.legal_actions, int(action_space.n))))
         self.q_net, self.q_net_target = self.make_q_net(), self.make_q_net()
         self.q_net_target.load_state_dict(self.q_net.state_dict())
         self.q_net_target.set_training_mode(False)
         self.optimizer = self.optimizer_class(self.q_net.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]  # torch types Optimizer(params, defaults); its subclasses take lr
-
-    def _masks_of(self, legal_actions: list[list[int]]) -> th.Tensor:
-        """``(tasks, n_actions)`` booleans, True where an action is legal in the task."""
-        masks = th.zeros(len(legal_actions), int(self.action_space.n), dtype=th.bool)
-        for task, legal in enumerate(legal_actions):
-            masks[task, list(legal)] = True
-        return masks
 
     def make_q_net(self) -> CategoricalQNetwork:
         """A new categorical Q-network (online or target) with its own encoder."""
@@ -173,7 +166,8 @@ class BRCDQNPolicy(BasePolicy):
         """Legal actions of new tasks appended (transfer); the networks' embedding tables grow separately."""
         self.legal_actions = [*self.legal_actions, *legal_actions]
         self.num_tasks = len(self.legal_actions)
-        self.action_masks = self._masks_of(self.legal_actions).to(self.action_masks.device)
+        masks = legal_action_masks(self.legal_actions, int(self.action_space.n))
+        self.action_masks = th.as_tensor(masks, device=self.action_masks.device)
 
     def act(self, obs: PyTorchObs, epsilon: float = 0.0) -> th.Tensor:
         """Greedy legal action of each observation; with probability ``epsilon`` a uniformly random legal one."""

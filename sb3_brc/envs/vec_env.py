@@ -21,7 +21,13 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
 
-from sb3_brc.common.task_layout import OBSERVATION_KEY, TaskLayout, tag_observations, task_observation_space
+from sb3_brc.common.task_layout import (
+    OBSERVATION_KEY,
+    TaskLayout,
+    legal_action_masks,
+    tag_observations,
+    task_observation_space,
+)
 from sb3_brc.envs.atari import legal_union_actions
 from sb3_brc.envs.scores import normalized_score
 from sb3_brc.envs.subproc import TimeoutSubprocVecEnv, check_step_timeout
@@ -303,9 +309,7 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
                 probes, factories, union_discrete_task, per_task, vec_env_cls, vec_env_kwargs, names, step_timeout
             )
         super().__init__(venv, layout, seed)
-        self._masks = np.zeros((self.num_tasks, n_actions), dtype=bool)
-        for row, legal in enumerate(legal_actions):
-            self._masks[row, legal] = True
+        self._masks = legal_action_masks(legal_actions, n_actions)
 
     def action_masks(self) -> np.ndarray:
         """``(num_envs, n_actions)`` booleans: the legal union actions of each sub-env's task."""

@@ -22,22 +22,13 @@ from stable_baselines3.common.type_aliases import GymEnv
 
 from sb3_brc.common.buffers import end_episodes_at_newest
 from sb3_brc.common.multitask import MultiTaskAlgorithm
-from sb3_brc.common.utils import SB3_BRC_VERSION
+from sb3_brc.common.utils import SB3_BRC_VERSION, atomic_file
 from sb3_brc.dqn.dqn import BRCDQN
 from sb3_brc.sac.sac import BRCSAC
 
 ALGORITHMS: dict[str, type[MultiTaskAlgorithm]] = {"BRCSAC": BRCSAC, "BRCDQN": BRCDQN}
 
 LATEST = "latest"
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict[str, Any]:
@@ -92,7 +83,8 @@ def save_checkpoint(model: MultiTaskAlgorithm, root: str, replay_buffer: bool = 
         os.replace(tmp_dir, final_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    _write_atomic(os.path.join(root, LATEST), name.encode())
+    with atomic_file(os.path.join(root, LATEST)) as file:
+        file.write(name.encode())
     complete = sorted((d for d in os.listdir(root) if d.startswith("step-")), key=lambda d: int(d.split("-")[1]))
     for old in complete[:-keep]:
         shutil.rmtree(os.path.join(root, old), ignore_errors=True)

@@ -16,6 +16,7 @@ from gymnasium import spaces
 from torch import nn
 
 from sb3_brc.common.task_layout import is_task_observation_space, observation_part, task_observation_space
+from sb3_brc.common.utils import atomic_file
 from sb3_brc.sac.policies import BRCPolicy
 from sb3_brc.sac.sac import BRCSAC
 
@@ -61,12 +62,10 @@ def export_policy(model: BRCSAC, directory: str) -> None:
         task_layout=None if model.task_layout is None else dataclasses.asdict(model.task_layout),
     )
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".policy.{os.getpid()}.tmp")
-    th.save({key: value.cpu() for key, value in policy.state_dict().items()}, tmp)
-    os.replace(tmp, os.path.join(directory, "policy.pt"))
-    with open(tmp, "w") as file:
+    with atomic_file(os.path.join(directory, "policy.pt")) as file:
+        th.save({key: value.cpu() for key, value in policy.state_dict().items()}, file)
+    with atomic_file(os.path.join(directory, "policy.json"), "w") as file:
         json.dump(config, file, indent=2)
-    os.replace(tmp, os.path.join(directory, "policy.json"))
 
 
 def load_exported_policy(directory: str, device: th.device | str = "cpu") -> BRCPolicy:

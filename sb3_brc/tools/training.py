@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
+from sb3_brc.common.utils import atomic_file
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv
 from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
@@ -57,10 +58,8 @@ def per_task_budget(
 
 def write_json_atomic(path: str, data: Any) -> None:
     """Write ``data`` as JSON; a process killed mid-write leaves the previous file, never half of one."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as file:
+    with atomic_file(path, "w") as file:
         json.dump(data, file, indent=2)
-    os.replace(tmp, path)
 
 
 class _EvalCallback(MultiTaskEvalCallback):
