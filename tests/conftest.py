@@ -4,10 +4,22 @@ os.environ.setdefault("MUJOCO_GL", "disable")
 
 import pytest
 import torch as th
+from stable_baselines3.common.logger import Logger
 
 # Small networks everywhere: the suite must stay fast on 2 CPU cores
 TINY_POLICY = dict(net_arch=dict(pi=[16], qf=[16, 16]), n_atoms=11)
 TINY_DQN = dict(net_arch=[16, 16], n_atoms=11)
+
+
+class RecordingLogger(Logger):
+    """An SB3 logger that keeps the last value recorded under each key in ``records`` (and writes nothing)."""
+
+    def __init__(self):
+        super().__init__(folder=None, output_formats=[])
+        self.records = {}
+
+    def record(self, key, value, exclude=None):
+        self.records[key] = value
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects

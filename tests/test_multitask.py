@@ -4,9 +4,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from conftest import TINY_POLICY
+from conftest import TINY_POLICY, RecordingLogger
 from envs import RecordActionEnv, TargetEnv
-from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv, make_suite
@@ -174,14 +173,10 @@ def test_no_embedding_single_task():
 def test_per_task_normaliser_and_logger_keys():
     env = two_tasks(scale_b=100.0)
     model = tiny_mt_model(env)
-    records = {}
-
-    class Capture(Logger):
-        def record(self, key, value, exclude=None):
-            records[key] = value
-
-    model.set_logger(Capture(folder=None, output_formats=[]))
+    logger = RecordingLogger()
+    model.set_logger(logger)
     model.learn(200, log_interval=1)
+    records = logger.records
     g = model.return_normalizer.max_abs_return
     assert 30 < g[1] / g[0] < 300  # task b's rewards are 100x larger (different obs sizes change the sums)
     scale = model.reward_scale()

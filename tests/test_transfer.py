@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 import torch as th
-from conftest import TINY_DQN, TINY_POLICY
+from conftest import TINY_DQN, TINY_POLICY, RecordingLogger
 from envs import TargetEnv
-from stable_baselines3.common.logger import Logger
 
 from sb3_brc import BRCDQN, BRCSAC, DiscreteMultiTaskVecEnv, MultiTaskVecEnv, add_tasks, new_task_env
 from sb3_brc.common.buffers import ReplayWithPrevious
@@ -48,15 +47,10 @@ def test_new_embeddings_train_and_replay_choice(keep_replay):
     old_buffer = model.replay_buffer
     add_tasks(model, new_tasks(model), keep_replay=keep_replay, learning_starts=30)
     before = model.critic.task_embedding.embedding.weight.detach().clone()
-    records = {}
-
-    class Capture(Logger):
-        def record(self, key, value, exclude=None):
-            records[key] = value
-
-    model.set_logger(Capture(folder=None, output_formats=[]))
+    logger = RecordingLogger()
+    model.set_logger(logger)
     model.learn(80, log_interval=1)
-    assert records["time/steps_per_task"] == 80  # the one new task's steps (the model has 3 tasks)
+    assert logger.records["time/steps_per_task"] == 80  # the one new task's steps (the model has 3 tasks)
     after = model.critic.task_embedding.embedding.weight.detach()
     assert not th.equal(after[2], before[2])  # the new task's row is trained
     ids = model.task_ids(model.replay_buffer.sample(300).observations)
