@@ -48,6 +48,15 @@ def test_schedule_off_the_last_step_gets_a_final_evaluation_and_resume_keeps_the
     assert resumed.random_baseline == marked and resumed.model.num_timesteps == 150
     assert [row["steps_per_task"] for row in read_eval_csv(eval_csv)] == [100, 150]
 
+    # Resumed from the final checkpoint, killed before the final evaluation: a loaded model (no logger yet) is
+    # evaluated at its step without training
+    result.model.save(tmp_path / "final")
+    write_eval_rows(eval_csv, read_eval_csv(eval_csv)[:1], append=False)
+    loaded = BRCSAC.load(tmp_path / "final", env=env)
+    again = train_and_evaluate(env, eval_env, lambda: loaded, resume=True, **plan)
+    assert [(row["timesteps"], row["steps_per_task"]) for row in read_eval_csv(eval_csv)] == [(100, 100), (150, 150)]
+    assert again.final[0]["steps_per_task"] == 150 and again.model.num_timesteps == 150
+
 
 def test_paper_preset_sets_the_reference_settings_unless_a_flag_does():
     args = parse_args(["train", "--suite", "dmc-hard", "--out", "runs/x", "--preset", "paper"])

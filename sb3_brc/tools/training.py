@@ -15,6 +15,7 @@ from typing import Any, TypedDict
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import configure_logger
 
 from sb3_brc.common.utils import atomic_file
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv
@@ -160,6 +161,9 @@ def train_and_evaluate(
         # The schedule evaluates on the last step; this covers envs that count steps otherwise and a run resumed
         # from its final checkpoint without the final evaluation
         evaluation.init_callback(model)
+        evaluation.num_timesteps = model.num_timesteps  # set by on_step during learn(), which did not run
+        if getattr(model, "_logger", None) is None:  # a loaded model gets its logger in learn()
+            model.set_logger(configure_logger(model.verbose, model.tensorboard_log, type(model).__name__, False))
         if wandb_run is not None:
             wandb_run.attach(model)
         rows += evaluation.evaluate()
