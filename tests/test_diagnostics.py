@@ -63,3 +63,23 @@ def test_diagnostics_serve_brcdqn():
     assert all(np.isfinite(result["critic_loss"])) and all(value > 0 for value in result["grad_norm"])
     assert all(np.isnan(result["entropy"]))  # epsilon-greedy: no entropy estimate
     assert 0.0 <= result["conflict_rate"] <= 1.0
+
+
+def test_diagnostics_schedule_survives_a_resume():
+    # Every 25 updates of the model's count, which a resumed model restores: a new callback keeps the schedule
+    model = multi_task_model()
+    seen = []
+
+    class Recording(DiagnosticsCallback):
+        def _on_step(self):
+            runs = len(self.history)
+            result = super()._on_step()
+            if len(self.history) > runs:
+                seen.append(self.model._n_updates)
+            return result
+
+    model.learn(150, callback=Recording(every_n_updates=25, samples_per_task=8))  # 40 updates (2 per step after 90)
+    model.learn(90, callback=Recording(every_n_updates=25, samples_per_task=8), reset_num_timesteps=False)
+    assert seen == [26, 50, 76]  # the first count past each multiple of 25 (2 updates per train() call)
+    with pytest.raises(ValueError, match="every_n_updates and samples_per_task must be >= 1"):
+        DiagnosticsCallback(every_n_updates=0)

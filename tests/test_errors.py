@@ -15,6 +15,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from sb3_brc import BRCDQN, BRCSAC, MultiTaskVecEnv, ReturnNormalization, ReturnNormalizer, TaskEmbedding, make_suite
 from sb3_brc.common.torch_layers import BroNet
 from sb3_brc.tools.checkpoint import load_checkpoint, save_checkpoint
+from sb3_brc.tools.evaluation import MultiTaskEvalCallback
 
 
 def tiny(env=None, **kwargs):
@@ -154,6 +155,12 @@ CASES = {
         ValueError,
         "augment=True shifts image observations",
         "augment=None",
+    ),
+    "eval-freq": (
+        lambda tp, mp: MultiTaskEvalCallback(two_tasks(), eval_freq=0),
+        ValueError,
+        "eval_freq and n_eval_episodes",
+        ">= 1, got 0",
     ),
     "checkpoint-keep": (
         lambda tp, mp: save_checkpoint(tiny(), str(tp), keep=0),

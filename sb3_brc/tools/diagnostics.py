@@ -82,13 +82,21 @@ class DiagnosticsCallback(BaseCallback):
 
     def __init__(self, every_n_updates: int = 1000, samples_per_task: int = 256, verbose: int = 0):
         super().__init__(verbose)
+        if every_n_updates < 1 or samples_per_task < 1:
+            raise ValueError(
+                f"every_n_updates and samples_per_task must be >= 1, got {every_n_updates} and {samples_per_task}"
+            )
         self.every_n_updates, self.samples_per_task = every_n_updates, samples_per_task
         self.history: list[dict[str, Any]] = []
         self._last = 0
 
+    def _init_callback(self) -> None:
+        # Scheduled on the update count, which a resumed model restores: the same schedule after a resume
+        self._last = self.model._n_updates
+
     def _on_step(self) -> bool:
         updates = self.model._n_updates
-        if updates == 0 or updates - self._last < self.every_n_updates:
+        if updates // self.every_n_updates == self._last // self.every_n_updates:
             return True
         self._last = updates
         result = task_diagnostics(cast(MultiTaskAlgorithm, self.model), self.samples_per_task)  # a BRCSAC or BRCDQN

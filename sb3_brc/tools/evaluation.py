@@ -103,6 +103,8 @@ class MultiTaskEvalCallback(BaseCallback):
         verbose: int = 0,
     ):
         super().__init__(verbose)
+        if eval_freq < 1 or n_eval_episodes < 1:
+            raise ValueError(f"eval_freq and n_eval_episodes must be >= 1, got {eval_freq} and {n_eval_episodes}")
         self.eval_env = eval_env
         self.eval_freq = eval_freq
         self.n_eval_episodes = n_eval_episodes
@@ -119,7 +121,7 @@ class MultiTaskEvalCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         # Scheduled on the step count, not on calls, so a resumed run keeps the same schedule
-        if self.eval_freq > 0 and (self.num_timesteps // self.training_env.num_envs) % self.eval_freq == 0:
+        if (self.num_timesteps // self.training_env.num_envs) % self.eval_freq == 0:
             self.evaluate()
         return True
 
