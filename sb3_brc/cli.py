@@ -108,6 +108,7 @@ def resumed_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTa
 def train(args: argparse.Namespace) -> None:
     """``sb3-brc train``: train on a suite or task list, evaluate, checkpoint and write the run directory."""
     th.set_num_threads(args.threads)
+    eval_freq = args.eval_every or max(1, args.steps_per_task // 10)
     config = dict(
         suite=args.suite,
         tasks=args.tasks,
@@ -119,6 +120,7 @@ def train(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         learning_starts_per_task=args.learning_starts,
         eval_episodes=args.eval_episodes,
+        eval_freq=eval_freq,  # the evaluation schedule (and the default checkpoint schedule)
     )
     config_path = os.path.join(args.out, "config.json")
     checkpoints = os.path.join(args.out, "checkpoints")
@@ -127,8 +129,9 @@ def train(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"--resume: {config_path} not found; run the same command without --resume first.")
         with open(config_path) as file:
             saved = json.load(file)
-        if saved != config:
-            changed = sorted(k for k in config if saved.get(k) != config[k])
+        # A setting an older version did not record is not compared
+        changed = sorted(k for k in config if saved.get(k, config[k]) != config[k])
+        if changed:
             raise ValueError(f"--resume needs the same arguments as the original run; these differ: {changed}")
     elif os.path.exists(checkpoints) and not args.overwrite:
         raise ValueError(f"{args.out} already holds a run: add --resume to continue it, --overwrite to replace it.")
@@ -146,7 +149,6 @@ def train(args: argparse.Namespace) -> None:
             f"size {args.size!r} {SIZE_PRESETS[args.size]}, out: {args.out}"
         )
         shutil.rmtree(checkpoints, ignore_errors=True)
-    eval_freq = args.eval_every or max(1, args.steps_per_task // 10)
     start = time.time()
     algo, label = ALGO_NAMES[algorithm_for(env)], args.suite or tasks_label(env.task_names)
     wandb_settings = wandb_settings_from_args(args, default_group=f"{algo}-{label}")  # None without --wandb

@@ -7,6 +7,7 @@ import pytest
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
 from sb3_brc.bench.settings import PRESETS
+from sb3_brc.cli import main as cli_main
 from sb3_brc.cli import parse_args
 from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.tools.evaluation import write_eval_rows
@@ -73,3 +74,11 @@ def test_paper_preset_sets_the_reference_settings_unless_a_flag_does():
         parse_args(["train", "--tasks", "Pendulum-v1", "--out", "x"])
     bench = parse_args(["bench", "--tasks", "dmc-hard", "--preset", "paper"])
     assert {name: getattr(bench, name) for name in PRESETS["paper"]} == PRESETS["paper"]
+
+
+def test_resume_refuses_another_evaluation_schedule(tmp_path, capsys):
+    run = ["train", "--tasks", "Pendulum-v1", "--out", str(tmp_path), "--steps-per-task", "10", "--eval-episodes", "1"]
+    cli_main([*run, "--eval-freq", "5", "--no-progress"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([*run, "--eval-freq", "2", "--resume"])
+    assert exit_info.value.code == 2 and "these differ: ['eval_freq']" in capsys.readouterr().err
