@@ -15,7 +15,15 @@ from gymnasium import spaces
 
 from sb3_brc.bench import add_arguments as add_bench_arguments
 from sb3_brc.bench import run_from_args as run_bench
-from sb3_brc.bench.settings import PRESETS, BenchSettings, add_preset_flag, add_setting_flags, parse_with_preset
+from sb3_brc.bench.settings import (
+    LOWEST,
+    PRESETS,
+    BenchSettings,
+    add_preset_flag,
+    add_setting_flags,
+    count_problems,
+    parse_with_preset,
+)
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.dqn.dqn import BRCDQN
 from sb3_brc.envs.subproc import EnvStepTimeout, check_step_timeout
@@ -302,19 +310,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _check_train_counts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Counts ``sb3-brc train`` cannot run with (a zero budget, a negative frequency) end with a parser error."""
-    at_least = {
-        "--steps-per-task": (args.steps_per_task, 1),
-        "--eval-freq": (args.eval_every, 1),
-        "--eval-episodes": (args.eval_episodes, 1),
-        "--checkpoint-freq": (args.checkpoint_freq, 1),
-        "--batch-size": (args.batch_size, 1),
-        "--threads": (args.threads, 1),
-        "--n-atoms": (args.n_atoms, 2),
-        "--learning-starts-per-task": (args.learning_starts, 0),
-    }
-    bad = [
-        f"{flag} must be >= {low}, got {value}" for flag, (value, low) in at_least.items() if value is not None and value < low
-    ]
+    shared = {name: getattr(args, name) for name in LOWEST if hasattr(args, name)}
+    bad = count_problems(shared, flags=dict(eval_every="--eval-freq", learning_starts="--learning-starts-per-task"))
+    own = (("--checkpoint-freq", args.checkpoint_freq, 1), ("--n-atoms", args.n_atoms, 2))
+    bad += [f"{flag} must be >= {low}, got {value}" for flag, value, low in own if value is not None and value < low]
     if bad:
         parser.error("; ".join(bad))
 

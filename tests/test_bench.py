@@ -124,6 +124,12 @@ def test_settings_flags_are_generated_from_the_fields():
     assert set(vars(parser.parse_args([]))) == {item.name for item in dataclasses.fields(BenchSettings)}
     with pytest.raises(SystemExit):
         parser.parse_args(["--size", "huge"])  # choices from the field
+    # Counts no run can use are refused before any run starts, each named by its flag
+    BenchSettings(learning_starts=0, gradient_steps=-1).check()  # no warm-up; SB3's "one update per env step"
+    with pytest.raises(ValueError, match="--learning-starts must be >= 0, got -5; --batch-size must be >= 1, got 0"):
+        BenchSettings(learning_starts=-5, batch_size=0).check()
+    with pytest.raises(ValueError, match="--width must be >= 1, got 0; --threads must be >= 1, got 0"):
+        BenchSettings(width=0, threads=0).check()
     # Another flag name and default for a field (what `sb3-brc train` does)
     renamed = argparse.ArgumentParser()
     add_setting_flags(renamed, BenchSettings, ["learning_starts"], dict(learning_starts=dict(flag="--ls", default=None)))

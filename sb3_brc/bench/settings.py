@@ -27,6 +27,27 @@ def setting(default: Any, help: str, **flag_kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata=dict(help=help, **flag_kwargs))
 
 
+#: The lowest value of each count setting (``None``, where a setting allows it, leaves the algorithm's default;
+#: ``gradient_steps=-1`` is SB3's "as many as env steps")
+LOWEST: dict[str, int] = dict(
+    steps_per_task=1, eval_every=1, eval_episodes=1, learning_starts=0, batch_size=1, gradient_steps=-1, width=1, threads=1
+)
+
+
+def count_problems(values: dict[str, int | None], flags: dict[str, str] | None = None) -> list[str]:
+    """``"--flag must be >= low, got value"`` for each setting of ``values`` below its :data:`LOWEST`.
+
+    :param values: Setting name -> value (``None``: unset)
+    :param flags: A setting's flag where it is not ``--setting-name`` (``sb3-brc train``'s ``--eval-freq``)
+    """
+    flags = flags or {}
+    return [
+        f"{flags.get(name, '--' + name.replace('_', '-'))} must be >= {LOWEST[name]}, got {value}"
+        for name, value in values.items()
+        if value is not None and value < LOWEST[name]
+    ]
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """Budget and sizes shared by every run of a grid (saved in each run's ``config.json``)."""
@@ -36,16 +57,17 @@ class BenchSettings:
     eval_episodes: int = setting(5, "deterministic evaluation episodes per task")
     learning_starts: int = setting(1000, "random steps per task")
     batch_size: int | None = setting(None, "all algorithms (default: each one's own)")
-    gradient_steps: int | None = setting(None, "all algorithms (default: each one's own: BRC 2, SAC/TQC/CrossQ 1)")
+    gradient_steps: int | None = setting(None, "all algorithms (default: each one's own: BRCSAC 2, BRCDQN/SAC/TQC/CrossQ 1)")
     size: str = setting("tiny", "BRC size preset", choices=list(SIZE_PRESETS))
     width: int | None = setting(None, "critic width for all algorithms (overrides --size)")
     device: str = setting("auto", "torch device")
     threads: int = setting(1, "torch threads per run process")
 
     def check(self) -> None:
-        """Reject budgets that cannot produce the evaluation schedule."""
-        if self.steps_per_task < 1 or self.eval_every < 1 or self.eval_episodes < 1:
-            raise ValueError("steps_per_task, eval_every and eval_episodes must be >= 1")
+        """Reject counts no run can use, and budgets that cannot produce the evaluation schedule."""
+        problems = count_problems({name: getattr(self, name) for name in LOWEST})
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.steps_per_task % self.eval_every != 0:
             raise ValueError(f"steps_per_task ({self.steps_per_task}) must be a multiple of eval_every ({self.eval_every})")
         if self.size not in SIZE_PRESETS:
