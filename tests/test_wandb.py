@@ -234,6 +234,9 @@ def test_bench_logs_each_run_and_the_aggregate_offline(offline):
     assert sorted(runs) == ["aggregate", "brc_sac-InvertedPendulum-v5-seed0"]
     trained = runs["brc_sac-InvertedPendulum-v5-seed0"]
     assert trained["run"].run_group == "grid" and trained["config"]["algo"] == "brc_sac"
+    # The run keeps its W&B id, for a resumed attempt to continue it
+    with open(os.path.join(out, "brc_sac", "InvertedPendulum-v5", "seed0", "wandb_run.json")) as file:
+        assert json.load(file)["id"] == trained["run"].run_id
     assert trained["config"]["steps_per_task"] == 100 and trained["config"]["algorithm"] == "BRCSAC"
     assert {"eval/InvertedPendulum-v5/mean_reward", "train/critic_loss", "final/per_task/_type"} <= history_keys(trained)
     assert read_table(trained)["data"][0][:2] == ["InvertedPendulum-v5", 100]

@@ -43,6 +43,8 @@ BUFFER_SIZE_PER_TASK = 1_000_000
 CHECKPOINTS = "checkpoints"
 #: A run's log of attempts: one JSON line per start (pid, host, env steps per task it started at, time)
 ATTEMPTS = "attempts.jsonl"
+#: A run's W&B run id (with ``--wandb``), so that a resumed attempt continues the same W&B run
+WANDB_ID = "wandb_run.json"
 #: Seconds between a running run's step-count reports to the progress display
 REPORT_SECONDS = 1.0
 
@@ -169,9 +171,9 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
         # Separate evaluation envs, seeded away from the training envs
         eval_env = make_env(spec.seed + 10_000, tasks.suite, training=False)
         closing.callback(eval_env.close)
-        wandb = closing.enter_context(
-            open_wandb_run(spec.wandb, run_name(spec.algo_name, spec.tasks.label, spec.seed), spec.config(), "bench")
-        )
+        # A resumed attempt (a retry, or the grid run again) continues the run's W&B run
+        name, id_file = run_name(spec.algo_name, spec.tasks.label, spec.seed), os.path.join(spec.run_dir, WANDB_ID)
+        wandb = closing.enter_context(open_wandb_run(spec.wandb, name, spec.config(), "bench", id_file, resume))
         train_and_evaluate(
             env,
             eval_env,

@@ -99,7 +99,7 @@ class WandbOutputFormat(KVWriter):
     """An SB3 logger output format writing to a W&B run: what tensorboard gets, at ``global_step`` = SB3's step.
 
     Numbers and strings as they are, tensors and arrays as histograms, SB3's ``Figure`` and ``Image`` as images,
-    ``HParam`` into the run's config. Keys SB3 excludes from tensorboard (``time/fps``, ``train/n_updates``...) or
+    ``HParam`` into the run's config. Keys SB3 excludes from tensorboard (``time/episodes``, ``train/n_updates``...) or
     from ``"wandb"`` are left out, as are ``Video`` values (W&B would need moviepy to encode them).
 
     :param run: The W&B run (``wandb.init``'s result)
