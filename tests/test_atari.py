@@ -9,7 +9,7 @@ pytest.importorskip("ale_py")
 from sb3_brc import DiscreteMultiTaskVecEnv, make_suite
 from sb3_brc.dqn import BRCDQN
 from sb3_brc.envs.atari import FULL_ACTION_MEANINGS, make_atari
-from sb3_brc.envs.scores import ATARI_SCORES, human_normalized_score
+from sb3_brc.envs.scores import ATARI_SCORES, atari_game, human_normalized_score
 from sb3_brc.envs.suites import make_atari_suite
 from sb3_brc.envs.tasks import task_factory
 from sb3_brc.tools.evaluation import evaluate_tasks
@@ -103,6 +103,8 @@ def test_single_game_with_a_minimal_action_set():
 def test_ale_ids_are_tasks():
     _, name, kind = task_factory("ALE/Pong-v5")
     assert (name, kind) == ("Pong", "atari")  # the game's name: its human-normalised score applies
+    # One canonical name for every spelling (the score table's), versions stripped
+    assert task_factory("ALE/MsPacman-v5")[1] == "MsPacman" and atari_game("ALE/mspacman-v5") == "MsPacman"
     env = DiscreteMultiTaskVecEnv(["ALE/Pong-v5", "ALE/Breakout-v5"], seed=0)
     assert env.task_names == ["Pong", "Breakout"]
     assert env.layout.legal_actions[1] == tuple(FULL_ACTION_MEANINGS.index(m) for m in ["NOOP", "FIRE", "RIGHT", "LEFT"])

@@ -15,7 +15,7 @@ from gymnasium import spaces
 from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
 from stable_baselines3.common.monitor import Monitor
 
-from sb3_brc.envs.scores import ATARI_SCORES
+from sb3_brc.envs.scores import ATARI_SCORES, atari_game
 from sb3_brc.envs.tasks import require
 
 # ALE's full action set; a game's minimal action set is a subset, named the same way. Action ``k`` of the
@@ -38,13 +38,6 @@ def legal_union_actions(env: gym.Env) -> tuple[list[int], int]:
         return [FULL_ACTION_MEANINGS.index(m) for m in unwrapped.get_action_meanings()], len(FULL_ACTION_MEANINGS)
     n = int(cast(spaces.Discrete, env.action_space).n)
     return list(range(n)), n
-
-
-def atari_game(game: str) -> str:
-    """Canonical game name (``"pong"``, ``"ALE/Pong-v5"`` and ``"Pong"`` all give ``"Pong"``)."""
-    name = game.removeprefix("ALE/").removesuffix("-v5")
-    by_lower = {known.lower(): known for known in ATARI_SCORES}
-    return by_lower.get(name.lower(), name)
 
 
 def make_atari(

@@ -1,6 +1,8 @@
 """Normalised task scores as BRC reports them: DMC return / 1000, Meta-World and ShadowHand success rate, Atari
 human-normalised score, HumanoidBench success-normalised score."""
 
+import re
+
 #: (random, human) episode returns: the standard table (Mnih et al. 2015 / Badia et al. 2020), as used for the
 #: human-normalised score (R - random) / (human - random). The Atari-100k games plus a few common ones.
 #: :meta hide-value:
@@ -35,6 +37,14 @@ ATARI_SCORES: dict[str, tuple[float, float]] = {
     "SpaceInvaders": (148.0, 1668.7),
     "UpNDown": (533.4, 11693.2),
 }
+
+
+def atari_game(game: str) -> str:
+    """Canonical game name, the one :data:`ATARI_SCORES` lists it under (``"pong"``, ``"ALE/Pong-v5"`` and ``"Pong"``
+    all give ``"Pong"``); a game not in the table keeps its name without the ``ALE/`` prefix and the version."""
+    name = re.sub(r"-v\d+$", "", game.removeprefix("ALE/"))
+    by_lower = {known.lower(): known for known in ATARI_SCORES}
+    return by_lower.get(name.lower(), name)
 
 
 def human_normalized_score(game: str, episode_return: float) -> float:

@@ -10,6 +10,7 @@ import gymnasium as gym
 from gymnasium.wrappers import TimeLimit
 
 from sb3_brc.envs.humanoidbench import is_humanoidbench_id, make_humanoidbench
+from sb3_brc.envs.scores import atari_game
 from sb3_brc.envs.shadowhand import ROTATE_SUFFIX, SHADOWHAND_KIND, is_shadowhand_task, make_shadowhand
 
 #: A task: a Gymnasium id, a DMC short name, a Meta-World task name, or a callable returning an env
@@ -86,7 +87,7 @@ def _short_name(env_id: str) -> str:
     if env_id.startswith("dm_control/"):
         return env_id.removeprefix("dm_control/").removesuffix("-v0")
     if env_id.startswith("ALE/"):
-        return env_id.removeprefix("ALE/").rsplit("-v", 1)[0]
+        return atari_game(env_id)
     return env_id
 
 
