@@ -196,6 +196,12 @@ def _launcher_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     seen, _ = zoo.parse_known_args(rest)
     for name, value in vars(seen).items():
         setattr(flags, name, value)
+    given = [f"--{name.replace('_', '-')}" for name in ("critic_widths", "actor_widths") if getattr(flags, name) is not None]
+    if given and not flags.optimize_hyperparameters:
+        raise SystemExit(
+            f"sb3_brc.zoo: error: {' and '.join(given)} set the widths -optimize searches; add -optimize, or set the "
+            "width of one run in the hyperparameter file's net_arch"
+        )
     return flags, rest
 
 

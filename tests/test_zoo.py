@@ -106,6 +106,8 @@ def test_shared_search_storage_checks(tmp_path):
         main(["train", "--algo", "brc_sac", "-optimize", "--storage", "study.db", "--study-name", "s"])
     with pytest.raises(SystemExit, match="--critic-widths must be positive"):
         main(["train", "--algo", "brc_sac", "--critic-widths", "0", "64"])
+    with pytest.raises(SystemExit, match="--actor-widths set the widths -optimize searches; add -optimize"):
+        main(["train", "--algo", "brc_sac", "--env", "Pendulum-v1", "--actor-widths", "64"])  # else silently unused
     # A journal file (.log, its folder created) and a database; creating an existing study again loads it
     for storage in (str(tmp_path / "journal" / "study.log"), f"sqlite:///{tmp_path / 'study.db'}"):
         create_shared_study(storage, "s")
