@@ -229,6 +229,11 @@ def evaluate(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"{config_path} not found: pass a run directory written by `sb3-brc train`")
     with open(config_path) as file:
         config = json.load(file)
+    if not (config.get("suite") or config.get("tasks")) or not os.path.exists(model_path):
+        raise ValueError(
+            f"{args.run} is not a finished `sb3-brc train` run (its config.json names no suite or tasks, or model.zip is "
+            "missing); a benchmark run's model is in its checkpoints"
+        )
     env = build_env(config, args.seed, training=False)
     model = algorithm_for(env).load(model_path, env=env, device=args.device, buffer_size=1)
     _print_table(evaluate_tasks(model, env, args.episodes))

@@ -28,6 +28,7 @@ from sb3_brc.bench.algos import make_multi_task_env
 from sb3_brc.bench.runner import build_model, run_one
 from sb3_brc.bench.settings import add_setting_flags, settings_from_args
 from sb3_brc.envs.suites import describe_suites
+from sb3_brc.tools.evaluation import write_eval_rows
 from sb3_brc.tools.report import read_eval_csv
 
 pytest.importorskip("rliable")
@@ -245,3 +246,21 @@ def test_interim_aggregate_of_unfinished_runs(tmp_path):
     assert data.final_returns("sac", "InvertedPendulum-v5")[1] == read_eval_csv(evaluations)[-1]["mean_return"]
     assert f"**Interim:** 1 run(s) not finished yet ({unfinished.key})" in open(os.path.join(out, "aggregate.md")).read()
     assert "at 200 env steps per task" in result["markdown"]
+
+
+def test_an_algorithm_without_a_seed_on_every_task_is_a_clear_error(tmp_path):
+    # Single-task runs that failed on different seeds for different tasks: no seed covers both tasks
+    settings = BenchSettings(**FLAGS)
+    specs = grid(str(tmp_path), ["sac"], ["Pendulum-v1", "InvertedPendulum-v5"], SEEDS, settings)
+    for spec in specs:
+        if (spec.tasks.label, spec.seed) not in (("Pendulum-v1", 0), ("InvertedPendulum-v5", 1)):
+            continue  # the failed runs left nothing
+        os.makedirs(spec.run_dir)
+        row = dict(task=spec.tasks.label, mean_return=1.0, std_return=0.0, success_rate=None, score=None, episodes=1)
+        write_eval_rows(os.path.join(spec.run_dir, "evaluations.csv"), [dict(row, timesteps=200, steps_per_task=200)], False)
+        with open(os.path.join(spec.run_dir, "random.json"), "w") as file:
+            json.dump([dict(row, mean_return=0.0)], file)
+        with open(os.path.join(spec.run_dir, "config.json"), "w") as file:
+            json.dump(dict(spec.config(), status="complete"), file)
+    with pytest.raises(ValueError, match=r"No seed of sac has runs on all tasks .*\(0, 'Pendulum-v1'\), \(1, 'Inv"):
+        load_grid(specs)

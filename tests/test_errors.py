@@ -1,5 +1,6 @@
 """Bad input gets a clear error: the right exception type, naming the problem and the fix."""
 
+import argparse
 import importlib
 import json
 import zipfile
@@ -12,10 +13,12 @@ from envs import TargetEnv
 from stable_baselines3 import SAC
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_brc import BRCDQN, BRCSAC, MultiTaskVecEnv, ReturnNormalization, ReturnNormalizer, TaskEmbedding, make_suite
+from sb3_brc import BRCDQN, BRCSAC, MultiTaskVecEnv, ReturnNormalization, ReturnNormalizer, TaskEmbedding, cli, make_suite
+from sb3_brc.bench import BenchSettings, run_benchmark
 from sb3_brc.common.torch_layers import BroNet
 from sb3_brc.tools.checkpoint import load_checkpoint, save_checkpoint
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback
+from sb3_brc.tools.export import export_policy
 
 
 def tiny(env=None, **kwargs):
@@ -83,6 +86,11 @@ def save_from_sb3_brc_0_1(tmp_path):
 
 def nan_from_env(bad):
     tiny(TargetEnv(bad_step=40, bad=bad)).learn(60)
+
+
+def eval_a_bench_run(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(dict(algo="sac", task_set="Pendulum-v1", status="running")))
+    cli.evaluate(argparse.Namespace(run=str(tmp_path), seed=0, episodes=1, device="cpu"))
 
 
 def missing_metaworld(monkeypatch):
@@ -161,6 +169,30 @@ CASES = {
         ValueError,
         "eval_freq and n_eval_episodes",
         ">= 1, got 0",
+    ),
+    "dqn-hyperparameters": (
+        lambda tp, mp: BRCDQN("MlpPolicy", "CartPole-v1", tau=2.0),
+        ValueError,
+        "Invalid BRCDQN hyperparameters: tau",
+        "in \\[0, 1\\]",
+    ),
+    "export-brcdqn": (
+        lambda tp, mp: export_policy(BRCDQN("MlpPolicy", "CartPole-v1"), str(tp)),
+        TypeError,
+        "export_policy exports BRCSAC policies, got a BRCDQN",
+        "share its .zip",
+    ),
+    "bench-reference": (
+        lambda tp, mp: run_benchmark(str(tp), ["sac"], ["Pendulum-v1"], [0], BenchSettings(), reference="sacc"),
+        ValueError,
+        "--reference 'sacc' is not one of",
+        "algorithms \\['sac'\\]",
+    ),
+    "eval-not-a-train-run": (
+        lambda tp, mp: eval_a_bench_run(tp),
+        ValueError,
+        "is not a finished `sb3-brc train` run",
+        "checkpoints",
     ),
     "checkpoint-keep": (
         lambda tp, mp: save_checkpoint(tiny(), str(tp), keep=0),

@@ -77,7 +77,7 @@ def run_benchmark(
     seeds: Sequence[int],
     settings: BenchSettings,
     workers: int | None = None,
-    reference: str | None = "brc_sac",
+    reference: str | None = None,
     reps: int = 2000,
     results_md: str | None = None,
     results_title: str | None = None,
@@ -95,7 +95,8 @@ def run_benchmark(
     :param seeds: Seeds
     :param settings: Budget and sizes
     :param workers: Parallel runs (overrides ``runner.workers``)
-    :param reference: Algorithm compared by probability of improvement with each other one
+    :param reference: Algorithm compared by probability of improvement with each other one (one of ``algos``;
+        default ``brc_sac`` when the grid has it, else the first)
     :param reps: Bootstrap resamples
     :param results_md: Markdown file in which to write (or replace) a section with the results and the command
     :param results_title: Heading of that section (default: from the grid)
@@ -113,6 +114,8 @@ def run_benchmark(
     if workers is not None:
         runner = dataclasses.replace(runner, workers=workers)
     runner.check()
+    if reference is not None and reference not in algos:
+        raise ValueError(f"--reference {reference!r} is not one of the grid's algorithms {list(algos)}")
     runs = grid(out, algos, tasks, seeds, settings, wandb)
     os.makedirs(out, exist_ok=True)
     statuses = [] if interim else run_runs(runs, runner, settings.threads, progress)
@@ -163,7 +166,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/bench", help="output directory (runs are resumed from it)")
     add_setting_flags(parser, BenchSettings)
     add_setting_flags(parser, RunnerSettings)
-    parser.add_argument("--reference", default="brc_sac", help="algorithm compared with each other one (P(X > Y))")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="algorithm compared with each other one, P(X > Y) (default: brc_sac if in --algos, else the first)",
+    )
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--results-md", default=None, help="Markdown file to write (or replace) a results section in")
     parser.add_argument("--results-title", default=None, help="heading of that section")

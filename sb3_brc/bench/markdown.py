@@ -8,6 +8,7 @@ import numpy as np
 
 from sb3_brc.bench.scoring import GridData
 from sb3_brc.bench.settings import BenchSettings
+from sb3_brc.envs.scores import SCORES_DESCRIPTION
 
 
 def _ci(value: float, interval: Sequence[float]) -> str:
@@ -34,8 +35,7 @@ def render_markdown(data: GridData, result: dict[str, Any], settings: BenchSetti
             "",
         ]
     lines += [
-        "Score normalisation per task: `native` = the task's own score (DMC return / 1000, Meta-World success rate, "
-        "Atari human-normalised); "
+        f"Score normalisation per task: `native` = the task's own score ({SCORES_DESCRIPTION}); "
         "`min-max` = (return - random) / (best - random), with the random policy's return and the best evaluation "
         "return of any run in this grid (relative to this grid only).",
         "",

@@ -1,7 +1,8 @@
 """Scores of a grid and their rliable aggregates.
 
-A task's score is its own normalised score where BRC defines one (DMC return / 1000, Meta-World success rate,
-Atari human-normalised score); otherwise min-max normalisation per task, ``(R - R_random) / (R_best - R_random)``
+A task's score is its own normalised score where BRC defines one (:func:`sb3_brc.envs.scores.normalized_score`: DMC
+return / 1000, Meta-World and ShadowHand success rate, Atari human-normalised, HumanoidBench success-normalised);
+otherwise min-max normalisation per task, ``(R - R_random) / (R_best - R_random)``
 with ``R_random`` the random policy's mean return and ``R_best`` the best evaluation return any run of the grid
 reached on that task (so min-max scores are relative to this grid, not absolute).
 """
@@ -133,6 +134,12 @@ def load_grid(runs: Sequence[RunSpec], unfinished: bool = False) -> GridData:
     final, curves, return_curves = {}, {}, {}
     for algo in algos:
         seeds = sorted({s for (a, s, t) in table if a == algo and all((algo, s, task) in table for task in tasks)})
+        if not seeds:
+            have = sorted((s, t) for (a, s, t) in table if a == algo)
+            raise ValueError(
+                f"No seed of {algo} has runs on all tasks {tasks} (it has (seed, task) {have}); rerun the failed runs "
+                "(the grid resumes them) or leave the incomplete tasks or seeds out"
+            )
         cells = [[[table[(algo, s, t)][p] for p in steps] for t in tasks] for s in seeds]
         curve = np.array(
             [
@@ -185,7 +192,8 @@ def aggregate(data: GridData, reference: str | None = None, reps: int = 2000, se
         curve_point, curve_ci = library.get_interval_estimates(data.curves, iqm_per_point, reps=reps, random_state=rng())
         result["curves"] = {a: (curve_point[a].tolist(), curve_ci[a].tolist()) for a in data.algos}
 
-        reference = reference if reference in data.algos else data.algos[0]
+        # The one asked for (its runs may all have failed), else brc_sac, else the first
+        reference = next(a for a in (reference, "brc_sac", data.algos[0]) if a in data.algos)
         others = [a for a in data.algos if a != reference]
         result["reference"], result["poi"] = reference, {}
         if others:

@@ -25,6 +25,7 @@ from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.policies import grow_task_embeddings
 from sb3_brc.common.task_layout import TaskLayout, map_observation_part, num_tasks_of, observation_part
+from sb3_brc.common.utils import check_hyperparameters
 from sb3_brc.dqn.policies import BRCDQNPolicy, CategoricalQNetwork, CnnPolicy, MlpPolicy, MultiInputPolicy
 
 # DrQ(eps) (dopamine atari_100k DrQ_eps.gin), per task: replay warm-up, epsilon decay, minibatch
@@ -134,6 +135,18 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
     ):
         env, policy = self._checked_env_and_policy(policy, env, verbose, _check_spaces)
         num_tasks = num_tasks_of(env)
+        check_hyperparameters(
+            "BRCDQN",
+            dict(tau=1.0, gamma=0.99, gradient_steps=1, target_update_interval="one step of every task", learning_rate=1e-4),
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            gradient_steps=gradient_steps,
+            learning_rate=learning_rate,
+            target_update_interval=num_tasks if target_update_interval is None else target_update_interval,
+        )
         if n_steps < 1 or exploration_decay_steps < 1 or augment_pad < 0:
             raise ValueError(
                 f"n_steps and exploration_decay_steps must be >= 1 and augment_pad >= 0, got {n_steps}, "

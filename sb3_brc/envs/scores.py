@@ -107,6 +107,13 @@ def humanoidbench_normalized_score(task: str, episode_return: float) -> float:
     return (episode_return - random) / (success - random)
 
 
+#: What :func:`normalized_score` gives, for reports
+SCORES_DESCRIPTION = (
+    "DMC return / 1000, Meta-World and ShadowHand success rate, Atari human-normalised, HumanoidBench "
+    "(return - random) / (success - random)"
+)
+
+
 def normalized_score(kind: str, name: str, mean_return: float, success_rate: float | None) -> float | None:
     """The score of a task of ``kind`` (``None`` where no scale is defined, e.g. Gymnasium MuJoCo tasks).
 

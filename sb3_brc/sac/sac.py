@@ -17,7 +17,7 @@ from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.policies import grow_task_embeddings
 from sb3_brc.common.task_layout import TaskLayout, num_tasks_of
-from sb3_brc.common.utils import native_bf16_matmul, select_rows
+from sb3_brc.common.utils import check_hyperparameters, native_bf16_matmul, select_rows
 from sb3_brc.sac.policies import BRCPolicy, BroNetActor, CategoricalCritic, CnnPolicy, MlpPolicy, MultiInputPolicy
 
 # Per-task defaults of the reference (train.py): warm-up steps, replay capacity, batch (single / multi-task)
@@ -25,31 +25,6 @@ LEARNING_STARTS_PER_TASK = 5_000
 BUFFER_SIZE_PER_TASK = 1_000_000
 BATCH_SIZE_SINGLE_TASK = 256
 BATCH_SIZE_MULTI_TASK = 1024
-
-
-def _check_hyperparameters(**values: Any) -> None:
-    """Clear errors for values SB3 would accept and then fail on, or silently misuse."""
-    problems = []
-    for name in ("buffer_size", "batch_size"):
-        if values[name] is not None and (not isinstance(values[name], int) or values[name] < 1):
-            problems.append(f"{name} must be a positive integer (got {values[name]!r})")
-    if values["learning_starts"] is not None and values["learning_starts"] < 0:
-        problems.append(f"learning_starts must be >= 0 (got {values['learning_starts']!r})")
-    if not 0.0 <= values["tau"] <= 1.0:
-        problems.append(f"tau is the Polyak coefficient, in [0, 1] (got {values['tau']!r}; BRC uses 0.005)")
-    if not 0.0 <= values["gamma"] < 1.0:
-        problems.append(f"gamma must be in [0, 1) (got {values['gamma']!r}; BRC uses 0.99)")
-    if values["gradient_steps"] < -1:
-        problems.append(
-            f"gradient_steps must be >= 0, or -1 for one per env step (got {values['gradient_steps']!r}; BRC uses 2)"
-        )
-    interval = values["target_update_interval"]
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-        problems.append(f"target_update_interval must be an integer >= 1 (got {interval!r}; BRC uses 1)")
-    if not callable(values["learning_rate"]) and not values["learning_rate"] > 0:
-        problems.append(f"learning_rate must be > 0 (got {values['learning_rate']!r}; BRC uses 3e-4)")
-    if problems:
-        raise ValueError("Invalid BRCSAC hyperparameters: " + "; ".join(problems) + ".")
 
 
 def _check_spaces(env: GymEnv) -> None:
@@ -173,7 +148,9 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         _init_setup_model: bool = True,
     ):
         env, policy = self._checked_env_and_policy(policy, env, verbose, _check_spaces)
-        _check_hyperparameters(
+        check_hyperparameters(
+            "BRCSAC",
+            dict(tau=0.005, gamma=0.99, gradient_steps=2, target_update_interval=1, learning_rate=3e-4),
             buffer_size=buffer_size,
             learning_starts=learning_starts,
             batch_size=batch_size,

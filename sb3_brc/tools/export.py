@@ -39,6 +39,8 @@ def _box_from_json(data: dict[str, Any]) -> spaces.Box:
 
 def export_policy(model: BRCSAC, directory: str) -> None:
     """Write ``directory/policy.pt`` (weights) and ``directory/policy.json`` (config) for :func:`load_exported_policy`."""
+    if not isinstance(model, BRCSAC):
+        raise TypeError(f"export_policy exports BRCSAC policies, got a {type(model).__name__}: share its .zip instead.")
     policy = model.policy
     if policy.features_extractor_class.__name__ != "FlattenExtractor":
         raise TypeError("export_policy supports MlpPolicy (flat Box observations) only; share the .zip for others.")

@@ -12,6 +12,7 @@ from matplotlib.lines import Line2D
 from numpy.typing import ArrayLike
 
 from sb3_brc.envs.paper_scores import PaperScore, paper_score
+from sb3_brc.envs.scores import SCORES_DESCRIPTION
 
 
 def read_eval_csv(path: str) -> list[dict[str, Any]]:
@@ -168,7 +169,7 @@ def write_report(out_dir: str, title: str, baseline_rows: list[dict[str, Any]], 
             multi, single = (None, None) if reference is None else (reference.multi_task, reference.single_task)
             line += f" {_fmt(multi)} | {_fmt(single)} |"
         lines.append(line)
-    lines += ["", "Score: DMC return / 1000, Meta-World success rate, '-' where no normalisation is defined.", ""]
+    lines += ["", f"Score: {SCORES_DESCRIPTION}; '-' where no normalisation is defined.", ""]
     if with_paper:
         lines += [_paper_comparison(final, paper, last_step), ""]
     lines += ["![learning curves](curves.png)", "", "![final returns](scores.png)", ""]
