@@ -172,6 +172,18 @@ def test_killed_worker_is_retried_from_its_checkpoint_and_a_failing_run_is_repor
     assert "retry  sac/InvertedPendulum-v5/seed0" in output and "failed  sac/NoSuchTask-v0/seed0" in output
 
 
+def test_a_dying_worker_costs_no_attempt_of_the_runs_waiting_in_the_pool(tmp_path):
+    # One worker: the second run waits in the pool while the first one's worker is killed, which breaks the pool
+    settings = BenchSettings(steps_per_task=600, **FAST)
+    first, waiting = grid(str(tmp_path), ["sac"], ["InvertedPendulum-v5"], [0, 1], settings)
+    watcher = _after_first_checkpoint(first, lambda attempts: os.kill(attempts[-1]["pid"], signal.SIGKILL))
+    results = {r["key"]: r for r in run_grid([first, waiting], workers=1, max_retries=1, progress=False)}
+    watcher.set()
+    assert results[first.key]["attempts"] == 2 and "BrokenProcessPool" in results[first.key]["errors"][0]
+    assert results[waiting.key]["status"] == "done" and results[waiting.key]["attempts"] == 1
+    assert results[waiting.key]["errors"] == [] and len(_attempts(waiting)) == 1
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ctrl_c_stops_the_grid_and_leaves_resumable_runs(backend, tmp_path, request):
     flags = dict(steps_per_task=1500, **FAST)  # long enough not to end before Ctrl-C stops it

@@ -240,8 +240,8 @@ class GridBackend:
 class LocalBackend(GridBackend):
     """Runs in ``workers`` spawned processes on this machine (``threads`` torch threads each).
 
-    A worker that dies breaks the whole process pool: the runs in flight then fail together (each counts an
-    attempt) and the next submission starts a fresh pool.
+    A worker that dies breaks the whole process pool: the runs in it then fail together and the next submission
+    starts a fresh pool (:func:`drive_grid` counts an attempt only for the runs that had started).
     """
 
     def __init__(self, workers: int, threads: int, checkpoint_every: int | None = None):
@@ -361,6 +361,7 @@ class _Ledger:
         self.redone = dict.fromkeys(self.attempts, 0)
         self.reached: dict[str, int] = {}  # steps per task a failed attempt had reported (until the next one starts)
         self.pids: dict[str, int] = {}  # the worker of each run's current attempt
+        self.any_started = False  # a run has started on the backend (its workers do come up)
 
     def read(self, messages: list[RunProgress], in_flight: set[str], display: "_GridDisplay | None") -> None:
         for message in messages:
@@ -368,6 +369,7 @@ class _Ledger:
                 continue  # late news of a run that has ended
             if message.start and message.pid is not None:
                 self.pids[message.key] = message.pid
+                self.any_started = True
                 self.redone[message.key] += max(0, self.reached.pop(message.key, message.steps) - message.steps)
             if display is not None:
                 display.progress(message)
@@ -446,6 +448,12 @@ def drive_grid(
                     try:
                         result = grid_backend.result(handle, spec)
                     except Exception as error:  # report; start it again or go on with the grid
+                        if isinstance(error, BrokenProcessPool) and spec.key not in ledger.pids and ledger.any_started:
+                            # It waited in a pool that another run's dying worker broke: it never started, so this
+                            # was no attempt of its own (without any run ever starting, the workers themselves fail)
+                            ledger.attempts[spec.key] -= 1
+                            submit(spec)
+                            continue
                         failure = ledger.failed(spec.key, _error_text(error), max_retries, display)
                         if failure is None:
                             submit(spec)
