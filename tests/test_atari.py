@@ -133,3 +133,5 @@ def test_atari_games_suite_by_name():
     eval_env.close()
     tasks = resolve_tasks("atari:Pong,Breakout")  # the harness: one multi-game run of those games
     assert (tasks.suite, tasks.task_names) == ("atari:Pong,Breakout", ("Pong", "Breakout"))
+    # A single-task algorithm's runs: each game alone, preprocessed the same way (its one-game suite)
+    assert [(run.label, run.suite) for run in tasks.split()] == [("Pong", "atari:Pong"), ("Breakout", "atari:Breakout")]

@@ -109,3 +109,15 @@ def test_two_mt10_suites_share_no_env():
     finally:
         first.close()
         second.close()
+
+
+def test_single_task_runs_of_a_meta_world_suite_train_its_envs():
+    # A single-task algorithm of a grid trains each task of mt10-paper alone: the same goal-observable env
+    from sb3_brc.bench.grid import RunTasks, resolve_tasks
+
+    runs = resolve_tasks("mt10-paper").split()
+    assert [run.task_names for run in runs] == [(name,) for name in MT10]
+    assert runs[0].tasks == ("reach-v3-goal-observable",) and runs[0].suite is None
+    # MT10 itself exists only as one vector env: its tasks alone would be other envs (MT1's goals)
+    with pytest.raises(ValueError, match=r"exists only as Meta-World's vector env.*'mt10-paper'"):
+        RunTasks("mt10", tuple(MT10), tuple(MT10), suite="mt10").split()

@@ -10,7 +10,8 @@ from typing import Any
 from sb3_brc.bench.algos import ALGOS, BenchAlgo
 from sb3_brc.bench.settings import BenchSettings
 from sb3_brc.common.utils import atomic_file
-from sb3_brc.envs.suites import find_suite, make_suite, task_factory
+from sb3_brc.envs.suites import ATARI_GAMES_PREFIX, find_suite, make_suite, task_factory
+from sb3_brc.envs.tasks import GOAL_OBSERVABLE
 from sb3_brc.envs.vec_env import TaskSpec
 from sb3_brc.tools.wandb_logging import WandbSettings
 
@@ -40,7 +41,17 @@ class RunTasks:
         return len(self.tasks) > 1 or self.suite is not None
 
     def split(self) -> list["RunTasks"]:
-        """One single-task entry per task (the runs of a single-task algorithm on a suite)."""
+        """One single-task entry per task (the runs of a single-task algorithm on a suite): each the same env as
+        in the suite (an Atari game alone is the one-game suite ``atari:<game>``)."""
+        suite = None if self.suite is None else find_suite(self.suite)
+        if suite is not None and suite.atari:
+            return [RunTasks(name, (name,), (name,), suite=f"{ATARI_GAMES_PREFIX}{name}") for name in self.task_names]
+        if suite is not None and suite.metaworld is not None and not suite.goal_observable:
+            raise ValueError(
+                f"Suite {self.suite!r} exists only as Meta-World's vector env of all its tasks: a single-task algorithm "
+                f"cannot train its tasks one by one (its MT1 tasks have other goals). Use the goal-observable suite "
+                f"'{self.suite}-paper' or multi-task algorithms."
+            )
         return [RunTasks(name, (spec,), (name,)) for spec, name in zip(self.tasks, self.task_names, strict=True)]
 
 
@@ -58,7 +69,9 @@ def resolve_tasks(name: str) -> RunTasks:
         env = make_suite(name)  # the task names are those of the built suite
         names = tuple(env.task_names)
         env.close()
-        return RunTasks(name, names, names, suite=name)
+        # The specs of its tasks alone (goal-observable Meta-World tasks: the suite's own envs)
+        specs = tuple(task + GOAL_OBSERVABLE for task in names) if suite.goal_observable else names
+        return RunTasks(name, specs, names, suite=name)
     names = tuple(suite.task_names or [task_factory(task)[1] or str(task) for task in suite.tasks])
     return RunTasks(name, tuple(suite.tasks), names)
 
