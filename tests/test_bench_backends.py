@@ -180,6 +180,9 @@ def test_a_dying_worker_costs_no_attempt_of_the_runs_waiting_in_the_pool(tmp_pat
     results = {r["key"]: r for r in run_grid([first, waiting], workers=1, max_retries=1, progress=False)}
     watcher.set()
     assert results[first.key]["attempts"] == 2 and "BrokenProcessPool" in results[first.key]["errors"][0]
+    # The run's wall time counts the killed attempt up to its last evaluation too, not just the last attempt
+    with open(os.path.join(first.run_dir, "config.json")) as file:
+        assert json.load(file)["wall_s"] > results[first.key]["wall_s"] + 0.1
     assert results[waiting.key]["status"] == "done" and results[waiting.key]["attempts"] == 1
     assert results[waiting.key]["errors"] == [] and len(_attempts(waiting)) == 1
 

@@ -31,7 +31,7 @@ def render_markdown(data: GridData, result: dict[str, Any], settings: BenchSetti
         lines += [
             f"**Interim:** {len(data.unfinished)} run(s) not finished yet ({', '.join(data.unfinished)}): every score "
             f"below is at {data.steps[-1]} env steps per task, the last evaluation all runs have reached; wall times "
-            "count finished runs only.",
+            "count the unfinished runs' time so far.",
             "",
         ]
     lines += [

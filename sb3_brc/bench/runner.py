@@ -30,7 +30,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_brc.bench.grid import RunSpec, is_complete, saved_status
+from sb3_brc.bench.grid import RunSpec, is_complete, read_json, saved_status
 from sb3_brc.envs.vec_env import MultiTaskVecEnv
 from sb3_brc.tools.checkpoint import CheckpointCallback, checkpoint_timesteps, load_checkpoint
 from sb3_brc.tools.training import per_task_budget, train_and_evaluate, write_json_atomic
@@ -133,7 +133,8 @@ def _log_attempt(spec: RunSpec, start_steps: int, fresh: bool) -> None:
 
 def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = None) -> dict[str, Any]:
     """Train and evaluate one run, writing its directory; an unfinished run with the same settings resumes from its
-    last checkpoint. Returns ``{"key", "status", "wall_s", "start_steps"}`` (``start_steps``: env steps per task
+    last checkpoint. Returns ``{"key", "status", "wall_s", "start_steps"}`` (``wall_s``: this attempt's; the run's
+    ``config.json`` keeps the wall time of all its attempts up to their last evaluation; ``start_steps``: env steps per task
     it resumed at, 0 for a fresh start).
 
     :param spec: The run
@@ -151,7 +152,16 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
         shutil.rmtree(checkpoints, ignore_errors=True)  # another run's (other settings), or one without a baseline
     os.makedirs(spec.run_dir, exist_ok=True)
     config_path = os.path.join(spec.run_dir, "config.json")
-    write_json_atomic(config_path, dict(spec.config(), status="running"))
+    # Wall time of the earlier attempts, up to their last evaluation (a resumed run redoes what came after it)
+    earlier_s = float((read_json(config_path) or {}).get("wall_s", 0.0)) if resume else 0.0
+
+    def record_wall_time(rows: list[dict[str, Any]], status: str = "running") -> None:
+        wall_s = round(earlier_s + time.time() - start, 1)
+        write_json_atomic(config_path, dict(spec.config(), status=status, wall_s=wall_s))
+        if queue is not None and status == "running":
+            _report_evaluation(queue, spec.key, rows)
+
+    write_json_atomic(config_path, dict(spec.config(), status="running", wall_s=earlier_s))
     start_steps = checkpoint_timesteps(checkpoints) // len(tasks.task_names) if resume else 0
     _log_attempt(spec, start_steps, fresh=not same_run)
     if queue is not None:
@@ -186,11 +196,11 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
             seed=spec.seed,
             resume=resume,
             callbacks=callbacks,
-            on_evaluation=None if queue is None else functools.partial(_report_evaluation, queue, spec.key),
+            on_evaluation=record_wall_time,
             wandb_run=wandb,
         )
     wall = time.time() - start
-    write_json_atomic(config_path, dict(spec.config(), status="complete", wall_s=round(wall, 1)))
+    record_wall_time([], "complete")
     shutil.rmtree(checkpoints, ignore_errors=True)  # a complete run is never resumed
     return dict(key=spec.key, status="done", wall_s=wall, start_steps=start_steps)
 
