@@ -173,8 +173,9 @@ def test_killed_worker_is_retried_from_its_checkpoint_and_a_failing_run_is_repor
 
 
 def test_a_dying_worker_costs_no_attempt_of_the_runs_waiting_in_the_pool(tmp_path):
-    # One worker: the second run waits in the pool while the first one's worker is killed, which breaks the pool
-    settings = BenchSettings(steps_per_task=600, **FAST)
+    # One worker: the second run waits in the pool while the first one's worker is killed (after its first
+    # checkpoint, at 100 of 300 steps), which breaks the pool
+    settings = BenchSettings(steps_per_task=300, **FAST)
     first, waiting = grid(str(tmp_path), ["sac"], ["InvertedPendulum-v5"], [0, 1], settings)
     watcher = _after_first_checkpoint(first, lambda attempts: os.kill(attempts[-1]["pid"], signal.SIGKILL))
     results = {r["key"]: r for r in run_grid([first, waiting], workers=1, max_retries=1, progress=False)}

@@ -36,6 +36,7 @@ class ReplayWithPrevious(ReplayBuffer):
 
     @property
     def device(self) -> th.device:
+        """Device the samples go to (both buffers'; setting it moves both)."""
         return self.new.device
 
     @device.setter

@@ -118,7 +118,7 @@ class MultiTaskAlgorithm(_MixinBase):
     learning_starts_per_task: ClassVar[int]
     buffer_size_per_task: ClassVar[int]
     freezable: ClassVar[tuple[str, ...]]
-    #: The parts of :attr:`freezable` that transfer froze (``add_tasks(freeze=...)``); saved with the model
+    #: The parts of ``freezable`` that transfer froze (``add_tasks(freeze=...)``); saved with the model
     frozen_parts: tuple[str, ...] = ()
     task_layout: TaskLayout | None
     return_normalizer: ReturnNormalizer | None

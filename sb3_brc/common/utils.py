@@ -70,7 +70,7 @@ def native_bf16_matmul(device: th.device) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_file(path: str | pathlib.Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open ``path`` for an atomic write: the block writes a temporary file next to it (named after this process),
     which is flushed to disk and renamed over ``path`` when the block ends. A crash or an error mid-write leaves the
     previous file, never half of one.
