@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from sb3_brc import BRCDQN, BRCSAC, MultiTaskVecEnv, ReturnNormalization, ReturnNormalizer, TaskEmbedding, cli, make_suite
 from sb3_brc.bench import BenchSettings, run_benchmark
 from sb3_brc.common.torch_layers import BroNet
-from sb3_brc.tools.checkpoint import load_checkpoint, save_checkpoint
+from sb3_brc.tools.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback
 from sb3_brc.tools.export import export_policy
 
@@ -193,6 +193,12 @@ CASES = {
         ValueError,
         "is not a finished `sb3-brc train` run",
         "checkpoints",
+    ),
+    "checkpoint-freq": (
+        lambda tp, mp: CheckpointCallback(str(tp), save_freq=0),
+        ValueError,
+        "save_freq counts env steps per task",
+        ">= 1, got 0",
     ),
     "checkpoint-keep": (
         lambda tp, mp: save_checkpoint(tiny(), str(tp), keep=0),

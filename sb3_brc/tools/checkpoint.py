@@ -163,6 +163,8 @@ class CheckpointCallback(BaseCallback):
 
     def __init__(self, root: str, save_freq: int, replay_buffer: bool = True, verbose: int = 0):
         super().__init__(verbose)
+        if save_freq < 1:
+            raise ValueError(f"save_freq counts env steps per task between checkpoints: >= 1, got {save_freq}")
         self.root, self.save_freq, self.replay_buffer = root, save_freq, replay_buffer
         self.saved_at: int | None = None
         self.due = False
