@@ -315,10 +315,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _check_train_counts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Counts ``sb3-brc train`` cannot run with (a zero budget, a negative frequency) end with a parser error."""
-    shared = {name: getattr(args, name) for name in LOWEST if hasattr(args, name)}
-    bad = count_problems(shared, flags=dict(eval_every="--eval-freq", learning_starts="--learning-starts-per-task"))
-    own = (("--checkpoint-freq", args.checkpoint_freq, 1), ("--n-atoms", args.n_atoms, 2))
-    bad += [f"{flag} must be >= {low}, got {value}" for flag, value, low in own if value is not None and value < low]
+    own = dict(checkpoint_freq=1, n_atoms=2)
+    counts = {name: getattr(args, name) for name in [*LOWEST, *own] if hasattr(args, name)}
+    bad = count_problems(counts, dict(eval_every="--eval-freq", learning_starts="--learning-starts-per-task"), own)
     if bad:
         parser.error("; ".join(bad))
 

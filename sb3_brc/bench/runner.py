@@ -155,13 +155,15 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
     # Wall time of the earlier attempts, up to their last evaluation (a resumed run redoes what came after it)
     earlier_s = float((read_json(config_path) or {}).get("wall_s", 0.0)) if resume else 0.0
 
-    def record_wall_time(rows: list[dict[str, Any]], status: str = "running") -> None:
-        wall_s = round(earlier_s + time.time() - start, 1)
-        write_json_atomic(config_path, dict(spec.config(), status=status, wall_s=wall_s))
-        if queue is not None and status == "running":
+    def write_config(status: str) -> None:
+        write_json_atomic(config_path, dict(spec.config(), status=status, wall_s=round(earlier_s + time.time() - start, 1)))
+
+    def on_evaluation(rows: list[dict[str, Any]]) -> None:
+        write_config("running")  # the wall time up to this evaluation, for a later attempt
+        if queue is not None:
             _report_evaluation(queue, spec.key, rows)
 
-    write_json_atomic(config_path, dict(spec.config(), status="running", wall_s=earlier_s))
+    write_config("running")
     start_steps = checkpoint_timesteps(checkpoints) // len(tasks.task_names) if resume else 0
     _log_attempt(spec, start_steps, fresh=not same_run)
     if queue is not None:
@@ -196,13 +198,12 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
             seed=spec.seed,
             resume=resume,
             callbacks=callbacks,
-            on_evaluation=record_wall_time,
+            on_evaluation=on_evaluation,
             wandb_run=wandb,
         )
-    wall = time.time() - start
-    record_wall_time([], "complete")
+    write_config("complete")
     shutil.rmtree(checkpoints, ignore_errors=True)  # a complete run is never resumed
-    return dict(key=spec.key, status="done", wall_s=wall, start_steps=start_steps)
+    return dict(key=spec.key, status="done", wall_s=time.time() - start, start_steps=start_steps)
 
 
 def init_worker(threads: int) -> None:

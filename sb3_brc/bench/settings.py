@@ -34,17 +34,20 @@ LOWEST: dict[str, int] = dict(
 )
 
 
-def count_problems(values: dict[str, int | None], flags: dict[str, str] | None = None) -> list[str]:
-    """``"--flag must be >= low, got value"`` for each setting of ``values`` below its :data:`LOWEST`.
+def count_problems(
+    values: dict[str, int | None], flags: dict[str, str] | None = None, lowest: dict[str, int] | None = None
+) -> list[str]:
+    """``"--flag must be >= low, got value"`` for each setting of ``values`` below its lowest value.
 
     :param values: Setting name -> value (``None``: unset)
     :param flags: A setting's flag where it is not ``--setting-name`` (``sb3-brc train``'s ``--eval-freq``)
+    :param lowest: Lowest values of settings :data:`LOWEST` does not list (a command's own flags)
     """
-    flags = flags or {}
+    flags, lowest = flags or {}, {**LOWEST, **(lowest or {})}
     return [
-        f"{flags.get(name, '--' + name.replace('_', '-'))} must be >= {LOWEST[name]}, got {value}"
+        f"{flags.get(name, '--' + name.replace('_', '-'))} must be >= {lowest[name]}, got {value}"
         for name, value in values.items()
-        if value is not None and value < LOWEST[name]
+        if value is not None and value < lowest[name]
     ]
 
 

@@ -120,6 +120,7 @@ class MultiTaskAlgorithm(_MixinBase):
     freezable: ClassVar[tuple[str, ...]]
     #: The parts of ``freezable`` that transfer froze (``add_tasks(freeze=...)``); saved with the model
     frozen_parts: tuple[str, ...] = ()
+    target_update_interval: int  # SAC's and DQN's, checked by _check_hyperparameters
     task_layout: TaskLayout | None
     return_normalizer: ReturnNormalizer | None
     _task_episodes: list[deque] | None
@@ -233,6 +234,40 @@ class MultiTaskAlgorithm(_MixinBase):
         """Task id of each observation of a batch (0 for plain observations)."""
         return split_task_observation(observations)[1]
 
+    def _check_hyperparameters(self, defaults: dict[str, Any]) -> None:
+        """Clear errors for hyperparameters SB3 stores and later fails on, or silently misuses; called right after
+        SB3's constructor, on the values it stored.
+
+        :param defaults: The algorithm's own value of a hyperparameter, named in its message
+        """
+        algorithm = type(self).__name__
+
+        def why(name: str) -> str:
+            value = getattr(self, name)
+            return f"got {value!r}" + (f"; {algorithm} uses {defaults[name]}" if name in defaults else "")
+
+        def not_a_positive_int(value: Any) -> bool:
+            return isinstance(value, bool) or not isinstance(value, int) or value < 1
+
+        problems = []
+        for name in ("buffer_size", "batch_size"):
+            if not_a_positive_int(getattr(self, name)):
+                problems.append(f"{name} must be a positive integer ({why(name)})")
+        if self.learning_starts < 0:
+            problems.append(f"learning_starts must be >= 0 ({why('learning_starts')})")
+        if not 0.0 <= self.tau <= 1.0:
+            problems.append(f"tau is the Polyak coefficient, in [0, 1] ({why('tau')})")
+        if not 0.0 <= self.gamma < 1.0:
+            problems.append(f"gamma must be in [0, 1) ({why('gamma')})")
+        if self.gradient_steps < -1:
+            problems.append(f"gradient_steps must be >= 0, or -1 for one per env step ({why('gradient_steps')})")
+        if not_a_positive_int(self.target_update_interval):
+            problems.append(f"target_update_interval must be an integer >= 1 ({why('target_update_interval')})")
+        if not callable(self.learning_rate) and not self.learning_rate > 0:
+            problems.append(f"learning_rate must be > 0 ({why('learning_rate')})")
+        if problems:
+            raise ValueError(f"Invalid {algorithm} hyperparameters: " + "; ".join(problems) + ".")
+
     def _finish_setup_model(self) -> None:
         """The end of each algorithm's ``_setup_model()`` (also run by ``load()``, after the saved attributes are
         restored): check the return normaliser against the policy and freeze the parts transfer froze."""
@@ -241,6 +276,10 @@ class MultiTaskAlgorithm(_MixinBase):
                 f"The return normaliser tracks {self.return_normalizer.num_tasks} tasks, the policy {self.num_tasks}."
             )
         # requires_grad is not in a state dict: a frozen part is frozen again whenever the networks are built
+        self._apply_frozen_parts()
+
+    def _apply_frozen_parts(self) -> None:
+        """Stop training the networks named in :attr:`frozen_parts`; their task embeddings keep training."""
         for part in self.frozen_parts:
             getattr(self, part).requires_grad_(False)
         if self.frozen_parts:

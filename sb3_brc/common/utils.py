@@ -88,37 +88,3 @@ def atomic_file(path: str | pathlib.Path, mode: str = "wb") -> Iterator[IO[Any]]
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def check_hyperparameters(algorithm: str, defaults: dict[str, Any], **values: Any) -> None:
-    """Clear errors for hyperparameters SB3 would accept and then fail on, or silently misuse.
-
-    :param algorithm: The algorithm's name, for the message
-    :param defaults: The algorithm's own value of a hyperparameter, named in its message
-    :param values: ``buffer_size``, ``batch_size``, ``learning_starts`` (``None``: the algorithm's default, not
-        checked), ``tau``, ``gamma``, ``gradient_steps``, ``target_update_interval``, ``learning_rate``
-    """
-
-    def why(name: str) -> str:
-        return f"got {values[name]!r}" + (f"; {algorithm} uses {defaults[name]}" if name in defaults else "")
-
-    problems = []
-    for name in ("buffer_size", "batch_size"):
-        value = values[name]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            problems.append(f"{name} must be a positive integer ({why(name)})")
-    if values["learning_starts"] is not None and values["learning_starts"] < 0:
-        problems.append(f"learning_starts must be >= 0 ({why('learning_starts')})")
-    if not 0.0 <= values["tau"] <= 1.0:
-        problems.append(f"tau is the Polyak coefficient, in [0, 1] ({why('tau')})")
-    if not 0.0 <= values["gamma"] < 1.0:
-        problems.append(f"gamma must be in [0, 1) ({why('gamma')})")
-    if values["gradient_steps"] < -1:
-        problems.append(f"gradient_steps must be >= 0, or -1 for one per env step ({why('gradient_steps')})")
-    interval = values["target_update_interval"]
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-        problems.append(f"target_update_interval must be an integer >= 1 ({why('target_update_interval')})")
-    if not callable(values["learning_rate"]) and not values["learning_rate"] > 0:
-        problems.append(f"learning_rate must be > 0 ({why('learning_rate')})")
-    if problems:
-        raise ValueError(f"Invalid {algorithm} hyperparameters: " + "; ".join(problems) + ".")

@@ -25,7 +25,6 @@ from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.policies import grow_task_embeddings
 from sb3_brc.common.task_layout import TaskLayout, map_observation_part, num_tasks_of, observation_part
-from sb3_brc.common.utils import check_hyperparameters
 from sb3_brc.dqn.policies import BRCDQNPolicy, CategoricalQNetwork, CnnPolicy, MlpPolicy, MultiInputPolicy
 
 # DrQ(eps) (dopamine atari_100k DrQ_eps.gin), per task: replay warm-up, epsilon decay, minibatch
@@ -135,18 +134,6 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
     ):
         env, policy = self._checked_env_and_policy(policy, env, verbose, _check_spaces)
         num_tasks = num_tasks_of(env)
-        check_hyperparameters(
-            "BRCDQN",
-            dict(tau=1.0, gamma=0.99, gradient_steps=1, target_update_interval="one step of every task", learning_rate=1e-4),
-            buffer_size=buffer_size,
-            learning_starts=learning_starts,
-            batch_size=batch_size,
-            tau=tau,
-            gamma=gamma,
-            gradient_steps=gradient_steps,
-            learning_rate=learning_rate,
-            target_update_interval=num_tasks if target_update_interval is None else target_update_interval,
-        )
         if n_steps < 1 or exploration_decay_steps < 1 or augment_pad < 0:
             raise ValueError(
                 f"n_steps and exploration_decay_steps must be >= 1 and augment_pad >= 0, got {n_steps}, "
@@ -178,6 +165,9 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             device=device,
             _init_setup_model=False,
         )
+        self._check_hyperparameters(
+            dict(tau=1.0, gamma=0.99, gradient_steps=1, target_update_interval="one step of every task", learning_rate=1e-4)
+        )
         self.exploration_decay_steps = exploration_decay_steps
         self.eval_exploration_rate = eval_exploration_rate
         self.augment, self.augment_pad = augment, augment_pad
@@ -207,13 +197,13 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             self.n_steps = 1
         super()._setup_model()
         self.n_steps = n_steps
-        images = len(observation_part(self.observation_space).shape or ()) == 3
+        shape = observation_part(self.observation_space).shape or ()
         if self.augment is None:
-            self.augment = images
-        elif self.augment and not images:
+            self.augment = len(shape) == 3
+        elif self.augment and len(shape) != 3:
             raise ValueError(
                 f"augment=True shifts image observations (channels, height, width); this env's observations have shape "
-                f"{observation_part(self.observation_space).shape}. Leave augment=None (on for images only) or set False."
+                f"{shape}. Leave augment=None (on for images only) or set False."
             )
         self._finish_setup_model()
 

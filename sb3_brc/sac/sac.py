@@ -17,7 +17,7 @@ from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.policies import grow_task_embeddings
 from sb3_brc.common.task_layout import TaskLayout, num_tasks_of
-from sb3_brc.common.utils import check_hyperparameters, native_bf16_matmul, select_rows
+from sb3_brc.common.utils import native_bf16_matmul, select_rows
 from sb3_brc.sac.policies import BRCPolicy, BroNetActor, CategoricalCritic, CnnPolicy, MlpPolicy, MultiInputPolicy
 
 # Per-task defaults of the reference (train.py): warm-up steps, replay capacity, batch (single / multi-task)
@@ -148,18 +148,6 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         _init_setup_model: bool = True,
     ):
         env, policy = self._checked_env_and_policy(policy, env, verbose, _check_spaces)
-        check_hyperparameters(
-            "BRCSAC",
-            dict(tau=0.005, gamma=0.99, gradient_steps=2, target_update_interval=1, learning_rate=3e-4),
-            buffer_size=buffer_size,
-            learning_starts=learning_starts,
-            batch_size=batch_size,
-            tau=tau,
-            gamma=gamma,
-            gradient_steps=gradient_steps,
-            learning_rate=learning_rate,
-            target_update_interval=target_update_interval,
-        )
         num_tasks = num_tasks_of(env)
         super().__init__(
             policy,
@@ -192,6 +180,9 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             seed=seed,
             device=device,
             _init_setup_model=False,
+        )
+        self._check_hyperparameters(
+            dict(tau=0.005, gamma=0.99, gradient_steps=2, target_update_interval=1, learning_rate=3e-4)
         )
         self.mixed_precision = mixed_precision
         self.compile_update = compile_update

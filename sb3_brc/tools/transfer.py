@@ -79,7 +79,7 @@ def add_tasks(
         model.return_normalizer.add_tasks(count)
     model._task_episodes = model._task_successes = None  # per-task rollout stats, rebuilt for the new task count
     model.frozen_parts = tuple(part for part in model.freezable if part in model.frozen_parts or part in freeze)
-    model._finish_setup_model()  # freezes them (and again after load())
+    model._apply_frozen_parts()  # and again whenever the networks are built (load(), resume)
     per_task_capacity = max(model.buffer_size // old_tasks, 1)
     previous = model.replay_buffer
     assert previous is not None and model.replay_buffer_class is not None  # both set by the model's _setup_model
