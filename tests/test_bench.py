@@ -9,6 +9,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch as th
 
 from sb3_brc import cli
 from sb3_brc.bench import (
@@ -25,6 +26,7 @@ from sb3_brc.bench import (
     task_normalizations,
 )
 from sb3_brc.bench.algos import make_multi_task_env
+from sb3_brc.bench.grid import is_complete, saved_status
 from sb3_brc.bench.runner import build_model, run_one
 from sb3_brc.bench.settings import add_setting_flags, settings_from_args
 from sb3_brc.envs.suites import describe_suites
@@ -77,6 +79,33 @@ def test_grid_layout_suites_and_registry():
     with pytest.raises(ValueError, match="already registered"):
         register_algo("sac", BenchAlgo("stable_baselines3:SAC"))
     assert ALGOS["sac"].algo_class().__name__ == "SAC"
+
+
+def test_editing_a_registered_algorithm_reruns_its_runs(tmp_path):
+    settings = BenchSettings(**FLAGS)
+    register_algo("sac_tuned", BenchAlgo("stable_baselines3:SAC", kwargs=dict(learning_rate=1e-3, policy_kwargs=dict(
+        activation_fn=th.nn.Tanh))))  # fmt: skip
+    try:
+        (spec,) = grid(str(tmp_path), ["sac_tuned"], ["Pendulum-v1"], [0], settings)
+        assert spec.config()["algo_kwargs"] == dict(
+            learning_rate=1e-3, policy_kwargs=dict(activation_fn="torch.nn.modules.activation:Tanh", net_arch=[16, 16])
+        )
+        os.makedirs(spec.run_dir)
+        config_path = os.path.join(spec.run_dir, "config.json")
+        with open(config_path, "w") as file:
+            json.dump(dict(spec.config(), status="complete"), file)
+        assert is_complete(spec)
+        # Another learning rate in the registry: the finished run no longer counts
+        register_algo("sac_tuned", BenchAlgo("stable_baselines3:SAC", kwargs=dict(learning_rate=3e-4)), overwrite=True)
+        (edited,) = grid(str(tmp_path), ["sac_tuned"], ["Pendulum-v1"], [0], settings)
+        assert not is_complete(edited) and saved_status(edited) is None
+        # A run directory from before the constructor arguments were recorded is still reused
+        old = {key: value for key, value in edited.config().items() if key not in ("policy", "algo_kwargs")}
+        with open(config_path, "w") as file:
+            json.dump(dict(old, status="complete"), file)
+        assert is_complete(edited)
+    finally:
+        del ALGOS["sac_tuned"]
 
 
 def test_replay_capacity_is_each_algorithms_own(tmp_path):

@@ -1,6 +1,7 @@
 """The runs of a grid: what ``--tasks`` names, one :class:`RunSpec` per algorithm x tasks x seed, and the run
 directories ``OUT/<algo>/<task-or-suite>/seed<k>/`` that make an interrupted grid resumable."""
 
+import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -17,6 +18,9 @@ from sb3_brc.tools.wandb_logging import WandbSettings
 
 #: What a run leaves in its directory for the aggregation (small text files; checkpoints are not among them)
 RESULT_FILES = ("evaluations.csv", "random.json", "attempts.jsonl", "config.json")
+#: Keys of :meth:`RunSpec.config` recorded since a later 0.2.0 development version: a saved config without them
+#: (an older run directory) is compared on the other keys, so that its runs are still reused
+LATER_CONFIG_KEYS = ("policy", "algo_kwargs")
 
 
 @dataclass(frozen=True)
@@ -102,11 +106,21 @@ class RunSpec:
         label = self.tasks.label.replace("/", "_").replace(":", "_")  # ALE/..., atari:Boxing,Freeway
         return os.path.join(self.out, self.algo_name, label, f"seed{self.seed}")
 
+    def algo_kwargs(self) -> dict[str, Any]:
+        """The constructor keyword arguments the run's algorithm gets from its registry entry and the ``--size`` /
+        ``--width`` flags (the harness adds its budget settings, seed and device to these)."""
+        kwargs = dict(self.algo.kwargs)
+        size_kwargs = self.algo.policy_kwargs(self.settings.size, self.settings.width)
+        kwargs["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}), **size_kwargs}
+        return kwargs
+
     def config(self) -> dict[str, Any]:
-        """What a finished run must match to be skipped."""
+        """What a finished run must match to be skipped (editing a registered algorithm's arguments reruns its runs)."""
         return dict(
             algo=self.algo_name,
             algo_class=self.algo.class_path(),
+            policy=self.algo.policy,
+            algo_kwargs=json_form(self.algo_kwargs()),
             task_set=self.tasks.label,  # the key earlier run directories have, so that they are still reused
             task_names=list(self.tasks.task_names),
             seed=self.seed,
@@ -159,11 +173,28 @@ def read_json(path: str) -> Any:
         return None
 
 
+def json_form(value: Any) -> Any:
+    """``value`` as JSON can hold it, to compare with a saved ``config.json``: classes and functions as
+    ``"module:qualname"``, tuples as lists, other objects by their ``repr``."""
+    if isinstance(value, dict):
+        return {str(key): json_form(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_form(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, type) or inspect.isroutine(value):
+        return f"{value.__module__}:{value.__qualname__}"
+    return repr(value)
+
+
 def saved_status(spec: RunSpec) -> str | None:
     """The ``status`` in the run directory's ``config.json`` (``"running"``: started, not finished; ``"complete"``),
     or ``None`` when there is none or it was written with other settings."""
     saved = read_json(os.path.join(spec.run_dir, "config.json"))
-    if saved is None or {k: v for k, v in saved.items() if k not in ("status", "wall_s")} != spec.config():
+    if saved is None:
+        return None
+    expected = {key: value for key, value in spec.config().items() if key in saved or key not in LATER_CONFIG_KEYS}
+    if {key: value for key, value in saved.items() if key not in ("status", "wall_s")} != expected:
         return None
     return saved.get("status")
 

@@ -70,11 +70,10 @@ class RunProgress:
 def build_model(spec: RunSpec, env: MultiTaskVecEnv) -> BaseAlgorithm:
     """The algorithm of a run, with the harness's budget settings on top of the registry defaults."""
     settings = spec.settings
-    kwargs = dict(spec.algo.kwargs)
+    kwargs = spec.algo_kwargs()
     capacity = getattr(spec.algo.algo_class(), "buffer_size_per_task", BUFFER_SIZE_PER_TASK)
     kwargs.update(
         per_task_budget(env.num_tasks, settings.steps_per_task, settings.learning_starts, capacity),
-        policy_kwargs={**kwargs.get("policy_kwargs", {}), **spec.algo.policy_kwargs(settings.size, settings.width)},
         seed=spec.seed,
         device=settings.device,
         verbose=0,
