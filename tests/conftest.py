@@ -1,6 +1,9 @@
 import os
 
 os.environ.setdefault("MUJOCO_GL", "disable")
+# One torch thread in the CLI subprocesses too (read when torch is imported): `pytest -n 2` already runs one test
+# per core, and two threads per test oversubscribe the cores (a zoo test ran 3x slower)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch as th

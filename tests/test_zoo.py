@@ -127,7 +127,7 @@ def test_two_workers_optimise_one_study(tmp_path):
     search += ["--pruner", "none", "--no-optim-plots", "--n-evaluations", "1", "--eval-episodes", "1", "--verbose", "0"]
     tiny = ["-n", "200", "-params", "learning_starts:190", "--critic-widths", "32", "--actor-widths", "16"]
     command = [sys.executable, "-m", "sb3_brc.zoo", "train", "--algo", "brc_sac", "--env", "Pendulum-v1", "-conf", CONF]
-    env = dict(os.environ, MUJOCO_GL="disable", OMP_NUM_THREADS="1")
+    env = dict(os.environ, MUJOCO_GL="disable")
     workers = [
         subprocess.Popen(
             [*command, *search, *tiny, "--seed", str(seed), "--log-folder", str(tmp_path / f"logs{seed}")],

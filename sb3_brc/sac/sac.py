@@ -326,7 +326,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         # One host sync, after the updates, for the logged values and the numerical health check
         keys = [key for key, values in stats.items() if values]
         per_step = th.stack([th.stack(stats[key]) for key in keys])
-        param_norm = th.stack([p.detach().norm() for p in self.policy.parameters()]).sum()
+        param_norm = th.stack(th._foreach_norm([p.detach() for p in self.policy.parameters()])).sum()
         per_step_cpu, param_norm_cpu = per_step.cpu(), param_norm.cpu()
         if not (th.isfinite(per_step_cpu).all() and th.isfinite(param_norm_cpu)):
             self._raise_non_finite(keys, per_step_cpu, all_task_ids, reward_scale, batch_size)
