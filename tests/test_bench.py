@@ -83,8 +83,8 @@ def test_grid_layout_suites_and_registry():
 
 def test_editing_a_registered_algorithm_reruns_its_runs(tmp_path):
     settings = BenchSettings(**FLAGS)
-    register_algo("sac_tuned", BenchAlgo("stable_baselines3:SAC", kwargs=dict(learning_rate=1e-3, policy_kwargs=dict(
-        activation_fn=th.nn.Tanh))))  # fmt: skip
+    tuned = dict(learning_rate=1e-3, policy_kwargs=dict(activation_fn=th.nn.Tanh))
+    register_algo("sac_tuned", BenchAlgo("stable_baselines3:SAC", kwargs=tuned))
     try:
         (spec,) = grid(str(tmp_path), ["sac_tuned"], ["Pendulum-v1"], [0], settings)
         assert spec.config()["algo_kwargs"] == dict(
