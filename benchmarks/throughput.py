@@ -9,6 +9,7 @@ measured in the same run.
     python benchmarks/throughput.py --threads 2                      # widths 256 512 1024, batch 256
     python benchmarks/throughput.py --threads 2 --widths 256 512 1024 2048 --batches 256 1024 --bf16
     python benchmarks/throughput.py --threads 2 --env-steps          # env steps/s of learn() on DMC
+    python benchmarks/throughput.py --threads 2 --widths 128 256 --compile   # compile_update=True vs eager
 
 ``--bf16`` adds BRCSAC under bf16 autocast; its GFLOP/s can exceed the fp32 peak. On a device without native bf16
 matmuls ``mixed_precision=True`` trains in float32, so the script forces autocast there to measure the emulated
@@ -91,12 +92,38 @@ def measure(model, batch: int, seconds: float) -> tuple[float, float]:
     model.train(gradient_steps=2, batch_size=batch)  # warm-up
     with FlopCounterMode(display=False) as counter:
         model.train(gradient_steps=1, batch_size=batch)
-    flops = counter.get_total_flops()
+    return updates_per_second(model, batch, seconds), counter.get_total_flops()
+
+
+def updates_per_second(model, batch: int, seconds: float) -> float:
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         model.train(gradient_steps=2, batch_size=batch)
         steps += 2
-    return steps / (time.perf_counter() - start), flops
+    return steps / (time.perf_counter() - start)
+
+
+def compile_vs_eager(widths: list[int], batch: int, seconds: float, slices: int = 4) -> None:
+    """BRCSAC with ``compile_update=True`` against the eager update, alternating ``slices`` timing windows per
+    model so that machine drift hits both; the first compiled update's time is the compilation cost."""
+    print("| width | batch | eager upd/s | compiled upd/s | compiled / eager | first compiled update (s) |")
+    print("|---|---|---|---|---|---|")
+    for width in widths:
+        eager, compiled = make_model("brc", width, batch), make_model("brc", width, batch, compile_update=True)
+        start = time.perf_counter()
+        compiled.train(gradient_steps=2, batch_size=batch)
+        compile_seconds = time.perf_counter() - start
+        eager.train(gradient_steps=2, batch_size=batch)  # warm-up
+        rates: dict[str, list[float]] = {"eager": [], "compiled": []}
+        for _ in range(slices):
+            for name, model in (("eager", eager), ("compiled", compiled)):
+                rates[name].append(updates_per_second(model, batch, seconds / slices))
+        eager_ups, compiled_ups = float(np.mean(rates["eager"])), float(np.mean(rates["compiled"]))
+        print(
+            f"| {width} | {batch} | {eager_ups:.2f} | {compiled_ups:.2f} | {compiled_ups / eager_ups:.2f} "
+            f"| {compile_seconds:.0f} |",
+            flush=True,
+        )
 
 
 def env_steps_per_second(task: str, seconds: float) -> None:
@@ -128,10 +155,15 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also time BRCSAC with mixed_precision=True")
     parser.add_argument("--env-steps", action="store_true", help="only time learn() on a DMC task")
     parser.add_argument("--task", default="dm_control/walker-walk-v0")
+    parser.add_argument("--compile", action="store_true", help="only time compile_update=True against eager")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     if args.env_steps:
         env_steps_per_second(args.task, args.seconds)
+        return
+    if args.compile:
+        for batch in args.batches:
+            compile_vs_eager(args.widths, batch, args.seconds)
         return
     peak = peak_matmul_gflops()
     native = "native" if native_bf16_matmul(th.device("cpu")) else "emulated (mixed_precision=True trains in float32 here)"

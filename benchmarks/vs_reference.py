@@ -3,6 +3,8 @@
     python benchmarks/vs_reference.py --reference /path/to/BiggerRegularizedCategorical --jax-python /path/to/venv/bin/python
     python benchmarks/vs_reference.py --reference REF --jax-python PY --widths 128 256 512 --multi-task-widths 256 \\
         --seconds 3 --threads 1
+    python benchmarks/vs_reference.py --reference REF --jax-python PY --widths 128 256 --multi-task-widths 128 \
+        --threads 2 --compile-update      # sb3-brc with torch.compile, against the jitted reference
 
 ``--reference`` is a checkout of the reference repository (imported from there, never copied); ``--jax-python`` the
 Python of a virtual environment with jax, flax, optax, distrax and gymnasium, which runs the reference in a worker
@@ -133,7 +135,7 @@ class Worker:
 class OurStep:
     """BRCSAC at one setting, its buffer filled with random transitions; ``time`` runs ``train()`` calls."""
 
-    def __init__(self, obs: int, act: int, tasks: int, width: int, batch: int, fill: int):
+    def __init__(self, obs: int, act: int, tasks: int, width: int, batch: int, fill: int, compile_update: bool = False):
         if tasks == 1:
             env = RandomEnv(obs, act)
         else:
@@ -150,9 +152,10 @@ class OurStep:
             policy_kwargs=dict(net_arch=dict(pi=[ACTOR_WIDTH], qf=[width, width]), n_atoms=N_ATOMS, n_critics=N_CRITICS),
             seed=0,
             device="cpu",
+            compile_update=compile_update,
         )
         self.model.learn(fill * tasks)  # random-action transitions only: learning starts after them
-        for _ in range(2):
+        for _ in range(2):  # with compile_update, the first call compiles (untimed, as the reference's jit)
             self()
 
     def __call__(self) -> None:
@@ -217,7 +220,7 @@ def run_setting(worker: Worker, args, label: str, obs: int, act: int, tasks: int
     fill = 2048 if tasks == 1 else 512  # transitions per task in each replay buffer
     setting = dict(obs=obs, act=act, tasks=tasks, width=width, batch=batch)
     ref_info = worker.ask(args.setup_timeout, cmd="setup", updates=UPDATES_PER_CALL, fill=fill, init=args.jax_init, **setting)
-    ours = OurStep(fill=fill, **setting)
+    ours = OurStep(fill=fill, compile_update=args.compile_update, **setting)
     sizes = param_sizes(ours.model)
     check_same_networks(sizes, ref_info, f"{label} width {width}")
     totals, slices = alternate(worker, ours, args, "updates")
@@ -255,6 +258,9 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="*", default=[128, 256, 512, 1024, 2048], help="single-task widths")
     parser.add_argument("--multi-task-widths", type=int, nargs="*", help="10-task widths (default: --widths)")
     parser.add_argument("--seconds", type=float, default=10.0, help="timing per implementation and setting")
+    parser.add_argument(
+        "--compile-update", action="store_true", help="time BRCSAC(compile_update=True) (torch.compile of the losses)"
+    )
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     if args.multi_task_widths is None:
@@ -279,7 +285,8 @@ def main() -> None:
         f"fp32 matmul 2048^3 GFLOP/s, start / end of the run: torch {torch_peak:.1f} / {torch_peak_end:.1f}, "
         f"jax {info['matmul_gflops']:.1f} / {jax_peak_end:.1f}; peak used: {peak:.1f}"
     )
-    print(f"{args.seconds:g} s per implementation and setting, in {args.rounds} alternating slices; 2 updates per call\n")
+    print(f"{args.seconds:g} s per implementation and setting, in {args.rounds} alternating slices; 2 updates per call")
+    print(f"sb3-brc update: {'torch.compile (compile_update=True)' if args.compile_update else 'eager'}\n")
     header = (
         "| setting | critic width | batch | GFLOP/update | reference upd/s | sb3-brc upd/s | sb3-brc/reference "
         "| reference % peak | sb3-brc % peak | cores used ref / sb3-brc |"

@@ -108,3 +108,25 @@ def test_mixed_precision_only_where_bf16_is_native(monkeypatch, avx512_bf16, amx
     monkeypatch.setattr(th.cuda, "is_bf16_supported", lambda including_emulation=True: asked.append(including_emulation))
     native_bf16_matmul(th.device("cuda"))
     assert asked == [False]
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_update_matches_eager(monkeypatch, backend):
+    # compile_update traces the two losses, the actor loss's requires_grad toggling included; "aot_eager" checks
+    # the captured forward and backward graphs quickly, "inductor" (the default backend, minutes to compile on
+    # CPU) also its generated kernels
+    import torch._inductor.config
+
+    compile_fn = th.compile
+    monkeypatch.setattr(th, "compile", lambda fn: compile_fn(fn, backend=backend))
+    eager, compiled = filled_model(), filled_model(compile_update=True)
+    with torch._inductor.config.patch(fallback_random=True):  # eager's random numbers
+        for model in (eager, compiled):
+            th.manual_seed(1)
+            np.random.seed(1)
+            model.train(gradient_steps=3, batch_size=32)
+    th._dynamo.reset()
+    for (name, expected), actual in zip(eager.policy.named_parameters(), compiled.policy.parameters(), strict=True):
+        assert th.allclose(actual, expected, atol=1e-5), name
+    assert eager.logger.name_to_value == pytest.approx(compiled.logger.name_to_value, rel=1e-5)
+    assert all(p.requires_grad for p in compiled.critic.parameters())  # the actor loss's toggle undone
