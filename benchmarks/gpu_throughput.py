@@ -70,7 +70,7 @@ def compiled_losses(model, mode: str) -> tuple:
 
         return call
 
-    return copied(model._critic_loss), copied(model._actor_loss)
+    return copied(model._critic_loss), copied(model._actor_objective)
 
 
 def time_updates(model, batch: int, seconds: float) -> float:
@@ -147,7 +147,7 @@ def main() -> None:
                 return
             th._dynamo.reset()
             model = make_model("brc", width, batch, device=args.device)
-            model._loss_fns = compiled_losses(model, mode)
+            model._critic_loss_fn, model._actor_objective_fn = compiled_losses(model, mode)
             start = time.perf_counter()
             model.train(gradient_steps=2, batch_size=batch)  # compiles
             compile_s = time.perf_counter() - start

@@ -70,6 +70,21 @@ def native_bf16_matmul(device: th.device) -> bool:
 
 
 @contextlib.contextmanager
+def no_weight_grads(module: th.nn.Module) -> Iterator[None]:
+    """Within the block, gradients flow through ``module`` to its inputs but its parameters get none: their
+    ``requires_grad`` is off meanwhile, so autograd skips the weight gradients altogether. Frozen parameters stay
+    frozen afterwards."""
+    trainable = [param for param in module.parameters() if param.requires_grad]
+    for param in trainable:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in trainable:
+            param.requires_grad_(True)
+
+
+@contextlib.contextmanager
 def atomic_file(path: str | pathlib.Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open ``path`` for an atomic write: the block writes a temporary file next to it (named after this process),
     which is flushed to disk and renamed over ``path`` when the block ends. A crash or an error mid-write leaves the

@@ -17,7 +17,7 @@ from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.policies import grow_task_embeddings
 from sb3_brc.common.task_layout import TaskLayout, num_tasks_of
-from sb3_brc.common.utils import native_bf16_matmul, select_rows
+from sb3_brc.common.utils import native_bf16_matmul, no_weight_grads, select_rows
 from sb3_brc.sac.policies import BRCPolicy, BroNetActor, CategoricalCritic, CnnPolicy, MlpPolicy, MultiInputPolicy
 
 # Per-task defaults of the reference (train.py): warm-up steps, replay capacity, batch (single / multi-task)
@@ -196,7 +196,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         return self.policy.num_tasks
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_loss_fns", "_autocast_bf16"]
+        return [*super()._excluded_save_params(), "_critic_loss_fn", "_actor_objective_fn", "_autocast_bf16"]
 
     def _setup_model(self) -> None:
         if self.target_entropy == "auto":
@@ -215,9 +215,9 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
                 "Training in float32.",
                 stacklevel=3,  # the user's BRCSAC(...) line
             )
-        self._loss_fns = (self._critic_loss, self._actor_loss)
+        self._critic_loss_fn, self._actor_objective_fn = self._critic_loss, self._actor_objective
         if self.compile_update:
-            self._loss_fns = (th.compile(self._critic_loss), th.compile(self._actor_loss))
+            self._critic_loss_fn, self._actor_objective_fn = th.compile(self._critic_loss), th.compile(self._actor_objective)
         self._finish_setup_model()
 
     def _current_ent_coef(self) -> th.Tensor:
@@ -248,15 +248,18 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         return categorical_cross_entropy(logits, target_probs), logits
 
     def _actor_loss(self, observations: th.Tensor | dict[str, th.Tensor], ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """``mean(alpha * log pi(a|s) - Q(s, a))`` with Q the expected value under the freshly updated critic."""
+        """``mean(alpha * log pi(a|s) - Q(s, a))`` with Q the expected value under the freshly updated critic.
+        Returns the loss and ``log pi(a|s)`` (for the temperature)."""
+        # The actor loss must not train the critic: skip computing critic weight gradients altogether. Switched
+        # off around the (possibly compiled) objective, not inside it: the switch would split torch.compile's graph
+        with no_weight_grads(self.critic):
+            return self._actor_objective_fn(observations, ent_coef)
+
+    def _actor_objective(
+        self, observations: th.Tensor | dict[str, th.Tensor], ent_coef: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor]:
         actions_pi, log_prob = self.actor.action_log_prob(observations)
-        # The actor loss must not train the critic: skip computing critic weight gradients altogether
-        trainable = [p for p in self.critic.parameters() if p.requires_grad]  # frozen ones stay frozen
-        for param in trainable:
-            param.requires_grad_(False)
         q_value = expected_value(self.critic(observations, actions_pi), self.critic.support)
-        for param in trainable:
-            param.requires_grad_(True)
         return (ent_coef * log_prob - q_value).mean(), log_prob
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
@@ -274,7 +277,6 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         reward_scale = self.reward_scale()
         all_rewards = all_data.rewards * reward_scale[all_task_ids].unsqueeze(-1)
 
-        critic_loss_fn, actor_loss_fn = self._loss_fns
         actor_trainable = any(p.requires_grad for p in self.actor.parameters())
         autocast = th.autocast(self.device.type, dtype=th.bfloat16, enabled=self._autocast_bf16)
         stats: dict[str, list[th.Tensor]] = {
@@ -286,7 +288,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             ent_coef = self._current_ent_coef()
 
             with autocast:
-                critic_loss, logits = critic_loss_fn(replay_data, all_rewards[rows], ent_coef)
+                critic_loss, logits = self._critic_loss_fn(replay_data, all_rewards[rows], ent_coef)
             self.critic.optimizer.zero_grad()
             critic_loss.backward()
             self.critic.optimizer.step()
@@ -296,7 +298,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
                     th._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
 
             with autocast, th.set_grad_enabled(actor_trainable):
-                actor_loss, log_prob = actor_loss_fn(replay_data.observations, ent_coef)
+                actor_loss, log_prob = self._actor_loss(replay_data.observations, ent_coef)
             if actor_trainable:  # frozen after add_tasks(freeze=["actor"]): log_prob still drives alpha
                 self.actor.optimizer.zero_grad()
                 actor_loss.backward()
