@@ -93,6 +93,11 @@ def new_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAl
     learning_starts = args.learning_starts
     if learning_starts is None:
         learning_starts = algorithm.learning_starts_per_task
+    options: dict[str, Any] = {}
+    if args.compile_update:
+        if algorithm is not BRCSAC:
+            raise ValueError(f"--compile-update is a BRCSAC option; {algorithm.__name__} (discrete tasks) has none")
+        options["compile_update"] = True
     return algorithm(
         "MlpPolicy",
         env,
@@ -103,6 +108,7 @@ def new_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAl
         seed=args.seed,
         device=args.device,
         verbose=args.verbose,
+        **options,
     )
 
 
@@ -129,6 +135,7 @@ def train(args: argparse.Namespace) -> None:
         learning_starts_per_task=args.learning_starts,
         eval_episodes=args.eval_episodes,
         eval_freq=eval_freq,  # the evaluation schedule (and the default checkpoint schedule)
+        compile_update=args.compile_update,
     )
     config_path = os.path.join(args.out, "config.json")
     checkpoints = os.path.join(args.out, "checkpoints")
@@ -254,6 +261,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p_train.add_argument("--out", required=True, help="output directory")
     p_train.add_argument("--seed", type=int, default=0)
     p_train.add_argument("--n-atoms", type=int, default=101)
+    p_train.add_argument(
+        "--compile-update",
+        action="store_true",
+        help="BRCSAC: torch.compile the update's losses (on CPU 1.2-1.3x updates/s at the tiny and small sizes, after "
+        "15-60 s of compilation: for runs over about 15 minutes)",
+    )
     # The flags that mean what the harness's settings mean, with the defaults of a single run
     add_setting_flags(
         p_train,

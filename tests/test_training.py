@@ -8,7 +8,8 @@ import pytest
 from sb3_brc import BRCSAC, MultiTaskVecEnv
 from sb3_brc.bench.settings import PRESETS
 from sb3_brc.cli import main as cli_main
-from sb3_brc.cli import parse_args
+from sb3_brc.cli import new_model, parse_args
+from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv
 from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.tools.evaluation import write_eval_rows
 from sb3_brc.tools.report import read_eval_csv
@@ -82,3 +83,17 @@ def test_resume_refuses_another_evaluation_schedule(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli_main([*run, "--eval-freq", "2", "--resume"])
     assert exit_info.value.code == 2 and "these differ: ['eval_freq']" in capsys.readouterr().err
+
+
+def test_compile_update_flag_builds_a_compiled_brcsac_and_refuses_brcdqn(tmp_path, capsys):
+    run = ["train", "--out", str(tmp_path), "--steps-per-task", "10"]
+    args = parse_args([*run, "--tasks", "Pendulum-v1", "--compile-update"])
+    assert new_model(args, MultiTaskVecEnv(["Pendulum-v1"], seed=0)).compile_update
+    assert not new_model(parse_args([*run, "--tasks", "Pendulum-v1"]), MultiTaskVecEnv(["Pendulum-v1"])).compile_update
+    with pytest.raises(ValueError, match="--compile-update is a BRCSAC option; BRCDQN"):
+        new_model(parse_args([*run, "--tasks", "CartPole-v1", "--compile-update"]), DiscreteMultiTaskVecEnv(["CartPole-v1"]))
+    # part of the run's config: a resume with another choice is refused
+    cli_main([*run, "--tasks", "Pendulum-v1", "--eval-episodes", "1", "--no-progress"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([*run, "--tasks", "Pendulum-v1", "--eval-episodes", "1", "--compile-update", "--resume"])
+    assert exit_info.value.code == 2 and "these differ: ['compile_update']" in capsys.readouterr().err
