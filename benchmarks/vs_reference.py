@@ -3,7 +3,7 @@
     python benchmarks/vs_reference.py --reference /path/to/BiggerRegularizedCategorical --jax-python /path/to/venv/bin/python
     python benchmarks/vs_reference.py --reference REF --jax-python PY --widths 128 256 512 --multi-task-widths 256 \\
         --seconds 3 --threads 1
-    python benchmarks/vs_reference.py --reference REF --jax-python PY --widths 128 256 --multi-task-widths 128 \
+    python benchmarks/vs_reference.py --reference REF --jax-python PY --widths 128 256 --multi-task-widths 128 \\
         --threads 2 --compile-update      # sb3-brc with torch.compile, against the jitted reference
 
 ``--reference`` is a checkout of the reference repository (imported from there, never copied); ``--jax-python`` the
