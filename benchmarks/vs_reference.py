@@ -173,7 +173,8 @@ def param_sizes(model: BRCSAC) -> tuple[list[int], list[int]]:
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser, jax_python_help: str) -> None:
-    """The flags of the reference side and of the alternating timing, shared with ``vs_reference_loop.py``."""
+    """The flags of the reference side, of the alternating timing and of our side's update, shared with
+    ``vs_reference_loop.py``."""
     parser.add_argument("--reference", required=True, help="checkout of naumix/BiggerRegularizedCategorical")
     parser.add_argument("--jax-python", required=True, help=jax_python_help)
     parser.add_argument("--rounds", type=int, default=4, help="alternating slices the timing is split into")
@@ -185,6 +186,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser, jax_python_help: str) 
         help="build the reference's models eagerly (slow, safe) or with its own jitted init (can hang on some jaxlibs)",
     )
     parser.add_argument("--setup-timeout", type=float, default=1800.0, help="seconds to wait for any worker answer")
+    parser.add_argument(
+        "--compile-update", action="store_true", help="time BRCSAC(compile_update=True) (torch.compile of the losses)"
+    )
 
 
 def alternate(worker: Worker, ours, args, count: str) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
@@ -258,9 +262,6 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="*", default=[128, 256, 512, 1024, 2048], help="single-task widths")
     parser.add_argument("--multi-task-widths", type=int, nargs="*", help="10-task widths (default: --widths)")
     parser.add_argument("--seconds", type=float, default=10.0, help="timing per implementation and setting")
-    parser.add_argument(
-        "--compile-update", action="store_true", help="time BRCSAC(compile_update=True) (torch.compile of the losses)"
-    )
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     if args.multi_task_widths is None:

@@ -60,7 +60,9 @@ ENV_PACKAGES = ("gymnasium", "mujoco", "dm_control", "shimmy")
 class OurLoop:
     """BRCSAC on one DMC task after its random warm-up; ``time`` trains it with ``learn()`` for about ``seconds``."""
 
-    def __init__(self, task: str, width: int, warmup: int, buffer: int, seed: int, calibrate_seconds: float):
+    def __init__(
+        self, task: str, width: int, warmup: int, buffer: int, seed: int, calibrate_seconds: float, compile_update: bool
+    ):
         self.env = MultiTaskVecEnv([task], seed=seed)
         self.model = BRCSAC(
             "MlpPolicy",
@@ -72,8 +74,10 @@ class OurLoop:
             policy_kwargs=dict(net_arch=dict(pi=[ACTOR_WIDTH], qf=[width, width]), n_atoms=N_ATOMS, n_critics=N_CRITICS),
             seed=seed,
             device="cpu",
+            compile_update=compile_update,
         )
         self.model.learn(warmup)  # random actions, no updates
+        self.model.learn(1, reset_num_timesteps=False)  # the first updates (with compile_update: the compilation)
         # First training steps (lazy initialisations) and a speed estimate: learn() calls of doubling length
         steps = 1
         while True:
@@ -112,7 +116,15 @@ def run_width(worker: Worker, args, width: int) -> dict:
         init=args.jax_init,
     )
     start = time.perf_counter()
-    ours = OurLoop(args.task, width, args.warmup, args.buffer_size, args.seed, calibrate_seconds=min(1.0, slice_seconds / 4))
+    ours = OurLoop(
+        args.task,
+        width,
+        args.warmup,
+        args.buffer_size,
+        args.seed,
+        calibrate_seconds=min(1.0, slice_seconds / 4),
+        compile_update=args.compile_update,
+    )
     our_setup = time.perf_counter() - start
     sizes = param_sizes(ours.model)
     check_same_networks(sizes, ref_info, f"{args.task} width {width}")
@@ -170,8 +182,9 @@ def main() -> None:
     print(
         f"{args.task}, seed {args.seed}: {args.warmup} random steps (not timed), then {args.seconds:g} s of training per "
         f"implementation and width in {args.rounds} alternating slices; batch {BATCH}, {UPDATES_PER_CALL} updates per "
-        "env step, no evaluation\n"
+        "env step, no evaluation"
     )
+    print(f"sb3-brc update: {'torch.compile (compile_update=True)' if args.compile_update else 'eager'}\n")
     header = (
         "| critic width | reference env steps/s | sb3-brc env steps/s | sb3-brc/reference | reference updates/s "
         "| sb3-brc updates/s | cores used ref / sb3-brc |"
