@@ -191,6 +191,11 @@ def add_worker_arguments(parser: argparse.ArgumentParser, jax_python_help: str) 
     )
 
 
+def our_update_line(args: argparse.Namespace) -> str:
+    """The header line naming how sb3-brc's update ran (``--compile-update``)."""
+    return f"sb3-brc update: {'torch.compile (compile_update=True)' if args.compile_update else 'eager'}"
+
+
 def alternate(worker: Worker, ours, args, count: str) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
     """Time the reference (``worker``) and ``ours`` in ``args.rounds`` alternating slices of ``args.seconds /
     args.rounds`` each, so that machine drift hits both: per side, the totals of ``count`` (what a slice counts:
@@ -287,7 +292,7 @@ def main() -> None:
         f"jax {info['matmul_gflops']:.1f} / {jax_peak_end:.1f}; peak used: {peak:.1f}"
     )
     print(f"{args.seconds:g} s per implementation and setting, in {args.rounds} alternating slices; 2 updates per call")
-    print(f"sb3-brc update: {'torch.compile (compile_update=True)' if args.compile_update else 'eager'}\n")
+    print(our_update_line(args) + "\n")
     header = (
         "| setting | critic width | batch | GFLOP/update | reference upd/s | sb3-brc upd/s | sb3-brc/reference "
         "| reference % peak | sb3-brc % peak | cores used ref / sb3-brc |"

@@ -48,6 +48,7 @@ from vs_reference import (
     alternate,
     check_same_networks,
     cpu_model,
+    our_update_line,
     param_sizes,
 )
 
@@ -184,7 +185,7 @@ def main() -> None:
         f"implementation and width in {args.rounds} alternating slices; batch {BATCH}, {UPDATES_PER_CALL} updates per "
         "env step, no evaluation"
     )
-    print(f"sb3-brc update: {'torch.compile (compile_update=True)' if args.compile_update else 'eager'}\n")
+    print(our_update_line(args) + "\n")
     header = (
         "| critic width | reference env steps/s | sb3-brc env steps/s | sb3-brc/reference | reference updates/s "
         "| sb3-brc updates/s | cores used ref / sb3-brc |"
