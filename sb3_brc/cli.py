@@ -19,6 +19,7 @@ from sb3_brc.bench.settings import (
     LOWEST,
     PRESETS,
     BenchSettings,
+    RunnerSettings,
     add_preset_flag,
     add_setting_flags,
     count_problems,
@@ -261,12 +262,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p_train.add_argument("--out", required=True, help="output directory")
     p_train.add_argument("--seed", type=int, default=0)
     p_train.add_argument("--n-atoms", type=int, default=101)
-    p_train.add_argument(
-        "--compile-update",
-        action="store_true",
-        help="BRCSAC: torch.compile the update's losses (on CPU 1.2-1.3x updates/s at the tiny and small sizes, after "
-        "15-60 s of compilation: for runs over about 15 minutes)",
-    )
+    add_setting_flags(p_train, RunnerSettings, ["compile_update"])
     # The flags that mean what the harness's settings mean, with the defaults of a single run
     add_setting_flags(
         p_train,

@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from sb3_brc.bench import (
     BenchAlgo,
     BenchSettings,
     Normalization,
+    RunnerSettings,
     grid,
     load_grid,
     register_algo,
@@ -27,9 +29,11 @@ from sb3_brc.bench import (
 )
 from sb3_brc.bench.algos import make_multi_task_env
 from sb3_brc.bench.grid import is_complete, saved_status
-from sb3_brc.bench.runner import build_model, run_one
+from sb3_brc.bench.harness import run_runs
+from sb3_brc.bench.runner import CHECKPOINTS, build_model, restore_model, run_one
 from sb3_brc.bench.settings import add_setting_flags, settings_from_args
 from sb3_brc.envs.suites import describe_suites
+from sb3_brc.tools.checkpoint import save_checkpoint
 from sb3_brc.tools.evaluation import write_eval_rows
 from sb3_brc.tools.report import read_eval_csv
 
@@ -118,6 +122,31 @@ def test_replay_capacity_is_each_algorithms_own(tmp_path):
             assert build_model(spec, env).buffer_size == capacity
         finally:
             env.close()
+
+
+def test_compile_update_flag_compiles_the_brcsac_runs_only(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_setting_flags(parser, RunnerSettings)
+    runner = settings_from_args(RunnerSettings, parser.parse_args(["--compile-update"]))
+    assert runner.compile_update and not settings_from_args(RunnerSettings, parser.parse_args([])).compile_update
+    eager_brc, eager_sac = grid(str(tmp_path), ["brc_sac", "sac"], ["Pendulum-v1"], [0], BenchSettings(**FLAGS))
+    brc, sac = (dataclasses.replace(spec, compile_update=True) for spec in (eager_brc, eager_sac))
+    assert brc.config() == eager_brc.config()  # the same update: not part of the run's identity, finished runs count
+    env, sac_env = (spec.algo.make_env(spec.tasks.tasks, spec.tasks.task_names, 0, spec.tasks.suite) for spec in (brc, sac))
+    try:
+        compiled = build_model(brc, env)
+        assert compiled.compile_update and not inspect.ismethod(compiled._critic_loss_fn)
+        assert not build_model(eager_brc, env).compile_update
+        assert not hasattr(build_model(sac, sac_env), "compile_update")  # SAC is built as without the flag
+        # A resumed run follows the grid's current choice, whichever the checkpoint was written with
+        save_checkpoint(compiled, os.path.join(brc.run_dir, CHECKPOINTS))
+        assert not restore_model(eager_brc, env).compile_update
+        assert restore_model(brc, env).compile_update
+    finally:
+        env.close()
+        sac_env.close()
+    with pytest.raises(ValueError, match=r"--compile-update is a BRCSAC option; none of the grid's algorithms \['sac'\]"):
+        run_runs([eager_sac], runner, progress=False)
 
 
 CLOSED: list[bool] = []  # the ``training`` flag of each env closed by _recording_env

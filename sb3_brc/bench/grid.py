@@ -83,8 +83,9 @@ def resolve_tasks(name: str) -> RunTasks:
 @dataclass(frozen=True)
 class RunSpec:
     """One run of the grid: an algorithm on a task (or, multi-task, a suite) with one seed. ``wandb``: also log it to
-    W&B; ``step_timeout``: seconds an env step may take (subprocess envs). Neither is part of :meth:`config`: changing
-    them does not rerun finished runs."""
+    W&B; ``step_timeout``: seconds an env step may take (subprocess envs); ``compile_update``: compile the update of
+    an algorithm that has the option (BRCSAC). None is part of :meth:`config`: changing them does not rerun finished
+    runs."""
 
     algo_name: str
     algo: BenchAlgo
@@ -94,6 +95,7 @@ class RunSpec:
     out: str
     wandb: WandbSettings | None = None
     step_timeout: float | None = None
+    compile_update: bool = False
 
     @property
     def key(self) -> str:
@@ -113,6 +115,18 @@ class RunSpec:
         size_kwargs = self.algo.policy_kwargs(self.settings.size, self.settings.width)
         kwargs["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}), **size_kwargs}
         return kwargs
+
+    @property
+    def has_compile_option(self) -> bool:
+        """Whether the run's algorithm has a ``compile_update`` option (BRCSAC)."""
+        return "compile_update" in inspect.signature(self.algo.algo_class()).parameters
+
+    def update_kwargs(self) -> dict[str, Any]:
+        """``compile_update`` for an algorithm that has it: on with the grid's flag or the registry entry's (for
+        building the model and for restoring it, so a resumed run follows the grid's current choice)."""
+        if not self.has_compile_option:
+            return {}
+        return dict(compile_update=self.compile_update or bool(self.algo.kwargs.get("compile_update", False)))
 
     def config(self) -> dict[str, Any]:
         """What a finished run must match to be skipped (editing a registered algorithm's arguments reruns its runs)."""

@@ -143,7 +143,10 @@ def run_runs(runs: list[RunSpec], runner: RunnerSettings, threads: int = 1, prog
     """Run a grid's runs on the backend ``runner`` names (:func:`~sb3_brc.bench.runner.run_grid` or
     :func:`~sb3_brc.bench.ray_backend.run_grid_ray`), with its step timeout; returns their statuses."""
     runner.check()
-    runs = [dataclasses.replace(spec, step_timeout=runner.step_timeout) for spec in runs]
+    if runner.compile_update and not any(spec.has_compile_option for spec in runs):
+        names = sorted({spec.algo_name for spec in runs})
+        raise ValueError(f"--compile-update is a BRCSAC option; none of the grid's algorithms {names} has it")
+    runs = [dataclasses.replace(spec, step_timeout=runner.step_timeout, compile_update=runner.compile_update) for spec in runs]
     common: dict[str, Any] = dict(
         threads=threads, progress=progress, max_retries=runner.max_retries, checkpoint_every=runner.checkpoint_every
     )

@@ -74,6 +74,7 @@ def build_model(spec: RunSpec, env: MultiTaskVecEnv) -> BaseAlgorithm:
     capacity = getattr(spec.algo.algo_class(), "buffer_size_per_task", BUFFER_SIZE_PER_TASK)
     kwargs.update(
         per_task_budget(env.num_tasks, settings.steps_per_task, settings.learning_starts, capacity),
+        **spec.update_kwargs(),
         seed=spec.seed,
         device=settings.device,
         verbose=0,
@@ -87,7 +88,8 @@ def build_model(spec: RunSpec, env: MultiTaskVecEnv) -> BaseAlgorithm:
 
 def restore_model(spec: RunSpec, env: MultiTaskVecEnv) -> BaseAlgorithm:
     """The run's model from its last checkpoint (replay buffer and RNG states included)."""
-    return load_checkpoint(os.path.join(spec.run_dir, CHECKPOINTS), env, spec.algo.algo_class(), device=spec.settings.device)
+    checkpoints = os.path.join(spec.run_dir, CHECKPOINTS)
+    return load_checkpoint(checkpoints, env, spec.algo.algo_class(), device=spec.settings.device, **spec.update_kwargs())
 
 
 def is_resumable(spec: RunSpec) -> bool:
