@@ -5,6 +5,8 @@
         --seconds 3 --threads 1
     python benchmarks/vs_reference.py --reference REF --jax-python PY --widths 128 256 --multi-task-widths 128 \\
         --threads 2 --compile-update      # sb3-brc with torch.compile, against the jitted reference
+    python benchmarks/vs_reference.py --reference REF --jax-python PY --widths 512 1024 --threads 2 \\
+        --compile-update --mixed-precision    # and with bf16 autocast (CPUs with AVX512-BF16 or AMX)
 
 ``--reference`` is a checkout of the reference repository (imported from there, never copied); ``--jax-python`` the
 Python of a virtual environment with jax, flax, optax, distrax and gymnasium, which runs the reference in a worker
@@ -51,6 +53,7 @@ from throughput import peak_matmul_gflops
 from vs_reference_worker import time_calls
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
+from sb3_brc.common.utils import native_bf16_matmul
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vs_reference_worker.py")
 ACTOR_WIDTH = 256
@@ -135,7 +138,7 @@ class Worker:
 class OurStep:
     """BRCSAC at one setting, its buffer filled with random transitions; ``time`` runs ``train()`` calls."""
 
-    def __init__(self, obs: int, act: int, tasks: int, width: int, batch: int, fill: int, compile_update: bool = False):
+    def __init__(self, obs: int, act: int, tasks: int, width: int, batch: int, fill: int, **update_kwargs: bool):
         if tasks == 1:
             env = RandomEnv(obs, act)
         else:
@@ -152,7 +155,7 @@ class OurStep:
             policy_kwargs=dict(net_arch=dict(pi=[ACTOR_WIDTH], qf=[width, width]), n_atoms=N_ATOMS, n_critics=N_CRITICS),
             seed=0,
             device="cpu",
-            compile_update=compile_update,
+            **update_kwargs,  # compile_update, mixed_precision
         )
         self.model.learn(fill * tasks)  # random-action transitions only: learning starts after them
         for _ in range(2):  # with compile_update, the first call compiles (untimed, as the reference's jit)
@@ -189,11 +192,26 @@ def add_worker_arguments(parser: argparse.ArgumentParser, jax_python_help: str) 
     parser.add_argument(
         "--compile-update", action="store_true", help="time BRCSAC(compile_update=True) (torch.compile of the losses)"
     )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="time BRCSAC(mixed_precision=True) (bf16 autocast where the CPU multiplies bf16 natively; the reference "
+        "stays in float32, and %% of peak stays against the float32 peak)",
+    )
+
+
+def our_update_kwargs(args: argparse.Namespace) -> dict[str, bool]:
+    """Our side's update options from the flags (``--compile-update``, ``--mixed-precision``)."""
+    return dict(compile_update=args.compile_update, mixed_precision=args.mixed_precision)
 
 
 def our_update_line(args: argparse.Namespace) -> str:
-    """The header line naming how sb3-brc's update ran (``--compile-update``)."""
-    return f"sb3-brc update: {'torch.compile (compile_update=True)' if args.compile_update else 'eager'}"
+    """The header line naming how sb3-brc's update ran (``--compile-update``, ``--mixed-precision``)."""
+    kind = "torch.compile (compile_update=True)" if args.compile_update else "eager"
+    if args.mixed_precision:
+        native = native_bf16_matmul(th.device("cpu"))
+        kind += ", mixed_precision=True (" + ("bf16 autocast" if native else "no native bf16 here: float32") + ")"
+    return f"sb3-brc update: {kind}"
 
 
 def alternate(worker: Worker, ours, args, count: str) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
@@ -229,7 +247,7 @@ def run_setting(worker: Worker, args, label: str, obs: int, act: int, tasks: int
     fill = 2048 if tasks == 1 else 512  # transitions per task in each replay buffer
     setting = dict(obs=obs, act=act, tasks=tasks, width=width, batch=batch)
     ref_info = worker.ask(args.setup_timeout, cmd="setup", updates=UPDATES_PER_CALL, fill=fill, init=args.jax_init, **setting)
-    ours = OurStep(fill=fill, compile_update=args.compile_update, **setting)
+    ours = OurStep(fill=fill, **our_update_kwargs(args), **setting)
     sizes = param_sizes(ours.model)
     check_same_networks(sizes, ref_info, f"{label} width {width}")
     totals, slices = alternate(worker, ours, args, "updates")

@@ -48,6 +48,7 @@ from vs_reference import (
     alternate,
     check_same_networks,
     cpu_model,
+    our_update_kwargs,
     our_update_line,
     param_sizes,
 )
@@ -62,7 +63,7 @@ class OurLoop:
     """BRCSAC on one DMC task after its random warm-up; ``time`` trains it with ``learn()`` for about ``seconds``."""
 
     def __init__(
-        self, task: str, width: int, warmup: int, buffer: int, seed: int, calibrate_seconds: float, compile_update: bool
+        self, task: str, width: int, warmup: int, buffer: int, seed: int, calibrate_seconds: float, **update_kwargs: bool
     ):
         self.env = MultiTaskVecEnv([task], seed=seed)
         self.model = BRCSAC(
@@ -75,7 +76,7 @@ class OurLoop:
             policy_kwargs=dict(net_arch=dict(pi=[ACTOR_WIDTH], qf=[width, width]), n_atoms=N_ATOMS, n_critics=N_CRITICS),
             seed=seed,
             device="cpu",
-            compile_update=compile_update,
+            **update_kwargs,  # compile_update, mixed_precision
         )
         self.model.learn(warmup)  # random actions, no updates
         self.model.learn(1, reset_num_timesteps=False)  # the first updates (with compile_update: the compilation)
@@ -124,7 +125,7 @@ def run_width(worker: Worker, args, width: int) -> dict:
         args.buffer_size,
         args.seed,
         calibrate_seconds=min(1.0, slice_seconds / 4),
-        compile_update=args.compile_update,
+        **our_update_kwargs(args),
     )
     our_setup = time.perf_counter() - start
     sizes = param_sizes(ours.model)
