@@ -313,7 +313,7 @@ def main() -> None:
     print(our_update_line(args) + "\n")
     header = (
         "| setting | critic width | batch | GFLOP/update | reference upd/s | sb3-brc upd/s | sb3-brc/reference "
-        "| reference % peak | sb3-brc % peak | cores used ref / sb3-brc |"
+        "| reference % fp32 peak | sb3-brc % fp32 peak | cores used ref / sb3-brc |"
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
