@@ -1,5 +1,7 @@
 """BRCDQN: n-step replay against a brute-force walk, augmentation, action masks, save/load, learning on CartPole."""
 
+import pickle
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -100,6 +102,56 @@ def test_buffer_stores_each_frame_stack_once():
     space = spaces.Dict(obs=spaces.Box(0, 255, (4, 84, 84), np.uint8), task_id=spaces.Box(0, 1, (1,), np.float32))
     buffer = CompactNStepReplayBuffer(1000, space, spaces.Discrete(18), device="cpu", n_envs=2, n_steps=10)
     assert buffer.nbytes / 1000 < 4 * 84 * 84 * 1.01 + 64  # about 28 KB per transition, not 2x (obs and next_obs)
+
+
+@pytest.mark.parametrize("n_adds", [30, 230])  # part filled (saved up to its newest slot), and wrapped (saved whole)
+def test_pickled_buffer_keeps_every_transition_and_only_the_used_slots(n_adds):
+    slots, n_envs = 200, 2
+    space = spaces.Dict(obs=spaces.Box(-np.inf, np.inf, (64,), np.float32), task_id=spaces.Box(0, 9, (1,), np.int64))
+    buffer = CompactNStepReplayBuffer(slots * n_envs, space, spaces.Discrete(4), device="cpu", n_envs=n_envs, n_steps=5)
+    rng = np.random.default_rng(0)
+    for _ in range(n_adds):
+        obs = {"obs": rng.normal(size=(n_envs, 64)).astype(np.float32), "task_id": rng.integers(0, 9, (n_envs, 1))}
+        next_obs = {"obs": rng.normal(size=(n_envs, 64)).astype(np.float32), "task_id": obs["task_id"]}
+        done = rng.random(n_envs) < 0.2
+        buffer.add(obs, next_obs, rng.integers(0, 4, n_envs), rng.normal(size=n_envs), done, [{}] * n_envs)
+    blob = pickle.dumps(buffer)
+    restored = pickle.loads(blob)
+
+    full_bytes = buffer.nbytes - sum(v.nbytes for final in buffer.final_observations.values() for v in final.values())
+    if not buffer.full:
+        assert len(blob) < full_bytes / 2  # 31 of 200 slots written, not the empty ones
+    else:
+        assert len(blob) > full_bytes
+    assert (restored.pos, restored.full, restored.buffer_size) == (buffer.pos, buffer.full, buffer.buffer_size)
+    for name in ("actions", "rewards", "dones", "timeouts"):
+        np.testing.assert_array_equal(getattr(restored, name), getattr(buffer, name), err_msg=name)
+    for key, storage in buffer.observations.items():
+        np.testing.assert_array_equal(restored.observations[key], storage, err_msg=key)
+    assert restored.final_observations.keys() == buffer.final_observations.keys()
+    np.random.seed(3)
+    expected = buffer.sample(64)
+    np.random.seed(3)
+    got = restored.sample(64)
+    for name in ("actions", "rewards", "dones", "discounts"):
+        np.testing.assert_array_equal(getattr(got, name).numpy(), getattr(expected, name).numpy(), err_msg=name)
+    np.testing.assert_array_equal(got.next_observations["obs"].numpy(), expected.next_observations["obs"].numpy())
+    # It keeps filling as the original would
+    restored.add(obs, next_obs, np.zeros(n_envs), np.ones(n_envs), np.zeros(n_envs, bool), [{}] * n_envs)
+    assert restored.actions.shape[0] == slots and restored.pos == (buffer.pos + 1) % slots
+
+
+def test_buffer_pickled_whole_by_an_older_version_still_loads():
+    buffer = CompactNStepReplayBuffer(100, spaces.Box(-1, 1, (3,), np.float32), spaces.Discrete(2), device="cpu")
+    for i in range(5):
+        buffer.add(
+            np.full((1, 3), i / 10), np.full((1, 3), (i + 1) / 10), np.array([1]), np.array([1.0]), np.array([False]), [{}]
+        )
+    old_state = buffer.__dict__.copy()  # what pickle stored before buffers were trimmed: every slot
+    restored = CompactNStepReplayBuffer.__new__(CompactNStepReplayBuffer)
+    restored.__setstate__(old_state)
+    assert restored.observations[""].shape == (100, 1, 3) and restored.pos == 5
+    np.testing.assert_array_equal(restored.observations[""], buffer.observations[""])
 
 
 def test_random_shift_shapes_offsets_and_independence():
