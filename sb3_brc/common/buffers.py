@@ -1,6 +1,6 @@
 """Replay storage that keeps each observation once."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
@@ -80,6 +80,8 @@ class CompactNStepReplayBuffer(ReplayBuffer):
 
     # One array per observation key ("" for a Box), where SB3's ReplayBuffer has one array
     observations: dict[str, np.ndarray]  # type: ignore[assignment]
+    # The other arrays with one row per slot
+    _SLOT_ARRAYS: ClassVar[tuple[str, ...]] = ("actions", "rewards", "dones", "timeouts")
 
     def __init__(
         self,
@@ -195,8 +197,8 @@ class CompactNStepReplayBuffer(ReplayBuffer):
         # the zeros of the empty slots would be most of an early checkpoint (2.8 GB for Atari's 100k frames)
         state = self.__dict__.copy()
         if not self.full:
-            used = min(self.pos + 1, self.buffer_size)
-            for name in ("actions", "rewards", "dones", "timeouts"):
+            used = self.pos + 1  # pos < buffer_size until the buffer is full
+            for name in self._SLOT_ARRAYS:
                 state[name] = state[name][:used]
             state["observations"] = {key: storage[:used] for key, storage in self.observations.items()}
         return state
@@ -211,14 +213,14 @@ class CompactNStepReplayBuffer(ReplayBuffer):
             storage[: len(array)] = array
             return storage
 
-        for name in ("actions", "rewards", "dones", "timeouts"):
+        for name in self._SLOT_ARRAYS:
             setattr(self, name, padded(getattr(self, name)))
         self.observations = {key: padded(storage) for key, storage in self.observations.items()}
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the stored transitions."""
-        arrays = [*self.observations.values(), self.actions, self.rewards, self.dones, self.timeouts]
+        arrays = [*self.observations.values(), *(getattr(self, name) for name in self._SLOT_ARRAYS)]
         finals = sum(v.nbytes for final in self.final_observations.values() for v in final.values())
         return sum(a.nbytes for a in arrays) + finals
 
