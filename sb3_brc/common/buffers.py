@@ -1,11 +1,12 @@
 """Replay storage that keeps each observation once."""
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
+from stable_baselines3.common.buffers import BaseBuffer, DictReplayBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 from stable_baselines3.her.her_replay_buffer import HerReplayBuffer
@@ -57,7 +58,75 @@ class ReplayWithPrevious(ReplayBuffer):
         return concat_samples(self.new.sample(batch_size - n_previous, env), self.previous.sample(n_previous, env))
 
 
-class CompactNStepReplayBuffer(ReplayBuffer):
+class UsedSlotsPickling:
+    """Pickles (``save_replay_buffer``, checkpoints) a buffer that is not full up to its newest written slot: the
+    zeros of the empty slots would be most of an early checkpoint (2.8 GB for Atari's 100k frame stacks, 3.6 GB
+    for a Meta-World MT10 run's default 10M transitions). Unpickling pads the arrays back to full size.
+    A buffer pickled whole (full, or by an older version) loads as it was.
+
+    ``_SLOT_ARRAYS`` names the attributes with one row per slot (an array or a dict of arrays; absent or ``None``
+    where the buffer does without).
+    """
+
+    _SLOT_ARRAYS: ClassVar[tuple[str, ...]]
+    buffer_size: int
+    pos: int
+    full: bool
+
+    def _used_slots(self) -> int:
+        """Slots written while the buffer is not full."""
+        return self.pos
+
+    def _slot_arrays(self) -> list[str]:
+        # SB3's buffer has no next_observations with optimize_memory_usage
+        return [name for name in self._SLOT_ARRAYS if getattr(self, name, None) is not None]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if not self.full:
+            used = self._used_slots()
+            for name in self._slot_arrays():
+                state[name] = _map_arrays(lambda array: array[:used], state[name])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+        def padded(array: np.ndarray) -> np.ndarray:
+            if len(array) == self.buffer_size:
+                return array
+            storage = np.zeros((self.buffer_size, *array.shape[1:]), dtype=array.dtype)
+            storage[: len(array)] = array
+            return storage
+
+        for name in self._slot_arrays():
+            setattr(self, name, _map_arrays(padded, getattr(self, name)))
+
+
+def _map_arrays(fn: Callable[[np.ndarray], np.ndarray], value: np.ndarray | dict[str, np.ndarray]) -> Any:
+    """``fn`` of an array, or of each array of a dict of arrays."""
+    return {key: fn(array) for key, array in value.items()} if isinstance(value, dict) else fn(value)
+
+
+class TrimmedReplayBuffer(UsedSlotsPickling, ReplayBuffer):
+    """SB3's ``ReplayBuffer``, unchanged except that it is saved only up to its newest transition until it is full
+    (see :class:`UsedSlotsPickling`). BRCSAC's default for ``Box`` observations."""
+
+    _SLOT_ARRAYS: ClassVar[tuple[str, ...]] = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+    def _used_slots(self) -> int:
+        # With optimize_memory_usage the newest next observation sits in the slot after the newest transition
+        return self.pos + 1 if self.optimize_memory_usage else self.pos
+
+
+class TrimmedDictReplayBuffer(UsedSlotsPickling, DictReplayBuffer):
+    """SB3's ``DictReplayBuffer``, saved only up to its newest transition until it is full (see
+    :class:`UsedSlotsPickling`). BRCSAC's default for ``Dict`` observations."""
+
+    _SLOT_ARRAYS: ClassVar[tuple[str, ...]] = TrimmedReplayBuffer._SLOT_ARRAYS
+
+
+class CompactNStepReplayBuffer(UsedSlotsPickling, ReplayBuffer):
     """Replay for pixels and n-step returns: each observation stored once, ``Box`` or ``Dict`` observations.
 
     Storage is as in :class:`CompactReplayBuffer` (the next observation is the following slot's, final
@@ -80,8 +149,7 @@ class CompactNStepReplayBuffer(ReplayBuffer):
 
     # One array per observation key ("" for a Box), where SB3's ReplayBuffer has one array
     observations: dict[str, np.ndarray]  # type: ignore[assignment]
-    # The other arrays with one row per slot
-    _SLOT_ARRAYS: ClassVar[tuple[str, ...]] = ("actions", "rewards", "dones", "timeouts")
+    _SLOT_ARRAYS: ClassVar[tuple[str, ...]] = ("observations", "actions", "rewards", "dones", "timeouts")
 
     def __init__(
         self,
@@ -192,35 +260,13 @@ class CompactNStepReplayBuffer(ReplayBuffer):
     def _to_torch_obs(self, obs: np.ndarray | dict[str, np.ndarray]) -> th.Tensor | dict[str, th.Tensor]:
         return {k: self.to_torch(v) for k, v in obs.items()} if isinstance(obs, dict) else self.to_torch(obs)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # A buffer that is not full is saved up to its newest slot (``pos`` holds the newest next observation):
-        # the zeros of the empty slots would be most of an early checkpoint (2.8 GB for Atari's 100k frames)
-        state = self.__dict__.copy()
-        if not self.full:
-            used = self.pos + 1  # pos < buffer_size until the buffer is full
-            for name in self._SLOT_ARRAYS:
-                state[name] = state[name][:used]
-            state["observations"] = {key: storage[:used] for key, storage in self.observations.items()}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-        def padded(array: np.ndarray) -> np.ndarray:
-            if len(array) == self.buffer_size:  # full, or saved before trimming existed
-                return array
-            storage = np.zeros((self.buffer_size, *array.shape[1:]), dtype=array.dtype)
-            storage[: len(array)] = array
-            return storage
-
-        for name in self._SLOT_ARRAYS:
-            setattr(self, name, padded(getattr(self, name)))
-        self.observations = {key: padded(storage) for key, storage in self.observations.items()}
+    def _used_slots(self) -> int:
+        return self.pos + 1  # slot ``pos`` holds the newest transition's next observation
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the stored transitions."""
-        arrays = [*self.observations.values(), *(getattr(self, name) for name in self._SLOT_ARRAYS)]
+        arrays = [*self.observations.values(), self.actions, self.rewards, self.dones, self.timeouts]
         finals = sum(v.nbytes for final in self.final_observations.values() for v in final.values())
         return sum(a.nbytes for a in arrays) + finals
 

@@ -12,6 +12,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
+from sb3_brc.common.buffers import TrimmedDictReplayBuffer, TrimmedReplayBuffer
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection, expected_value
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
@@ -70,7 +71,8 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
     :param train_freq: Update the model every ``train_freq`` steps (int or tuple with unit "step"/"episode")
     :param gradient_steps: Gradient steps after each rollout (BRC: 2); -1 for as many as env steps
     :param action_noise: Action noise type (None in BRC)
-    :param replay_buffer_class: Replay buffer class to use
+    :param replay_buffer_class: Replay buffer class to use (``None``: :class:`~sb3_brc.common.buffers.TrimmedReplayBuffer`,
+        or its ``Dict`` version, SB3's buffers saved without their empty slots; SB3's choice with ``n_steps > 1``)
     :param replay_buffer_kwargs: Keyword arguments for the replay buffer
     :param optimize_memory_usage: SB3's memory-efficient replay buffer variant
     :param n_steps: Number of steps for n-step returns (BRC: 1)
@@ -202,6 +204,10 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         if self.target_entropy == "auto":
             # BRC: -|A|/2 (|A| = padded action size in multi-task runs), not SAC's -|A|
             self.target_entropy = -float(np.prod(self.action_space.shape or ())) / 2.0
+        if self.replay_buffer_class is None and self.n_steps == 1:
+            # SB3's buffers, saved (checkpoints, save_replay_buffer) without the empty slots of a buffer not yet full
+            dict_obs = isinstance(self.observation_space, spaces.Dict)
+            self.replay_buffer_class = TrimmedDictReplayBuffer if dict_obs else TrimmedReplayBuffer
         super()._setup_model()
         if self.log_ent_coef is not None:
             # BRC optimises the temperature with Adam(beta1=0.5)
