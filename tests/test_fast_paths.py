@@ -3,6 +3,8 @@
 (The batched critic ensemble against separate networks: ``test_networks.py``.)
 """
 
+import importlib
+import os
 import warnings
 
 import numpy as np
@@ -133,3 +135,16 @@ def test_compiled_update_matches_eager(monkeypatch, backend):
     assert all(p.grad is None and p.requires_grad for p in compiled.critic.parameters())
     assert all(p.grad is not None for p in compiled.actor.parameters())
     th._dynamo.reset()
+
+
+def test_matmul_ceiling_benchmark_replays_exactly_the_updates_matmuls(monkeypatch):
+    # benchmarks/matmul_ceiling.py backs the "matmuls alone" ceiling of the results: its replay must do the
+    # update's matmul FLOPs, no more and no fewer (it raises otherwise), with the recorded layouts
+    benchmarks = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+    monkeypatch.syspath_prepend(benchmarks)
+    ceiling = importlib.import_module("matmul_ceiling")
+    replay, flops, n_calls = ceiling.update_matmuls(filled_model(), 64)
+    assert flops > 0 and n_calls > 10
+    replay()  # runs again on its own tensors
+    broadcast = ceiling.random_strided(th.Size([4, 3]), (0, 1), th.float32)
+    assert th.equal(broadcast[0], broadcast[3])  # stride 0 repeats one row, as an expanded bias does
