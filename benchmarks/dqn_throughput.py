@@ -10,7 +10,7 @@ BRCDQN's share of the time spent in the augmentation. Each update follows a targ
 Efficiency rather than raw rate: each algorithm's achieved GFLOP/s (the FLOPs of one update counted by torch's
 ``FlopCounterMode``: convolutions and matmuls, forward and backward) as a share of the machine's fp32 matmul peak
 measured in the same run, for BRCDQN, SB3 DQN and sb3-contrib's QR-DQN (200 quantiles) with the same encoder and
-batch.
+batch. The three algorithms' updates alternate in ``--slices`` timing windows so that machine drift hits all three.
 
     python benchmarks/dqn_throughput.py --threads 2                 # batch 32 (DrQ(eps)) and 160 (5 games)
 """
@@ -54,36 +54,47 @@ def make_model(algo: str, batch: int):
     return DQN("CnnPolicy", RandomFrames(), n_steps=10, policy_kwargs=dict(optimizer_kwargs=dict(eps=1.5e-4)), **common)
 
 
-def updates_per_second(model, batch: int, updates: int) -> tuple[float, float]:
-    """(updates per second, FLOPs of one update)."""
+def prepared(model, batch: int):
+    """The model with its buffer filled and warmed up, and the FLOPs of one update."""
     model.learn(2000)  # fill the buffer (all within learning_starts: no update yet)
     model.train(2, batch)  # warm-up
     with FlopCounterMode(display=False) as counter:
         model._on_step()
         model.train(1, batch)
+    return model, counter.get_total_flops()
+
+
+def timed_updates(model, batch: int, updates: int) -> float:
+    """Seconds for ``updates`` updates, each after a target update as in ``learn()``."""
     start = time.perf_counter()
-    for _ in range(updates):  # as in learn(): the target update of an env step, then one gradient update
+    for _ in range(updates):
         model._on_step()
         model.train(1, batch)
-    return updates / (time.perf_counter() - start), counter.get_total_flops()
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 160])
-    parser.add_argument("--updates", type=int, default=30)
+    parser.add_argument("--updates", type=int, default=30, help="timed updates per algorithm and batch")
+    parser.add_argument("--slices", type=int, default=3, help="alternating timing windows the updates are split into")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     peak = peak_matmul_gflops()
     print(f"torch {th.__version__}, threads {th.get_num_threads()}, peak fp32 matmul (2048^3): {peak:.0f} GFLOP/s\n")
     print("| batch | algorithm | upd/s | GFLOP per update | GFLOP/s | % of peak | upd/s vs DQN |")
     print("|---|---|---|---|---|---|---|")
+    algorithms = (("dqn", "SB3 DQN"), ("qrdqn", "QR-DQN"), ("brcdqn", "BRCDQN"))
     for batch in args.batches:
-        rates = {}
-        for algo, name in (("dqn", "SB3 DQN"), ("qrdqn", "QR-DQN"), ("brcdqn", "BRCDQN")):
-            ups, flops = updates_per_second(make_model(algo, batch), batch, args.updates)
-            rates[algo] = ups
+        models = {algo: prepared(make_model(algo, batch), batch) for algo, _ in algorithms}
+        seconds = dict.fromkeys(models, 0.0)
+        for _ in range(args.slices):  # alternating, so that machine drift hits every algorithm alike
+            for algo, (model, _) in models.items():
+                seconds[algo] += timed_updates(model, batch, args.updates // args.slices)
+        rates = {algo: args.slices * (args.updates // args.slices) / seconds[algo] for algo in models}
+        for algo, name in algorithms:
+            ups, flops = rates[algo], models[algo][1]
             print(
                 f"| {batch} | {name} | {ups:.1f} | {flops / 1e9:.2f} | {ups * flops / 1e9:.0f} "
                 f"| {100 * ups * flops / 1e9 / peak:.0f}% | {ups / rates['dqn']:.2f} |",
