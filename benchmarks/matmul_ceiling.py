@@ -119,7 +119,7 @@ def main() -> None:
             f"{n_calls} |",
             flush=True,
         )
-    print(f"fp32 peak at the end: {peak_matmul_gflops():.1f} GFLOP/s (median of {args.slices} slices per side)")
+    print(f"Rates: median of {args.slices} slices per side. fp32 peak at the end: {peak_matmul_gflops():.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Replay storage that keeps each observation once."""
+"""Replay buffers: compact storage (each observation once), SB3's buffers saved without their empty slots, and
+the new tasks' buffer that also replays a trained model's."""
 
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -58,6 +59,11 @@ class ReplayWithPrevious(ReplayBuffer):
         return concat_samples(self.new.sample(batch_size - n_previous, env), self.previous.sample(n_previous, env))
 
 
+def _map_arrays(fn: Callable[[np.ndarray], np.ndarray], value: np.ndarray | dict[str, np.ndarray]) -> Any:
+    """``fn`` of an array, or of each array of a dict of arrays."""
+    return {key: fn(array) for key, array in value.items()} if isinstance(value, dict) else fn(value)
+
+
 class UsedSlotsPickling:
     """Pickles (``save_replay_buffer``, checkpoints) a buffer that is not full up to its newest written slot: the
     zeros of the empty slots would be most of an early checkpoint (2.8 GB for Atari's 100k frame stacks, 3.6 GB
@@ -101,11 +107,6 @@ class UsedSlotsPickling:
 
         for name in self._slot_arrays():
             setattr(self, name, _map_arrays(padded, getattr(self, name)))
-
-
-def _map_arrays(fn: Callable[[np.ndarray], np.ndarray], value: np.ndarray | dict[str, np.ndarray]) -> Any:
-    """``fn`` of an array, or of each array of a dict of arrays."""
-    return {key: fn(array) for key, array in value.items()} if isinstance(value, dict) else fn(value)
 
 
 class TrimmedReplayBuffer(UsedSlotsPickling, ReplayBuffer):
