@@ -102,8 +102,8 @@ class RunnerSettings:
                                          "a slower one fails the run, naming the task, and the retry resumes from its "
                                          "checkpoint", metavar="SECONDS")  # fmt: skip
     compile_update: bool = setting(False, "BRCSAC: torch.compile the update's losses (the same maths; 1.2-1.3x "
-                                   "updates/s at the tiny and small sizes on an AVX2 CPU, little on an AVX-512 one, "
-                                   "after 15-60 s of compilation: for runs over about 15 minutes)")  # fmt: skip
+                                   "updates/s at the tiny and small sizes on AVX2 and AVX-512 CPUs, after 15-60 s of "
+                                   "compilation: for runs over about 15 minutes)")  # fmt: skip
 
     def check(self) -> None:
         """Reject settings no backend can run."""
