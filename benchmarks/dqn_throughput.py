@@ -88,11 +88,11 @@ def main() -> None:
     algorithms = (("dqn", "SB3 DQN"), ("qrdqn", "QR-DQN"), ("brcdqn", "BRCDQN"))
     for batch in args.batches:
         models = {algo: prepared(make_model(algo, batch), batch) for algo, _ in algorithms}
-        seconds = dict.fromkeys(models, 0.0)
+        seconds, per_slice = dict.fromkeys(models, 0.0), args.updates // args.slices
         for _ in range(args.slices):  # alternating, so that machine drift hits every algorithm alike
             for algo, (model, _) in models.items():
-                seconds[algo] += timed_updates(model, batch, args.updates // args.slices)
-        rates = {algo: args.slices * (args.updates // args.slices) / seconds[algo] for algo in models}
+                seconds[algo] += timed_updates(model, batch, per_slice)
+        rates = {algo: args.slices * per_slice / seconds[algo] for algo in models}
         for algo, name in algorithms:
             ups, flops = rates[algo], models[algo][1]
             print(

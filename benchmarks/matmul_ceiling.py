@@ -11,6 +11,7 @@ its other work is left out.
 """
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,10 +62,8 @@ def replay_of(calls: list[tuple[Any, list[Any], dict[str, Any]]]) -> Callable[[]
 def update_matmuls(model, batch: int) -> tuple[Callable[[], None], int, int]:
     """The replay of one update's matmuls, the update's FLOPs and its number of matmul calls; raises if the replay
     does not do exactly the update's matmul FLOPs (a matmul op the recorder does not know)."""
-    with FlopCounterMode(display=False) as update_counter:
-        model.train(gradient_steps=1, batch_size=batch)
     recorder = MatmulRecorder()
-    with recorder:
+    with FlopCounterMode(display=False) as update_counter, recorder:  # one update, counted and recorded
         model.train(gradient_steps=1, batch_size=batch)
     replay = replay_of(recorder.calls)
     with FlopCounterMode(display=False) as replay_counter:
@@ -106,13 +105,9 @@ def main() -> None:
         replay, flops, n_calls = update_matmuls(model, args.batch)
         update_rates, replay_rates = [], []
         for _ in range(args.slices):
-            start, steps = time.perf_counter(), 0
-            while time.perf_counter() - start < args.seconds:
-                model.train(gradient_steps=2, batch_size=args.batch)
-                steps += 2
-            update_rates.append(steps / (time.perf_counter() - start))
+            update_rates.append(updates_per_second(model, args.batch, args.seconds))
             replay_rates.append(runs_per_second(replay, args.seconds))
-        update_rate, replay_rate = sorted(update_rates)[len(update_rates) // 2], sorted(replay_rates)[len(replay_rates) // 2]
+        update_rate, replay_rate = statistics.median_high(update_rates), statistics.median_high(replay_rates)
         print(
             f"| {width} | {update_rate:.1f} | {100 * update_rate * flops / 1e9 / peak_start:.0f}% | {replay_rate:.1f} | "
             f"{100 * replay_rate * flops / 1e9 / peak_start:.0f}% | {100 * update_rate / replay_rate:.0f}% | "
