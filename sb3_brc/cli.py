@@ -18,6 +18,7 @@ from sb3_brc.bench import run_from_args as run_bench
 from sb3_brc.bench.settings import (
     LOWEST,
     PRESETS,
+    UPDATE_OPTIONS,
     BenchSettings,
     RunnerSettings,
     add_preset_flag,
@@ -94,11 +95,10 @@ def new_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAl
     learning_starts = args.learning_starts
     if learning_starts is None:
         learning_starts = algorithm.learning_starts_per_task
-    options: dict[str, Any] = {}
-    if args.compile_update:
+    options: dict[str, Any] = {name: True for name in UPDATE_OPTIONS if getattr(args, name)}
+    for name in options:
         if algorithm is not BRCSAC:
-            raise ValueError(f"--compile-update is a BRCSAC option; {algorithm.__name__} (discrete tasks) has none")
-        options["compile_update"] = True
+            raise ValueError(f"--{name.replace('_', '-')} is a BRCSAC option; {algorithm.__name__} (discrete tasks) has none")
     return algorithm(
         "MlpPolicy",
         env,
@@ -136,7 +136,7 @@ def train(args: argparse.Namespace) -> None:
         learning_starts_per_task=args.learning_starts,
         eval_episodes=args.eval_episodes,
         eval_freq=eval_freq,  # the evaluation schedule (and the default checkpoint schedule)
-        compile_update=args.compile_update,
+        **{name: getattr(args, name) for name in UPDATE_OPTIONS},
     )
     config_path = os.path.join(args.out, "config.json")
     checkpoints = os.path.join(args.out, "checkpoints")
@@ -262,7 +262,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p_train.add_argument("--out", required=True, help="output directory")
     p_train.add_argument("--seed", type=int, default=0)
     p_train.add_argument("--n-atoms", type=int, default=101)
-    add_setting_flags(p_train, RunnerSettings, ["compile_update"])
+    add_setting_flags(p_train, RunnerSettings, list(UPDATE_OPTIONS))
     # The flags that mean what the harness's settings mean, with the defaults of a single run
     add_setting_flags(
         p_train,

@@ -97,3 +97,14 @@ def test_compile_update_flag_builds_a_compiled_brcsac_and_refuses_brcdqn(tmp_pat
     with pytest.raises(SystemExit) as exit_info:
         cli_main([*run, "--tasks", "Pendulum-v1", "--eval-episodes", "1", "--compile-update", "--resume"])
     assert exit_info.value.code == 2 and "these differ: ['compile_update']" in capsys.readouterr().err
+
+
+def test_cuda_graph_flag_reaches_brcsac_and_is_refused_for_brcdqn():
+    run = ["train", "--out", "unused", "--steps-per-task", "10"]
+    with pytest.warns(UserWarning, match="cuda_graph=True ignored: cpu is not a CUDA device"):
+        assert new_model(
+            parse_args([*run, "--tasks", "Pendulum-v1", "--cuda-graph"]), MultiTaskVecEnv(["Pendulum-v1"])
+        ).cuda_graph
+    assert not new_model(parse_args([*run, "--tasks", "Pendulum-v1"]), MultiTaskVecEnv(["Pendulum-v1"])).cuda_graph
+    with pytest.raises(ValueError, match="--cuda-graph is a BRCSAC option; BRCDQN"):
+        new_model(parse_args([*run, "--tasks", "CartPole-v1", "--cuda-graph"]), DiscreteMultiTaskVecEnv(["CartPole-v1"]))

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sb3_brc.bench.algos import ALGOS, BenchAlgo
-from sb3_brc.bench.settings import BenchSettings
+from sb3_brc.bench.settings import UPDATE_OPTIONS, BenchSettings
 from sb3_brc.common.utils import atomic_file
 from sb3_brc.envs.suites import ATARI_GAMES_PREFIX, find_suite, make_suite, task_factory
 from sb3_brc.envs.tasks import GOAL_OBSERVABLE
@@ -83,9 +83,9 @@ def resolve_tasks(name: str) -> RunTasks:
 @dataclass(frozen=True)
 class RunSpec:
     """One run of the grid: an algorithm on a task (or, multi-task, a suite) with one seed. ``wandb``: also log it to
-    W&B; ``step_timeout``: seconds an env step may take (subprocess envs); ``compile_update``: compile the update of
-    an algorithm that has the option (BRCSAC). None is part of :meth:`config`: changing them does not rerun finished
-    runs."""
+    W&B; ``step_timeout``: seconds an env step may take (subprocess envs); ``compile_update`` / ``cuda_graph``: compile
+    the update / capture it in CUDA graphs, for an algorithm that has the option (BRCSAC). None is part of
+    :meth:`config`: changing them does not rerun finished runs."""
 
     algo_name: str
     algo: BenchAlgo
@@ -96,6 +96,7 @@ class RunSpec:
     wandb: WandbSettings | None = None
     step_timeout: float | None = None
     compile_update: bool = False
+    cuda_graph: bool = False
 
     @property
     def key(self) -> str:
@@ -116,17 +117,19 @@ class RunSpec:
         kwargs["policy_kwargs"] = {**kwargs.get("policy_kwargs", {}), **size_kwargs}
         return kwargs
 
-    @property
-    def has_compile_option(self) -> bool:
-        """Whether the run's algorithm has a ``compile_update`` option (BRCSAC)."""
-        return "compile_update" in inspect.signature(self.algo.algo_class()).parameters
+    def has_option(self, name: str) -> bool:
+        """Whether the run's algorithm takes the constructor argument ``name``."""
+        return name in inspect.signature(self.algo.algo_class()).parameters
 
     def update_kwargs(self) -> dict[str, Any]:
-        """``compile_update`` for an algorithm that has it: on with the grid's flag or the registry entry's (for
-        building the model and for restoring it, so a resumed run follows the grid's current choice)."""
-        if not self.has_compile_option:
-            return {}
-        return dict(compile_update=self.compile_update or bool(self.algo.kwargs.get("compile_update", False)))
+        """``compile_update`` and ``cuda_graph`` for an algorithm that has them: on with the grid's flag or the
+        registry entry's (for building the model and for restoring it, so a resumed run follows the grid's current
+        choice)."""
+        return {
+            name: getattr(self, name) or bool(self.algo.kwargs.get(name, False))
+            for name in UPDATE_OPTIONS
+            if self.has_option(name)
+        }
 
     def config(self) -> dict[str, Any]:
         """What a finished run must match to be skipped (editing a registered algorithm's arguments reruns its runs)."""

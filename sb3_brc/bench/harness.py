@@ -44,6 +44,7 @@ from sb3_brc.bench.ray_backend import run_grid_ray
 from sb3_brc.bench.runner import run_grid
 from sb3_brc.bench.scoring import aggregate, load_grid
 from sb3_brc.bench.settings import (
+    UPDATE_OPTIONS,
     BenchSettings,
     RunnerSettings,
     add_preset_flag,
@@ -143,10 +144,12 @@ def run_runs(runs: list[RunSpec], runner: RunnerSettings, threads: int = 1, prog
     """Run a grid's runs on the backend ``runner`` names (:func:`~sb3_brc.bench.runner.run_grid` or
     :func:`~sb3_brc.bench.ray_backend.run_grid_ray`), with its step timeout; returns their statuses."""
     runner.check()
-    if runner.compile_update and not any(spec.has_compile_option for spec in runs):
-        names = sorted({spec.algo_name for spec in runs})
-        raise ValueError(f"--compile-update is a BRCSAC option; none of the grid's algorithms {names} has it")
-    runs = [dataclasses.replace(spec, step_timeout=runner.step_timeout, compile_update=runner.compile_update) for spec in runs]
+    update_options = {name: getattr(runner, name) for name in UPDATE_OPTIONS}
+    for name, on in update_options.items():
+        if on and not any(spec.has_option(name) for spec in runs):
+            names = sorted({spec.algo_name for spec in runs})
+            raise ValueError(f"--{name.replace('_', '-')} is a BRCSAC option; none of the grid's algorithms {names} has it")
+    runs = [dataclasses.replace(spec, step_timeout=runner.step_timeout, **update_options) for spec in runs]
     common: dict[str, Any] = dict(
         threads=threads, progress=progress, max_retries=runner.max_retries, checkpoint_every=runner.checkpoint_every
     )
