@@ -4,6 +4,10 @@ The CPU tests check what the capture relies on (an update with no host synchroni
 between the captured and the eager form); the CUDA tests, skipped without a GPU, capture and compare.
 """
 
+import importlib
+import json
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -166,3 +170,24 @@ def test_captured_step_refuses_inputs_unlike_the_captured_ones():
         assert step(th.full((3,), value, device="cuda")).item() == 3 * value
     with pytest.raises(ValueError, match="shape \\(4,\\) where it captured"):
         step(th.ones(4, device="cuda"))
+
+
+def test_gpu_throughput_benchmark_runs_its_sections(tmp_path, monkeypatch):
+    # benchmarks/gpu_throughput.py backs the GPU results; on the CPU (cuda_graph warns and runs eagerly) it must
+    # still run every section and write one row per configuration
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    gpu_throughput = importlib.import_module("gpu_throughput")
+    out = tmp_path / "rows.jsonl"
+    argv = ["gpu_throughput.py", "--device", "cpu", "--widths", "32", "--batches", "16", "8", "--precisions", "fp32"]
+    argv += ["--compile-widths", "--learn-widths", "32", "--learn-steps", "20", "--seconds", "0.05", "--peak-size", "64"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpu_throughput.main()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    updates = [(row["algo"], row["update"], row["batch"]) for row in rows if "learn" not in row]
+    assert updates == [
+        (algo, update, batch) for batch in (16, 8) for algo, update in [("brc", "eager"), ("brc", "graph"), ("sac", "eager")]
+    ]
+    assert [row["update"] for row in rows if "learn" in row] == ["eager", "graph"]
+    assert all(row.get("updates_per_s", row.get("env_steps_per_s")) > 0 for row in rows)
