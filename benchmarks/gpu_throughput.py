@@ -19,9 +19,8 @@ import json
 import time
 
 import torch as th
-from throughput import make_model
+from throughput import flops_per_update, make_model, updates_per_second
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.flop_counter import FlopCounterMode
 
 PRECISIONS = {"fp32": "highest", "tf32": "high"}  # torch.set_float32_matmul_precision per fp32 mode
 # (algorithm, precision, how BRCSAC runs its update)
@@ -79,19 +78,7 @@ def time_updates(model, batch: int, seconds: float) -> float:
     """Updates per second after 4 warm-up updates (compilation, the eager updates before a capture, the capture)."""
     for _ in range(2):
         model.train(gradient_steps=2, batch_size=batch)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        model.train(gradient_steps=2, batch_size=batch)
-        steps += 2
-    return steps / (time.perf_counter() - start)
-
-
-def flops_per_update(model, batch: int) -> float:
-    """Matmul FLOPs of one eager update (counted after a warm-up)."""
-    model.train(gradient_steps=2, batch_size=batch)
-    with FlopCounterMode(display=False) as counter:
-        model.train(gradient_steps=1, batch_size=batch)
-    return counter.get_total_flops()
+    return updates_per_second(model, batch, seconds)
 
 
 def learn_rate(model, env_steps: int) -> tuple[float, float]:

@@ -87,12 +87,18 @@ def make_model(algo: str, width: int, batch: int, device: str = "cpu", **brc_kwa
     return model
 
 
-def measure(model, batch: int, seconds: float) -> tuple[float, float]:
-    """(updates per second, matmul FLOPs per update)."""
-    model.train(gradient_steps=2, batch_size=batch)  # warm-up
+def flops_per_update(model, batch: int) -> float:
+    """Matmul FLOPs of one update, counted after a warm-up."""
+    model.train(gradient_steps=2, batch_size=batch)
     with FlopCounterMode(display=False) as counter:
         model.train(gradient_steps=1, batch_size=batch)
-    return updates_per_second(model, batch, seconds), counter.get_total_flops()
+    return counter.get_total_flops()
+
+
+def measure(model, batch: int, seconds: float) -> tuple[float, float]:
+    """(updates per second, matmul FLOPs per update)."""
+    flops = flops_per_update(model, batch)
+    return updates_per_second(model, batch, seconds), flops
 
 
 def updates_per_second(model, batch: int, seconds: float) -> float:

@@ -333,11 +333,11 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             stats["h"] = -(probs * th.log(probs.clamp(min=1e-12))).sum(-1).mean()
         return stats, entropy
 
-    def _captured_update(self, batch_size: int, polyak: bool, actor_trainable: bool) -> CapturedStep:
+    def _captured_update(self, batch_size: int, polyak: bool) -> CapturedStep:
         """The gradient update captured in a CUDA graph, one per kind of update (batch size, with or without Polyak,
         which parameters train)."""
         trainable = tuple(param.requires_grad for param in self.policy.parameters())
-        key = (batch_size, polyak, actor_trainable, trainable)
+        key = (batch_size, polyak, trainable)
         if key not in self._captured_updates:
             self._captured_updates[key] = CapturedStep(self._gradient_update)
         return self._captured_updates[key]
@@ -393,7 +393,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             polyak = (self._n_updates + step) % self.target_update_interval == 0
             update: Callable[..., tuple[dict[str, th.Tensor], th.Tensor]] = self._gradient_update
             if self._capture_updates:
-                update = self._captured_update(batch_size, polyak, actor_trainable)
+                update = self._captured_update(batch_size, polyak)
             step_stats, entropy = update(select_rows(all_data, rows), all_rewards[rows], polyak, actor_trainable)
             if self.return_normalizer is not None:
                 self.return_normalizer.update_entropy(all_task_ids[rows], entropy)
