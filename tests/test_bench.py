@@ -108,6 +108,14 @@ def test_editing_a_registered_algorithm_reruns_its_runs(tmp_path):
         with open(config_path, "w") as file:
             json.dump(dict(old, status="complete"), file)
         assert is_complete(edited)
+        # A run of another sb3-brc version (code that may compute something else) is never reused
+        with open(config_path, "w") as file:
+            json.dump(dict(edited.config(), sb3_brc_version="0.2.0", status="complete"), file)
+        assert not is_complete(edited)
+        del old["sb3_brc_version"]  # nor one recorded before the version was part of a run's identity
+        with open(config_path, "w") as file:
+            json.dump(dict(old, status="complete"), file)
+        assert not is_complete(edited)
     finally:
         del ALGOS["sac_tuned"]
 

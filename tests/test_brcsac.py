@@ -12,7 +12,7 @@ from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.torch_layers import NatureCNN
 
 import sb3_brc
-from sb3_brc import BRCSAC, ReturnNormalization
+from sb3_brc import BRCSAC, MultiTaskVecEnv, ReturnNormalization
 from sb3_brc.common.distributional import categorical_projection
 
 
@@ -149,6 +149,47 @@ def test_normaliser_uses_raw_returns_and_multiple_envs():
     normalizer = model.return_normalizer
     assert normalizer.episodes[0] == 4  # 100 transitions = 2 envs x 50 steps, 20-step episodes
     assert 0 < normalizer.max_abs_return[0] < np.inf
+
+
+class ConstantRewardEnv(gym.Env):
+    """Reward 1 every step; terminates at step ``terminate_at``."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def __init__(self, terminate_at: int):
+        self.terminate_at = terminate_at
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(2, self.t / 10, np.float32), 1.0, self.t >= self.terminate_at, False, {}
+
+
+@pytest.mark.parametrize("multi_task", [False, True])
+def test_episode_that_terminates_at_its_time_limit_is_terminal(multi_task):
+    # A deliberate difference from the reference, which reads a step that is both a termination and the time limit
+    # as a truncation (its masks bootstrap there, its normaliser adds mean(r) / (1 - gamma)). The MDP ended: nothing
+    # follows a termination, whatever the clock says. SB3 reads it the same way (TimeLimit.truncated is
+    # `truncated and not terminated`), so the normaliser and the target's mask agree with the replay buffer.
+    def make():
+        return gym.wrappers.TimeLimit(ConstantRewardEnv(terminate_at=3), max_episode_steps=3)
+
+    env = MultiTaskVecEnv([make, make], task_names=["a", "b"]) if multi_task else make()
+    model = tiny_model(env, learning_starts=1000)
+    model.learn(6 * (2 if multi_task else 1))
+    no_bootstrap = 1 + 0.99 + 0.99**2
+    np.testing.assert_allclose(model.return_normalizer.max_abs_return, no_bootstrap, rtol=1e-12)
+    buffer = model.replay_buffer
+    assert buffer.dones[:6].any(axis=1).tolist() == [False, False, True] * 2  # the target's mask: 1 - dones
+    assert not buffer.timeouts[:6].any()  # ...and no time-out cancels it
+    data = buffer.sample(64)
+    next_obs = data.next_observations["observation"] if multi_task else data.next_observations
+    np.testing.assert_array_equal(data.dones.numpy()[:, 0], np.isclose(next_obs.numpy()[:, 0], 0.3))  # sampled too
 
 
 def test_configured_callback_and_disabled_normalisation():

@@ -10,7 +10,7 @@ from typing import Any
 
 from sb3_brc.bench.algos import ALGOS, BenchAlgo
 from sb3_brc.bench.settings import UPDATE_OPTIONS, BenchSettings
-from sb3_brc.common.utils import atomic_file
+from sb3_brc.common.utils import SB3_BRC_VERSION, atomic_file
 from sb3_brc.envs.suites import ATARI_GAMES_PREFIX, find_suite, make_suite, task_factory
 from sb3_brc.envs.tasks import GOAL_OBSERVABLE
 from sb3_brc.envs.vec_env import TaskSpec
@@ -132,8 +132,11 @@ class RunSpec:
         }
 
     def config(self) -> dict[str, Any]:
-        """What a finished run must match to be skipped (editing a registered algorithm's arguments reruns its runs)."""
+        """What a finished run must match to be skipped (editing a registered algorithm's arguments reruns its runs).
+        It holds the sb3-brc version, so that runs of code that computes something else (each such change bumps the
+        version) are never mixed with this code's; runs recorded before the version was part of it are rerun."""
         return dict(
+            sb3_brc_version=SB3_BRC_VERSION,
             algo=self.algo_name,
             algo_class=self.algo.class_path(),
             policy=self.algo.policy,

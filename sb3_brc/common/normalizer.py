@@ -92,7 +92,8 @@ class ReturnNormalizer:
 
         :param rewards: ``(n_envs,)`` raw rewards
         :param dones: ``(n_envs,)`` episode ended (terminated or truncated)
-        :param truncated: ``(n_envs,)`` the episode ended by a time limit (bootstrapped), not a termination
+        :param truncated: ``(n_envs,)`` the episode ended by a time limit (bootstrapped), not a termination. An end
+            that is both is a termination (SB3's ``TimeLimit.truncated``); the reference bootstraps it
         :param task_ids: ``(n_envs,)`` task of each environment
         """
         rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)

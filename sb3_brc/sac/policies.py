@@ -38,7 +38,10 @@ LOG_STD_MAX = 2.0
 class StableSquashedDiagGaussianDistribution(SquashedDiagGaussianDistribution):
     """tanh-squashed Gaussian whose log-prob uses the exact, stable tanh log-det ``2 (log 2 - u - softplus(-2u))``.
 
-    SB3's version uses ``log(1 - tanh(u)^2 + 1e-6)``, which is biased near the action bounds.
+    SB3's version uses ``log(1 - tanh(u)^2 + 1e-6)``, which is biased near the action bounds. A sampled action's
+    log-prob is evaluated at the standard-normal noise ``eps`` that drew it (``u = mu + sigma * eps``), as the
+    reference's distrax ``sample_and_log_prob`` does: rebuilding ``eps`` as ``(u - mu) / sigma`` cancels
+    catastrophically when ``sigma << |mu|`` (a log-std near its floor of -10).
     """
 
     def proba_distribution(self, mean_actions: th.Tensor, log_std: th.Tensor) -> "StableSquashedDiagGaussianDistribution":
@@ -47,12 +50,33 @@ class StableSquashedDiagGaussianDistribution(SquashedDiagGaussianDistribution):
         self.distribution = Normal(mean_actions, th.ones_like(mean_actions) * log_std.exp(), validate_args=False)
         return self
 
+    def standard_noise(self, mean_actions: th.Tensor) -> th.Tensor:
+        """The standard-normal noise ``eps`` of one sample per row (the one place the policy draws randomness)."""
+        return th.randn_like(mean_actions)
+
+    def sample(self) -> th.Tensor:
+        mean, std = self.distribution.loc, self.distribution.scale
+        self.gaussian_actions = mean + std * self.standard_noise(mean)
+        return th.tanh(self.gaussian_actions)
+
     def log_prob(self, actions: th.Tensor, gaussian_actions: th.Tensor | None = None) -> th.Tensor:
         if gaussian_actions is None:
             gaussian_actions = TanhBijector.inverse(actions)
         log_prob = DiagGaussianDistribution.log_prob(self, gaussian_actions)
-        log_det = 2.0 * (math.log(2.0) - gaussian_actions - F.softplus(-2.0 * gaussian_actions))
-        return log_prob - log_det.sum(dim=-1)
+        return log_prob - tanh_log_det(gaussian_actions)
+
+    def log_prob_from_params(self, mean_actions: th.Tensor, log_std: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """A sampled action and its log-prob ``log N(eps; 0, 1) - sum(log sigma) - log|d tanh(u) / du|``."""
+        noise = self.standard_noise(mean_actions)
+        self.proba_distribution(mean_actions, log_std)
+        self.gaussian_actions = mean_actions + log_std.exp() * noise
+        base_log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2.0 * math.pi)).sum(dim=-1)
+        return th.tanh(self.gaussian_actions), base_log_prob - tanh_log_det(self.gaussian_actions)
+
+
+def tanh_log_det(gaussian_actions: th.Tensor) -> th.Tensor:
+    """``sum log|d tanh(u) / du| = sum 2 (log 2 - u - softplus(-2u))``, exact and stable for large ``|u|``."""
+    return (2.0 * (math.log(2.0) - gaussian_actions - F.softplus(-2.0 * gaussian_actions))).sum(dim=-1)
 
 
 class BroNetActor(Actor):
