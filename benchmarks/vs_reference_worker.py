@@ -13,6 +13,10 @@ on stdout:
     {"cmd": "setup_loop", "task": "cheetah-run", "width": 512, "batch": 256, "updates": 2, "warmup": 1000,
      "buffer": 1000000, "seed": 0, "init": "eager"}  -> builds the reference's env, agent, buffer and normaliser,
                                                         runs the random warm-up and the first training steps
+    {"cmd": "diff_setup", "obs": 24, "act": 6, "tasks": 1, "width": 128, "actor_width": 256, "atoms": 101,
+     "batch": 256, "updates": 2, "steps": 25, "out": DIR, "seed": 0, "log_std_floor": true}
+                                                     -> the differential check's problem, written to DIR/setup.npz
+    {"cmd": "diff_step"}                             -> one env step's updates; parameters to DIR/step<i>.npz
     {"cmd": "time", "seconds": 1.0}                  -> calls (after "setup": one env step's updates; after
                                                         "setup_loop": one env step of the training loop, updates
                                                         included), updates, wall and CPU seconds
@@ -78,10 +82,10 @@ def param_sizes(params) -> list[int]:
     return sorted(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
 
-def build_agent(sample_obs, sample_act, tasks: int, width: int, init: str, seed: int = 0):
+def build_agent(sample_obs, sample_act, tasks: int, width: int, init: str, seed: int = 0, actor_width: int = 256, atoms: int = 101):
     """The reference's BRC agent and the seconds its construction took. As ``train.py``: one sampled observation
     and action (leading axis of size 1) give the shapes; the other arguments are BRC's defaults, the paper's
-    (actor width 256, critic depth 2, 2 critic heads, 101 bins, task embedding 32)."""
+    (critic depth 2, 2 critic heads, task embedding 32; by default actor width 256 and 101 bins)."""
     import jax
     from jaxrl.agent.brc_learner import BRC
 
@@ -90,9 +94,9 @@ def build_agent(sample_obs, sample_act, tasks: int, width: int, init: str, seed:
         # BRC.__init__ jits its model initialisation; with some jaxlib versions on few-core CPUs that jitted
         # program (batched QR of the vmapped orthogonal init) never returns. Eagerly it does.
         with jax.disable_jit():
-            agent = BRC(seed, sample_obs, sample_act, num_tasks=tasks, width_critic=width)
+            agent = BRC(seed, sample_obs, sample_act, tasks, width_critic=width, width_actor=actor_width, num_bins=atoms)
     else:
-        agent = BRC(seed, sample_obs, sample_act, num_tasks=tasks, width_critic=width)
+        agent = BRC(seed, sample_obs, sample_act, tasks, width_critic=width, width_actor=actor_width, num_bins=atoms)
     jax.block_until_ready(agent.critic.params)
     return agent, time.perf_counter() - start
 
@@ -248,6 +252,181 @@ class ReferenceLoop:
         return time_calls(self, seconds, self.updates, finish=lambda: wait_for_agent(self.agent))
 
 
+def flat_params(params, prefix: str) -> dict:
+    """A flax parameter tree as ``{"<prefix>/<path>": float32 array}``."""
+    import numpy as np
+    from flax.traverse_util import flatten_dict
+
+    return {f"{prefix}/{path}": np.asarray(value, np.float32) for path, value in flatten_dict(params, sep="/").items()}
+
+
+class ReferenceUpdates:
+    """The differential check's reference side: the official agent, normaliser and update on a fixed random problem,
+    with every input ours needs to repeat it written to ``out``.
+
+    ``setup.npz``: the agent's parameters after a random perturbation (so that no LayerNorm scale is exactly 1, no bias
+    0, the target differs from the critic, and one action dimension's log-std sits at its floor of -10 with its mean
+    near 2, where log-probs rebuilt from the sample lose precision), the stream of rewards and episode ends fed to the reference's ``RewardNormalizer``
+    (ends by termination or by truncation, never both on one step: that case is a documented difference), its
+    statistics, and for every env step ``updates`` batches (raw rewards, masks, task ids) and the standard-normal
+    noise each update's two policy samples draw (next actions in the critic loss, then actions in the actor loss),
+    computed from the agent's own key chain: ``_update`` splits ``rng -> (rng, actor_key, critic_key)``.
+    ``step<i>.npz`` after each ``diff_step``: every parameter after that env step's updates, the rewards the
+    normaliser gave the batches and the last update's losses. An env step is what ``train.py`` does once training
+    runs: ``normalize(batches, get_temperature())`` then ``agent.update(batches, updates, step)``."""
+
+    def __init__(
+        self,
+        obs: int,
+        act: int,
+        tasks: int,
+        width: int,
+        actor_width: int,
+        atoms: int,
+        batch: int,
+        updates: int,
+        steps: int,
+        out: str,
+        seed: int = 0,
+        init: str = "eager",
+        log_std_floor: bool = True,
+    ):
+        import jax
+        import numpy as np
+        from jaxrl.normalizer import RewardNormalizer
+        from jaxrl.utils import Batch
+
+        self.updates, self.out, self.i = updates, out, 0
+        os.makedirs(out, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        sample_obs, sample_act = np.zeros((1, obs), np.float32), np.zeros((1, act), np.float32)
+        agent, self.init_seconds = build_agent(sample_obs, sample_act, tasks, width, init, seed, actor_width, atoms)
+
+        def perturb(params, scale: float):
+            def one(value):
+                value = np.asarray(value)
+                spread = max(float(value.std()), 0.1) if value.size > 1 else 0.1
+                return (value + scale * spread * rng.standard_normal(value.shape)).astype(np.float32)
+
+            return jax.tree_util.tree_map(one, params)
+
+        critic = perturb(agent.critic.params, 0.1)
+        actor = perturb(agent.actor.params, 0.1)
+        # Action dimension 0: log-std at its floor (tanh(-8) ~ -1: sigma ~ e^-10) and mean near 2, where rebuilding the
+        # noise as (u - mu) / sigma would lose it to cancellation
+        if log_std_floor:
+            mean_bias, log_std_bias = np.array(actor["Dense_0"]["bias"]), np.array(actor["Dense_1"]["bias"])
+            mean_bias[0], log_std_bias[0] = 2.0, -8.0
+            actor = {**actor, "Dense_0": {**actor["Dense_0"], "bias": mean_bias}, "Dense_1": {**actor["Dense_1"], "bias": log_std_bias}}
+        agent.critic = agent.critic.replace(params=critic)
+        agent.target_critic = agent.target_critic.replace(params=perturb(critic, 0.01))
+        agent.actor = agent.actor.replace(params=actor)
+        self.agent = agent
+
+        # The normaliser's stream: per task, episodes of 10-40 steps with rewards of the task's own scale
+        stream_steps = 400
+        rewards = np.zeros((stream_steps, tasks), np.float32)
+        terms, truns = np.zeros((stream_steps, tasks), bool), np.zeros((stream_steps, tasks), bool)
+        for task in range(tasks):
+            mean, spread, t = rng.normal(0, 2), 10.0 ** rng.uniform(-1, 1), 0
+            while t < stream_steps:
+                length = int(rng.integers(10, 41))
+                end = min(t + length, stream_steps) - 1
+                rewards[t : end + 1, task] = rng.normal(mean, spread, end + 1 - t)
+                if end < stream_steps - 1 or t + length == stream_steps:
+                    (terms if rng.random() < 0.5 else truns)[end, task] = True
+                t = end + 1
+        self.normalizer = RewardNormalizer(tasks, target_entropy=agent.target_entropy, discount=agent.discount)
+        for step in range(stream_steps):
+            self.normalizer.update(rewards[step], terms[step], truns[step])
+
+        # Batches (leading axes: env step, update) and the noise of each update's policy samples
+        shape = (steps, updates, batch)
+        data = dict(
+            observations=rng.normal(size=(*shape, obs)).astype(np.float32),
+            actions=rng.uniform(-1, 1, size=(*shape, act)).astype(np.float32),
+            rewards=(rng.normal(0, 3, shape) * np.where(rng.random(shape) < 0.1, 30.0, 1.0)).astype(np.float32),
+            masks=(rng.random(shape) > 0.1).astype(np.float32),
+            next_observations=rng.normal(size=(*shape, obs)).astype(np.float32),
+            task_ids=rng.integers(0, tasks, shape).astype(np.int32),
+        )
+        on_bin = rng.random(shape) < 0.05  # reward 0 and terminal: every target atom lands exactly on the middle bin
+        data["rewards"][on_bin], data["masks"][on_bin] = 0.0, 0.0
+        self.batches = [Batch(**{key: value[i] for key, value in data.items()}) for i in range(steps)]
+        key = agent.rng
+        critic_noise, actor_noise = np.zeros((*shape, act), np.float32), np.zeros((*shape, act), np.float32)
+        for step in range(steps):
+            for update in range(updates):
+                key, actor_key, critic_key = jax.random.split(key, 3)
+                critic_noise[step, update] = self._standard_noise(critic_key, batch, act)
+                actor_noise[step, update] = self._standard_noise(actor_key, batch, act)
+        self.noise_check = self._check_noise(critic_noise[0, 0])
+        np.savez(
+            os.path.join(out, "setup.npz"),
+            **flat_params(agent.actor.params, "actor"),
+            **flat_params(agent.critic.params, "critic"),
+            **flat_params(agent.target_critic.params, "target_critic"),
+            **flat_params(agent.temp.params, "temp"),
+            **{f"batch/{name}": value for name, value in data.items()},
+            critic_noise=critic_noise,
+            actor_noise=actor_noise,
+            stream_rewards=rewards,
+            stream_terminated=terms,
+            stream_truncated=truns,
+            normalizer_max=self.normalizer.returns_max_norm,
+            normalizer_min=self.normalizer.returns_min_norm,
+            target_entropy=np.float32(agent.target_entropy),
+        )
+
+    @staticmethod
+    def _standard_noise(key, batch: int, act: int):
+        """What ``MultivariateNormalDiag(loc, scale).sample(seed=key)`` draws before scaling and shifting."""
+        import distrax
+        import jax.numpy as jnp
+        import numpy as np
+
+        return np.asarray(distrax.MultivariateNormalDiag(jnp.zeros((batch, act)), jnp.ones((batch, act))).sample(seed=key))
+
+    def _check_noise(self, noise) -> float:
+        """Largest difference between the reference's own first sample and ``tanh(loc + scale * noise)`` (must be ~0:
+        otherwise the noise computed here is not what the reference draws)."""
+        import jax
+        import numpy as np
+        from jaxrl.agent.update import build_actor_input
+
+        agent, batch = self.agent, self.batches[0]
+        _, _, critic_key = jax.random.split(agent.rng, 3)
+        inputs = build_actor_input(agent.critic, batch.next_observations[0], batch.task_ids[0], agent.multitask)
+        dist = agent.actor(inputs)
+        sampled = np.asarray(dist.sample(seed=critic_key))
+        base = dist.distribution
+        rebuilt = np.tanh(np.asarray(base.loc) + np.asarray(base.scale_diag) * noise)
+        return float(np.abs(sampled - rebuilt).max())
+
+    def step(self) -> dict:
+        import numpy as np
+
+        batches = self.normalizer.normalize(self.batches[self.i], self.agent.get_temperature())
+        info = self.agent.update(batches, self.updates, self.i + 1)
+        wait_for_agent(self.agent)
+        path = os.path.join(self.out, f"step{self.i}.npz")
+        losses = {name: float(info[name]) for name in ("critic_loss", "actor_loss", "temp_loss", "entropy", "temperature")}
+        np.savez(
+            path,
+            **flat_params(self.agent.actor.params, "actor"),
+            **flat_params(self.agent.critic.params, "critic"),
+            **flat_params(self.agent.target_critic.params, "target_critic"),
+            **flat_params(self.agent.temp.params, "temp"),
+            normalized_rewards=np.asarray(batches.rewards, np.float32),
+            **{f"loss/{name}": np.float32(value) for name, value in losses.items()},
+        )
+        self.i += 1
+        return {"path": path, **losses}
+
+    def describe(self) -> dict:
+        return {"init_seconds": self.init_seconds, "noise_check": self.noise_check, "dir": self.out}
+
+
 DEFAULT_PACKAGES = ("jax", "jaxlib", "flax", "optax", "distrax", "numpy")
 
 
@@ -275,10 +454,15 @@ def serve(requests, answer) -> None:
                 reply = {"versions": versions(), "matmul_gflops": matmul_gflops()}
             elif cmd == "versions":
                 reply = {"versions": versions(tuple(request.get("packages", ())))}
-            elif cmd in ("setup", "setup_loop"):
+            elif cmd in ("setup", "setup_loop", "diff_setup"):
                 step = None  # free the previous agent first
-                step = ReferenceStep(**request) if cmd == "setup" else ReferenceLoop(**request)
+                kind = {"setup": ReferenceStep, "setup_loop": ReferenceLoop, "diff_setup": ReferenceUpdates}[cmd]
+                step = kind(**request)
                 reply = step.describe()
+            elif cmd == "diff_step":
+                if not isinstance(step, ReferenceUpdates):
+                    raise RuntimeError("diff_step before diff_setup")
+                reply = step.step()
             elif cmd == "time":
                 if step is None:
                     raise RuntimeError("time before setup")
