@@ -20,9 +20,11 @@ Each env step runs the reference's ``normalize`` and ``agent.update`` (one jitte
 ``BRCSAC.train(gradient_steps=updates)`` with a replay buffer that hands out those batches and a policy whose noise
 is the reference's. After each env step every parameter of actor, critic (task embedding included), target critic
 and temperature is compared, with the normalised rewards and the last update's losses. Reported per tensor: the
-relative difference ``max|ours - ref| / max|ref|``, and the elements off by more than ``1e-4 * max|ref|`` (Adam's
-first steps move an element whose gradient is near zero by about ``lr`` in the direction of that gradient's sign,
-so rounding can flip it by ``2 lr``).
+drift ``||ours - ref|| / ||ref||``, and the elements off by more than ``1e-4 * max|ref|``, counted as flipped when
+within what Adam can do to an element whose gradient is rounding noise (each step moves an element by up to about
+``lr`` in the direction of its gradient's sign, so two runs can part by ``2 lr`` per step; beyond that bound an
+element is reported as unexplained). The control is our own update in float64 from the same start: how far each
+float32 implementation drifts from it is what rounding alone does to this training.
 
 ``--record`` runs a small problem (tiny widths, few atoms, a few env steps; 1 task and 3 tasks) and stores the
 reference's inputs and outputs in one ``.npz``: ``tests/test_reference_updates.py`` replays it through ``BRCSAC``
@@ -146,12 +148,15 @@ def build_model(obs: int, act: int, tasks: int, width: int, actor_width: int, at
     return model
 
 
-def our_batches(data: dict[str, np.ndarray], multi_task: bool, step: int) -> ReplayBufferSamples | DictReplayBufferSamples:
+def our_batches(
+    data: dict[str, np.ndarray], multi_task: bool, step: int, dtype: th.dtype = th.float32
+) -> ReplayBufferSamples | DictReplayBufferSamples:
     """One env step's batches as one replay sample of all its updates' rows (``train()`` draws it at once)."""
 
     def rows(name: str) -> th.Tensor:
         value = data[f"batch/{name}"][step]
-        return th.as_tensor(value.reshape(-1, *value.shape[2:]))
+        rows = th.as_tensor(value.reshape(-1, *value.shape[2:]))
+        return rows.to(dtype) if rows.is_floating_point() else rows
 
     observations, next_observations = rows("observations"), rows("next_observations")
     rewards, dones = rows("rewards").unsqueeze(-1), 1.0 - rows("masks").unsqueeze(-1)
@@ -187,20 +192,29 @@ def adam_flip_bound(learning_rate: float, updates: int) -> float:
     return 2.0 * learning_rate * (1 - 0.9) / (1 - 0.999) ** 0.5 * updates
 
 
-def compare(model: BRCSAC, reference: dict[str, np.ndarray], updates: int) -> dict[str, dict[str, float]]:
-    """Every parameter against the reference's arrays after ``updates`` updates: ``rel``, the relative difference of
+def model_arrays(model: BRCSAC, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every parameter of ``model`` as the reference's array of the same name in ``like`` (float32)."""
+    return {
+        name: to_reference(param, transposed, like[name]).astype(np.float32)
+        for name, (param, transposed) in reference_parameters(model).items()
+    }
+
+
+def compare(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], learning_rate: float, updates: int) -> dict[str, dict]:
+    """Every parameter of ``ours`` against ``ref`` after ``updates`` updates: ``rel``, the relative difference of
     its elements that are not flipped; ``flipped``, elements off by more than :data:`FLIP_TOLERANCE` of the tensor's
     largest entry but within :func:`adam_flip_bound` (an element whose gradient is rounding noise takes Adam steps of
-    a random sign); ``unexplained``, elements beyond that bound."""
-    bound = adam_flip_bound(float(model.lr_schedule(1)), updates)
+    a random sign); ``unexplained``, elements beyond that bound; ``drift``, ``||ours - ref|| / ||ref||`` over all its
+    elements."""
+    bound = adam_flip_bound(learning_rate, updates)
     result = {}
-    for name, (param, transposed) in reference_parameters(model).items():
-        ref = reference[name]
-        diff = np.abs(to_reference(param, transposed, ref) - ref)
-        scale = max(float(np.abs(ref).max()), 1e-12)
+    for name, value in ours.items():
+        diff = np.abs(value - ref[name])
+        scale = max(float(np.abs(ref[name]).max()), 1e-12)
         off = diff > FLIP_TOLERANCE * scale
         result[name] = dict(
             rel=float(np.where(off, 0.0, diff).max() / scale),
+            drift=float(np.linalg.norm(diff) / max(float(np.linalg.norm(ref[name])), 1e-12)),
             flipped=int((off & (diff <= bound)).sum()),
             unexplained=int((diff > bound).sum()),
         )
@@ -212,10 +226,16 @@ class Replay:
     stepped through the reference's batches and noise. ``step(i)`` runs env step ``i`` and returns the last update's
     losses and the rewards ``train()`` trained on."""
 
-    def __init__(self, setup: dict[str, np.ndarray], setting: dict[str, int]):
-        self.data = setup
+    def __init__(self, setup: dict[str, np.ndarray], setting: dict[str, int], dtype: th.dtype = th.float32):
+        self.data, self.dtype = setup, dtype
         self.multi_task = setting["tasks"] > 1
         self.model = model = build_model(**setting)
+        model.policy.to(dtype)
+        assert model.log_ent_coef is not None  # BRC learns the temperature
+        model.log_ent_coef.data = model.log_ent_coef.data.to(dtype)
+        for network in (model.actor, model.critic, model.critic_target):
+            # SB3's preprocessing casts Box observations to float32: back to this replay's dtype
+            network.features_extractor.register_forward_pre_hook(lambda _, inputs: tuple(x.to(dtype) for x in inputs))
         load_reference_parameters(model, setup)
         feed_normalizer(model, setup)
         self.updates = setup["critic_noise"].shape[1]
@@ -246,8 +266,10 @@ class Replay:
 
     def step(self, i: int) -> dict[str, float]:
         for update in range(self.updates):
-            self.noise += [th.as_tensor(self.data["critic_noise"][i, update]), th.as_tensor(self.data["actor_noise"][i, update])]
-        self.model.replay_buffer = FixedBatches([our_batches(self.data, self.multi_task, i)])  # type: ignore[assignment]
+            for name in ("critic_noise", "actor_noise"):
+                self.noise.append(th.as_tensor(self.data[name][i, update], dtype=self.dtype))
+        batch = our_batches(self.data, self.multi_task, i, self.dtype)
+        self.model.replay_buffer = FixedBatches([batch])  # type: ignore[assignment]
         self.captured.clear()
         self.model.train(gradient_steps=self.updates, batch_size=self.batch)
         if self.noise:
@@ -269,10 +291,12 @@ class Replay:
 def step_report(replay: Replay, reference: dict[str, np.ndarray], losses: dict[str, float], updates: int) -> dict:
     """One env step's comparison after ``updates`` updates in all: every parameter, the normalised rewards, the
     losses."""
-    params = compare(replay.model, reference, updates)
-    worst = max(params, key=lambda name: params[name]["rel"])
+    learning_rate = float(replay.model.lr_schedule(1))
+    params = compare(model_arrays(replay.model, reference), reference, learning_rate, updates)
+    worst = max(params, key=lambda name: params[name]["drift"])
     return dict(
-        max_rel=params[worst]["rel"],
+        max_rel=max(entry["rel"] for entry in params.values()),
+        drift=params[worst]["drift"],
         worst=worst,
         flipped=sum(entry["flipped"] for entry in params.values()),
         flipped_by_tensor={name: entry["flipped"] for name, entry in params.items() if entry["flipped"]},
@@ -305,20 +329,32 @@ def run_setting(worker: Worker, args, setting: dict[str, int], problem: dict[str
         raise RuntimeError(f"the noise computed from the reference's keys is not what it draws ({reply['noise_check']})")
     with np.load(os.path.join(out, "setup.npz")) as setup_file:
         setup = dict(setup_file)
-    replay = Replay(setup, dict(setting, actor_width=problem["actor_width"], atoms=problem["atoms"]))
+    model_setting = dict(setting, actor_width=problem["actor_width"], atoms=problem["atoms"])
+    replay = Replay(setup, model_setting)
+    # The control: our update in float64 from the same start, as near to exact arithmetic as either gets. How far
+    # each float32 implementation ends from it is what rounding alone does to this training
+    exact = Replay(setup, model_setting, th.float64)
+    learning_rate = float(replay.model.lr_schedule(1))
     steps, recorded = [], {f"setup/{name}": value for name, value in setup.items()}
     for i in range(problem["steps"]):
         answer = worker.ask(args.setup_timeout, cmd="diff_step")
         with np.load(answer["path"]) as step_file:
             reference = dict(step_file)
-        report = step_report(replay, reference, replay.step(i), (i + 1) * problem["updates"])
+        updates = (i + 1) * problem["updates"]
+        report = step_report(replay, reference, replay.step(i), updates)
+        exact.step(i)
+        exact_arrays = model_arrays(exact.model, reference)
+        for side, arrays in (("ours", model_arrays(replay.model, reference)), ("reference", reference)):
+            from_exact = compare({name: arrays[name] for name in exact_arrays}, exact_arrays, learning_rate, updates)
+            report[f"{side}_vs_float64"] = max(entry["drift"] for entry in from_exact.values())
         steps.append(report)
         recorded.update({f"step{i}/{name}": value for name, value in reference.items()})
         log(
-            f"    env step {i + 1} ({(i + 1) * problem['updates']} updates): max relative difference "
-            f"{report['max_rel']:.2e} ({report['worst']}), {report['flipped']} flipped "
+            f"    env step {i + 1} ({updates} updates): drift {report['drift']:.2e} ({report['worst']}), "
+            f"{report['flipped']} flipped "
             f"({', '.join(f'{name} {count}' for name, count in report['flipped_by_tensor'].items())}), "
-            f"{report['unexplained']} beyond Adam's bound, rewards {report['rewards_rel']:.1e}, "
+            f"{report['unexplained']} beyond Adam's bound; drift from float64: ours {report['ours_vs_float64']:.2e}, "
+            f"reference {report['reference_vs_float64']:.2e}; rewards {report['rewards_rel']:.1e}, "
             + ", ".join(f"{name} {value:.1e}" for name, value in report["losses_rel"].items())
         )
     return dict(normalizer_rel=replay.normalizer_difference(), per_step=steps, recorded=recorded)
@@ -362,20 +398,30 @@ def main() -> None:
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_model()}, 1 thread per implementation")
     reference_versions = ", ".join(f"{name} {version}" for name, version in versions.items())
     print(f"sb3-brc: torch {th.__version__}, Python {platform.python_version()}; reference: {reference_versions}\n")
-    print("| setting | critic width | batch | updates | normaliser G | largest relative difference, by update | flipped |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| setting | critic width | batch | updates | normaliser G | drift sb3-brc vs reference, every 10 updates "
+        "| drift from float64: sb3-brc / reference, after the last | flipped | beyond Adam's bound |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for result in results:
-        curve = " ".join(f"{step['max_rel']:.0e}" for step in result["per_step"])
+        per_step = result["per_step"]
+        curve = " ".join(f"{step['drift']:.0e}" for step in per_step[4::5])
+        last = per_step[-1]
         print(
-            f"| {result['label']} | {result['width']} | {result['batch']} | {len(result['per_step']) * problem['updates']} "
-            f"| {result['normalizer_rel']:.0e} | {curve} | {result['per_step'][-1]['flipped']} |"
+            f"| {result['label']} | {result['width']} | {result['batch']} | {len(per_step) * problem['updates']} "
+            f"| {result['normalizer_rel']:.0e} | {curve} | {last['ours_vs_float64']:.0e} / {last['reference_vs_float64']:.0e} "
+            f"| {last['flipped']} | {sum(step['unexplained'] for step in per_step)} |"
         )
     if args.json:
         with open(args.json, "w") as file:
             json.dump(results, file, indent=1)
     if args.record:
-        settings_table = np.array([json.dumps(dict(label=label, obs=o, act=a, tasks=t, width=w, batch=b, **problem))
-                                   for label, o, a, t, w, b in settings])
+        settings_table = np.array(
+            [
+                json.dumps(dict(label=label, obs=o, act=a, tasks=t, width=w, batch=b, **problem))
+                for label, o, a, t, w, b in settings
+            ]
+        )
         np.savez_compressed(args.record, settings=settings_table, **recorded)
         print(f"\nrecorded to {args.record} ({os.path.getsize(args.record) / 1e3:.0f} kB)")
 

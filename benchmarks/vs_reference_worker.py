@@ -17,6 +17,11 @@ on stdout:
      "batch": 256, "updates": 2, "steps": 25, "out": DIR, "seed": 0, "log_std_floor": true}
                                                      -> the differential check's problem, written to DIR/setup.npz
     {"cmd": "diff_step"}                             -> one env step's updates; parameters to DIR/step<i>.npz
+    {"cmd": "learn", "task": "walker-walk", "width": 128, "actor_width": 64, "batch": 256, "updates": 2,
+     "warmup": 5000, "buffer": 1000000, "seed": 0, "steps": 30000, "eval_every": 3000, "eval_episodes": 5,
+     "csv": PATH}                                    -> train.py's loop with its evaluations, written to PATH
+    {"cmd": "rollout", "task": "walker-walk", "seed": 0, "actions": [[...], ...]}
+                                                     -> the reference's env stepped through these actions
     {"cmd": "time", "seconds": 1.0}                  -> calls (after "setup": one env step's updates; after
                                                         "setup_loop": one env step of the training loop, updates
                                                         included), updates, wall and CPU seconds
@@ -82,7 +87,9 @@ def param_sizes(params) -> list[int]:
     return sorted(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
 
-def build_agent(sample_obs, sample_act, tasks: int, width: int, init: str, seed: int = 0, actor_width: int = 256, atoms: int = 101):
+def build_agent(
+    sample_obs, sample_act, tasks: int, width: int, init: str, seed: int = 0, actor_width: int = 256, atoms: int = 101
+):
     """The reference's BRC agent and the seconds its construction took. As ``train.py``: one sampled observation
     and action (leading axis of size 1) give the shapes; the other arguments are BRC's defaults, the paper's
     (critic depth 2, 2 critic heads, task embedding 32; by default actor width 256 and 101 bins)."""
@@ -201,7 +208,19 @@ class ReferenceLoop:
     ``start_training = warmup + 1``: the first update follows env step ``warmup + 1``, the first with the agent's
     action) and then 2 training iterations (compilation of action sampling and updates)."""
 
-    def __init__(self, task: str, width: int, batch: int, updates: int, warmup: int, buffer: int, seed: int, init: str):
+    def __init__(
+        self,
+        task: str,
+        width: int,
+        batch: int,
+        updates: int,
+        warmup: int,
+        buffer: int,
+        seed: int,
+        init: str,
+        actor_width: int = 256,
+        prime: bool = True,
+    ):
         from jaxrl.envs import ParallelEnv
         from jaxrl.normalizer import RewardNormalizer
         from jaxrl.replay_buffer import ParallelReplayBuffer
@@ -210,7 +229,7 @@ class ReferenceLoop:
         self.env = ParallelEnv([task], seed=seed)
         tasks = len(self.env.envs)
         self.agent, self.init_seconds = build_agent(
-            self.env.observation_space.sample()[:1], self.env.action_space.sample()[:1], tasks, width, init, seed
+            self.env.observation_space.sample()[:1], self.env.action_space.sample()[:1], tasks, width, init, seed, actor_width
         )
         act_dim = self.env.action_space.shape[-1]
         self.buffer = ParallelReplayBuffer(self.env.observation_space, act_dim, buffer, num_tasks=tasks)
@@ -218,6 +237,9 @@ class ReferenceLoop:
         self.recorder = import_episode_recorder()(tasks)
         self.observations = self.env.reset()
         self.i = 0
+        self.compile_seconds = 0.0
+        if not prime:  # the caller runs the loop from its first step (``ReferenceLearning``)
+            return
         for _ in range(warmup):
             self()
         start = time.perf_counter()
@@ -252,6 +274,49 @@ class ReferenceLoop:
         return time_calls(self, seconds, self.updates, finish=lambda: wait_for_agent(self.agent))
 
 
+class ReferenceLearning:
+    """``train.py``'s loop on one task with its evaluation (``ParallelEnv.evaluate``: deterministic, on envs seeded
+    ``seed + 42``), from the first env step to ``steps``; each evaluation's mean return (and success rate) is appended
+    to ``csv`` as ``steps,mean_return,success_rate``. No checkpoints: an interrupted run starts over."""
+
+    def __init__(
+        self,
+        task: str,
+        width: int,
+        actor_width: int,
+        batch: int,
+        updates: int,
+        warmup: int,
+        buffer: int,
+        seed: int,
+        steps: int,
+        eval_every: int,
+        eval_episodes: int,
+        csv: str,
+        init: str = "eager",
+    ):
+        from jaxrl.envs import ParallelEnv
+
+        self.loop = ReferenceLoop(task, width, batch, updates, warmup, buffer, seed, init, actor_width, prime=False)
+        self.eval_env = ParallelEnv([task], seed=seed + 42)
+        self.steps, self.eval_every, self.eval_episodes, self.csv = steps, eval_every, eval_episodes, csv
+
+    def describe(self) -> dict:
+        return describe_agent(self.loop.agent, self.loop.init_seconds, 0.0)
+
+    def run(self) -> dict:
+        wall, cpu = time.perf_counter(), time.process_time()
+        with open(self.csv, "w") as file:
+            file.write("steps,mean_return,success_rate\n")
+            while self.loop.i < self.steps:
+                self.loop()
+                if self.loop.i % self.eval_every == 0:
+                    result = self.eval_env.evaluate(self.loop.agent, self.eval_episodes, temperature=0.0)
+                    file.write(f"{self.loop.i},{float(result['return'][0])},{float(result['goal'][0])}\n")
+                    file.flush()
+        return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
+
+
 def flat_params(params, prefix: str) -> dict:
     """A flax parameter tree as ``{"<prefix>/<path>": float32 array}``."""
     import numpy as np
@@ -264,13 +329,17 @@ class ReferenceUpdates:
     """The differential check's reference side: the official agent, normaliser and update on a fixed random problem,
     with every input ours needs to repeat it written to ``out``.
 
-    ``setup.npz``: the agent's parameters after a random perturbation (so that no LayerNorm scale is exactly 1, no bias
-    0, the target differs from the critic, and one action dimension's log-std sits at its floor of -10 with its mean
-    near 2, where log-probs rebuilt from the sample lose precision), the stream of rewards and episode ends fed to the reference's ``RewardNormalizer``
-    (ends by termination or by truncation, never both on one step: that case is a documented difference), its
-    statistics, and for every env step ``updates`` batches (raw rewards, masks, task ids) and the standard-normal
-    noise each update's two policy samples draw (next actions in the critic loss, then actions in the actor loss),
-    computed from the agent's own key chain: ``_update`` splits ``rng -> (rng, actor_key, critic_key)``.
+    ``setup.npz`` holds:
+
+    - the agent's parameters after a random perturbation (no LayerNorm scale exactly 1, no bias 0, the target
+      different from the critic); with ``log_std_floor``, one action dimension's log-std at its floor of -10 with its
+      mean near 2, where log-probs rebuilt from the sample lose precision;
+    - the stream of rewards and episode ends fed to the reference's ``RewardNormalizer`` (ends by termination or by
+      truncation, never both on one step: that case is a documented difference), and its statistics;
+    - for every env step, ``updates`` batches (raw rewards, masks, task ids) and the standard-normal noise of each
+      update's two policy samples (next actions in the critic loss, then actions in the actor loss), computed from
+      the agent's own key chain: ``_update`` splits ``rng -> (rng, actor_key, critic_key)``.
+
     ``step<i>.npz`` after each ``diff_step``: every parameter after that env step's updates, the rewards the
     normaliser gave the batches and the last update's losses. An env step is what ``train.py`` does once training
     runs: ``normalize(batches, get_temperature())`` then ``agent.update(batches, updates, step)``."""
@@ -317,7 +386,11 @@ class ReferenceUpdates:
         if log_std_floor:
             mean_bias, log_std_bias = np.array(actor["Dense_0"]["bias"]), np.array(actor["Dense_1"]["bias"])
             mean_bias[0], log_std_bias[0] = 2.0, -8.0
-            actor = {**actor, "Dense_0": {**actor["Dense_0"], "bias": mean_bias}, "Dense_1": {**actor["Dense_1"], "bias": log_std_bias}}
+            actor = {
+                **actor,
+                "Dense_0": {**actor["Dense_0"], "bias": mean_bias},
+                "Dense_1": {**actor["Dense_1"], "bias": log_std_bias},
+            }
         agent.critic = agent.critic.replace(params=critic)
         agent.target_critic = agent.target_critic.replace(params=perturb(critic, 0.01))
         agent.actor = agent.actor.replace(params=actor)
@@ -427,6 +500,23 @@ class ReferenceUpdates:
         return {"init_seconds": self.init_seconds, "noise_check": self.noise_check, "dir": self.out}
 
 
+def rollout(task: str, seed: int, actions: list) -> dict:
+    """The reference's env for ``task`` (``jaxrl.envs.make_env``) reset with ``seed`` and stepped through ``actions``:
+    its observations and rewards."""
+    from jaxrl.envs import make_env
+
+    env = make_env(task, seed)
+    observation, _ = env.reset(seed=seed)
+    observations, rewards = [observation.tolist()], []
+    for action in actions:
+        observation, reward, terminated, truncated, _ = env.step(action)
+        observations.append(observation.tolist())
+        rewards.append(float(reward))
+        if terminated or truncated:
+            break
+    return {"observations": observations, "rewards": rewards}
+
+
 DEFAULT_PACKAGES = ("jax", "jaxlib", "flax", "optax", "distrax", "numpy")
 
 
@@ -459,6 +549,12 @@ def serve(requests, answer) -> None:
                 kind = {"setup": ReferenceStep, "setup_loop": ReferenceLoop, "diff_setup": ReferenceUpdates}[cmd]
                 step = kind(**request)
                 reply = step.describe()
+            elif cmd == "learn":
+                step = None
+                learning = ReferenceLearning(**request)
+                reply = dict(learning.describe(), **learning.run())
+            elif cmd == "rollout":
+                reply = rollout(**request)
             elif cmd == "diff_step":
                 if not isinstance(step, ReferenceUpdates):
                     raise RuntimeError("diff_step before diff_setup")

@@ -91,8 +91,10 @@ def test_replay_notices_a_different_update(replay_module, monkeypatch):
 def test_full_differential_check_against_the_reference(tmp_path):
     reference, jax_python = os.environ.get("BRC_REFERENCE"), os.environ.get("BRC_JAX_PYTHON")
     if not (reference and jax_python):
-        pytest.skip("set BRC_REFERENCE (a checkout of naumix/BiggerRegularizedCategorical) and BRC_JAX_PYTHON (a Python "
-                    "with jax 0.4.35, flax 0.10.4, optax 0.2.5, distrax 0.1.5) to run the reference itself")
+        pytest.skip(
+            "set BRC_REFERENCE (a checkout of naumix/BiggerRegularizedCategorical) and BRC_JAX_PYTHON (a Python "
+            "with jax 0.4.35, flax 0.10.4, optax 0.2.5, distrax 0.1.5) to run the reference itself"
+        )
     out = tmp_path / "updates.json"
     subprocess.run(
         [sys.executable, "vs_reference_updates.py", "--reference", reference, "--jax-python", jax_python, "--json", str(out)],

@@ -18,6 +18,8 @@ from sb3_brc.tools.wandb_logging import WandbSettings
 
 #: What a run leaves in its directory for the aggregation (small text files; checkpoints are not among them)
 RESULT_FILES = ("evaluations.csv", "random.json", "attempts.jsonl", "config.json")
+#: What ``config.json`` records besides the run's settings: its status and the wall and process CPU seconds it took
+RUN_TIMES = ("status", "wall_s", "cpu_s")
 #: Keys of :meth:`RunSpec.config` recorded since a later 0.2.0 development version: a saved config without them
 #: (an older run directory) is compared on the other keys, so that its runs are still reused
 LATER_CONFIG_KEYS = ("policy", "algo_kwargs")
@@ -214,7 +216,7 @@ def saved_status(spec: RunSpec) -> str | None:
     if saved is None:
         return None
     expected = {key: value for key, value in spec.config().items() if key in saved or key not in LATER_CONFIG_KEYS}
-    if {key: value for key, value in saved.items() if key not in ("status", "wall_s")} != expected:
+    if {key: value for key, value in saved.items() if key not in RUN_TIMES} != expected:
         return None
     return saved.get("status")
 

@@ -54,14 +54,14 @@ def render_markdown(data: GridData, result: dict[str, Any], settings: BenchSetti
         "",
         f"Aggregate normalised score at the last evaluation over {len(data.tasks)} task(s), stratified bootstrap 95% CIs:",
         "",
-        "| algorithm | runs (seeds) | IQM | mean | median | wall time (all runs) |",
-        "|---|---|---|---|---|---|",
+        "| algorithm | runs (seeds) | IQM | mean | median | wall time (all runs) | CPU time (all runs) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for algo in data.algos:
         point, ci = result["point"][algo], result["ci"][algo]
         lines.append(
             f"| {algo} | {data.final[algo].shape[0]} | {_ci(point[0], ci[0])} | {_ci(point[1], ci[1])} | "
-            f"{_ci(point[2], ci[2])} | {data.wall_s.get(algo, 0.0) / 60:.1f} min |"
+            f"{_ci(point[2], ci[2])} | {data.wall_s.get(algo, 0.0) / 60:.1f} min | {data.cpu_s.get(algo, 0.0) / 3600:.2f} h |"
         )
     if result["poi"]:
         lines += ["", "| X | Y | P(X > Y) [95% CI] |", "|---|---|---|"]

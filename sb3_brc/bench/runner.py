@@ -153,11 +153,20 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
         shutil.rmtree(checkpoints, ignore_errors=True)  # another run's (other settings), or one without a baseline
     os.makedirs(spec.run_dir, exist_ok=True)
     config_path = os.path.join(spec.run_dir, "config.json")
-    # Wall time of the earlier attempts, up to their last evaluation (a resumed run redoes what came after it)
-    earlier_s = float((read_json(config_path) or {}).get("wall_s", 0.0)) if resume else 0.0
+    # Wall and CPU time of the earlier attempts, up to their last evaluation (a resumed run redoes what came after it)
+    earlier = (read_json(config_path) or {}) if resume else {}
+    earlier_s, earlier_cpu_s, start_cpu = (
+        float(earlier.get("wall_s", 0.0)),
+        float(earlier.get("cpu_s", 0.0)),
+        time.process_time(),
+    )
 
     def write_config(status: str) -> None:
-        write_json_atomic(config_path, dict(spec.config(), status=status, wall_s=round(earlier_s + time.time() - start, 1)))
+        # cpu_s: the run's process CPU time (its training and evaluation; env worker processes not counted)
+        times = dict(
+            wall_s=round(earlier_s + time.time() - start, 1), cpu_s=round(earlier_cpu_s + time.process_time() - start_cpu, 1)
+        )
+        write_json_atomic(config_path, dict(spec.config(), status=status, **times))
 
     def on_evaluation(rows: list[dict[str, Any]]) -> None:
         write_config("running")  # the wall time up to this evaluation, for a later attempt

@@ -84,6 +84,7 @@ class GridData:
     norms: dict[str, Normalization]
     return_curves: dict[str, np.ndarray]
     wall_s: dict[str, float]
+    cpu_s: dict[str, float]  # process CPU seconds of all runs (runs recorded before CPU time was: 0)
     unfinished: list[str] = field(default_factory=list)  # keys of the unfinished runs read (``load_grid(unfinished=True)``)
 
     def final_returns(self, algo: str, task: str) -> np.ndarray:
@@ -102,6 +103,7 @@ def load_grid(runs: Sequence[RunSpec], unfinished: bool = False) -> GridData:
     random_returns: dict[str, list[float]] = defaultdict(list)
     all_rows: list[dict[str, Any]] = []
     wall: dict[str, float] = defaultdict(float)
+    cpu: dict[str, float] = defaultdict(float)
     unfinished_keys = []
     for spec in runs:
         status, evaluations = saved_status(spec), os.path.join(spec.run_dir, "evaluations.csv")
@@ -119,7 +121,9 @@ def load_grid(runs: Sequence[RunSpec], unfinished: bool = False) -> GridData:
         for row in rows:
             table[(spec.algo_name, spec.seed, row["task"])][row["steps_per_task"]] = row
         all_rows += rows
-        wall[spec.algo_name] += float(read_json(os.path.join(spec.run_dir, "config.json")).get("wall_s", 0.0))
+        times = read_json(os.path.join(spec.run_dir, "config.json"))
+        wall[spec.algo_name] += float(times.get("wall_s", 0.0))
+        cpu[spec.algo_name] += float(times.get("cpu_s", 0.0))
     if not table:
         why = "nor unfinished runs with an evaluation" if unfinished else "a run that failed is listed above with its error"
         raise ValueError(f"No complete runs to aggregate ({why})")
@@ -149,7 +153,7 @@ def load_grid(runs: Sequence[RunSpec], unfinished: bool = False) -> GridData:
         )
         curves[algo], final[algo] = curve, curve[:, :, -1]
         return_curves[algo] = np.array([[[r["mean_return"] for r in row] for row in seed_rows] for seed_rows in cells])
-    return GridData(algos, tasks, steps, final, curves, norms, return_curves, dict(wall), unfinished_keys)
+    return GridData(algos, tasks, steps, final, curves, norms, return_curves, dict(wall), dict(cpu), unfinished_keys)
 
 
 def aggregate(data: GridData, reference: str | None = None, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
