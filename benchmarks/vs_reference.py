@@ -124,7 +124,7 @@ class Worker:
             raise RuntimeError(f"JAX worker exited (code {self.proc.wait()}); its messages are above")
         reply = json.loads(line)
         if "error" in reply:
-            raise RuntimeError(f"JAX worker failed on {request}:\n{reply['error']}")
+            raise RuntimeError(f"JAX worker failed on {request['cmd']!r}:\n{reply['error']}")
         return reply
 
     def close(self) -> None:

@@ -55,10 +55,11 @@ class OfficialBRC:
 def check_same_env(worker: Worker, task: str, seed: int, steps: int, timeout: float) -> float:
     """Largest difference of observations and rewards between the reference's env and ours (a ``MultiTaskVecEnv`` of
     the one task, as the harness trains on it) for ``task``, reset with ``seed`` and stepped through the same uniform
-    random actions."""
+    random actions (float32 observations here, float64 there)."""
     env = MultiTaskVecEnv([task], seed=seed)
     rng = np.random.default_rng(seed)
-    actions = rng.uniform(-1, 1, size=(steps, *env.action_space.shape))
+    # float32 actions, as both policies output (our env steps the task with its action space's float32)
+    actions = rng.uniform(-1, 1, size=(steps, *env.action_space.shape)).astype(np.float32).astype(np.float64)
     theirs = worker.ask(timeout, cmd="rollout", task=task, seed=seed, actions=actions.tolist())
     observations, rewards = [env.reset()["observation"][0]], []
     for action in actions[: len(theirs["rewards"])]:
@@ -161,7 +162,7 @@ def main() -> None:
     try:
         difference = check_same_env(worker, args.tasks[0], seed=args.seeds[0], steps=1000, timeout=args.setup_timeout)
         print(f"env check, {args.tasks[0]}: largest observation/reward difference {difference:.1e}", file=sys.stderr)
-        if difference > 1e-6:
+        if difference > 1e-5:  # float32 observations here, float64 there
             raise SystemExit(f"the reference's env and ours differ on {args.tasks[0]} ({difference:.1e}): fix that first")
         for spec in specs:
             run_reference(worker, spec, settings, args)

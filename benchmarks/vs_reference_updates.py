@@ -313,6 +313,28 @@ def step_report(replay: Replay, reference: dict[str, np.ndarray], losses: dict[s
 # Driver --------------------------------------------------------------------------------------------------------
 
 
+def plot_drift(results: list[dict], path: str) -> None:
+    """Drift curves of every setting: sb3-brc against the reference, and each against our float64 update."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(results), 3.2))
+    for ax, result in zip(fig.subplots(1, len(results), squeeze=False)[0], results, strict=True):
+        per_step = result["per_step"]
+        updates = [(i + 1) * result["updates"] for i in range(len(per_step))]
+        for key, label in (
+            ("drift", "sb3-brc vs reference"),
+            ("ours_vs_float64", "sb3-brc vs float64"),
+            ("reference_vs_float64", "reference vs float64"),
+        ):
+            ax.semilogy(updates, [step[key] for step in per_step], label=label)
+        ax.set_title(f"{result['label']}, width {result['width']}", fontsize=10)
+        ax.set_xlabel("updates")
+    fig.axes[0].set_ylabel("largest ||a - b|| / ||b|| of a tensor")
+    fig.axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def run_setting(worker: Worker, args, setting: dict[str, int], problem: dict[str, int], out: str, log: Callable) -> dict:
     """Set up one problem on both sides and compare after every env step; returns the per-step reports."""
     reply = worker.ask(
@@ -370,6 +392,7 @@ def main() -> None:
     parser.add_argument("--setup-timeout", type=float, default=1800.0, help="seconds to wait for any worker answer")
     parser.add_argument("--record", help="store CI's small problem (both sides' inputs, the reference's outputs) here")
     parser.add_argument("--json", help="write the per-step reports of the full check here")
+    parser.add_argument("--plot", help="draw the drift curves of the full check here (PNG)")
     parser.add_argument(
         "--no-log-std-floor", action="store_true", help="leave every log-std where the perturbed parameters put it"
     )
@@ -415,6 +438,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as file:
             json.dump(results, file, indent=1)
+    if args.plot:
+        plot_drift(results, args.plot)
     if args.record:
         settings_table = np.array(
             [
