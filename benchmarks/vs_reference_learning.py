@@ -2,10 +2,12 @@
 training loop (naumix/BiggerRegularizedCategorical) on one DMC task, at equal settings, through the harness's
 aggregates.
 
-    MUJOCO_GL=disable python benchmarks/vs_reference_learning.py --reference REF --jax-python PY \\
+    MUJOCO_GL=disable python benchmarks/vs_reference_learning.py --checkout REF --jax-python PY \\
         --tasks walker-walk --seeds 0 1 2 3 --steps-per-task 30000 --eval-every 3000 --out runs/vs_reference_learning
 
-``--reference`` / ``--jax-python`` as in ``vs_reference.py`` (the JAX Python also needs dm_control and shimmy). First
+``--checkout`` (a checkout of the reference repository) and ``--jax-python`` as in ``vs_reference.py`` (the JAX
+Python also needs dm_control and shimmy, at the versions sb3-brc runs with: mujoco's physics changes between
+releases). First
 the two envs are compared: the reference's DMC env (``jaxrl.envs.make_env``) and ours, reset with the same seed and
 stepped through the same random actions, must give the same observations and rewards. Then, for each seed, the
 reference's loop runs in the worker (``learn``: ``train.py``'s iteration with its ``RewardNormalizer``,
@@ -29,7 +31,7 @@ import sys
 import tempfile
 
 import numpy as np
-from vs_reference import Worker, add_worker_arguments
+from vs_reference import Worker
 
 from sb3_brc.bench import add_arguments, run_from_args
 from sb3_brc.bench.algos import BenchAlgo, brc_sac_policy_kwargs, register_algo
@@ -63,8 +65,9 @@ def check_same_env(worker: Worker, task: str, seed: int, steps: int, timeout: fl
     theirs = worker.ask(timeout, cmd="rollout", task=task, seed=seed, actions=actions.tolist())
     observations, rewards = [env.reset()["observation"][0]], []
     for action in actions[: len(theirs["rewards"])]:
-        obs, reward, _, _ = env.step(action[None])
-        observations.append(obs["observation"][0])
+        obs, reward, done, infos = env.step(action[None])
+        # At an episode's end the vec env has reset: its last observation is in the info
+        observations.append(infos[0]["terminal_observation"]["observation"] if done[0] else obs["observation"][0])
         rewards.append(reward[0])
     env.close()
     return max(
@@ -130,8 +133,13 @@ def run_reference(worker: Worker, spec, settings: BenchSettings, args: argparse.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    add_worker_arguments(parser, "Python of a virtual environment with the reference's packages, dm_control and shimmy")
+    add_arguments(parser)  # the harness's flags (its --reference names the algorithm P(X > Y) is computed for)
+    parser.add_argument("--checkout", required=True, help="checkout of naumix/BiggerRegularizedCategorical")
+    parser.add_argument(
+        "--jax-python", required=True, help="Python of a virtual environment with the reference's packages, dm_control, shimmy"
+    )
+    parser.add_argument("--jax-init", choices=["eager", "jit"], default="eager", help="see vs_reference.py")
+    parser.add_argument("--setup-timeout", type=float, default=1800.0, help="seconds to wait for any worker answer")
     parser.set_defaults(
         algos=[OURS, REFERENCE_ALGO],
         reference=OURS,
@@ -158,7 +166,7 @@ def main() -> None:
     )
     settings = settings_from_args(BenchSettings, args)
     specs = [spec for spec in grid(args.out, [REFERENCE_ALGO], args.tasks, args.seeds, settings) if not is_complete(spec)]
-    worker = Worker(args.jax_python, args.reference, args.threads)
+    worker = Worker(args.jax_python, args.checkout, args.threads)
     try:
         difference = check_same_env(worker, args.tasks[0], seed=args.seeds[0], steps=1000, timeout=args.setup_timeout)
         print(f"env check, {args.tasks[0]}: largest observation/reward difference {difference:.1e}", file=sys.stderr)

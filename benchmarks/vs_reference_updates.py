@@ -129,8 +129,11 @@ class FixedBatches:
         return batch
 
 
-def build_model(obs: int, act: int, tasks: int, width: int, actor_width: int, atoms: int, batch: int) -> BRCSAC:
-    """BRCSAC with the reference's architecture at one setting (eager fp32 on the CPU)."""
+def build_model(
+    obs: int, act: int, tasks: int, width: int, actor_width: int, atoms: int, batch: int, **update_kwargs: bool
+) -> BRCSAC:
+    """BRCSAC with the reference's architecture at one setting, on the CPU (eager fp32 unless ``update_kwargs`` say
+    ``compile_update`` or ``mixed_precision``)."""
     if tasks == 1:
         env = RandomEnv(obs, act)
     else:
@@ -143,6 +146,7 @@ def build_model(obs: int, act: int, tasks: int, width: int, actor_width: int, at
         policy_kwargs=dict(net_arch=dict(pi=[actor_width], qf=[width, width]), n_atoms=atoms),
         device="cpu",
         seed=0,
+        **update_kwargs,
     )
     model.set_logger(configure(None, []))
     return model
@@ -224,12 +228,15 @@ def compare(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], learning_ra
 class Replay:
     """Our side of the check at one setting: the model with the reference's parameters and normaliser statistics,
     stepped through the reference's batches and noise. ``step(i)`` runs env step ``i`` and returns the last update's
-    losses and the rewards ``train()`` trained on."""
+    losses and the rewards ``train()`` trained on. ``dtype`` and ``update_kwargs`` (``compile_update``,
+    ``mixed_precision``) replay it through other ways of running the update."""
 
-    def __init__(self, setup: dict[str, np.ndarray], setting: dict[str, int], dtype: th.dtype = th.float32):
+    def __init__(
+        self, setup: dict[str, np.ndarray], setting: dict[str, int], dtype: th.dtype = th.float32, **update_kwargs: bool
+    ):
         self.data, self.dtype = setup, dtype
         self.multi_task = setting["tasks"] > 1
-        self.model = model = build_model(**setting)
+        self.model = model = build_model(**setting, **update_kwargs)
         model.policy.to(dtype)
         assert model.log_ent_coef is not None  # BRC learns the temperature
         model.log_ent_coef.data = model.log_ent_coef.data.to(dtype)

@@ -70,6 +70,34 @@ def test_updates_equal_the_reference(replay_module, setting):
         assert max(report["losses_rel"].values()) < TOLERANCE, report["losses_rel"]
 
 
+@pytest.mark.parametrize(
+    "update_kwargs, tolerance",
+    [
+        # The same maths traced by torch.compile ("aot_eager": its forward and backward graphs, quickly; the inductor
+        # kernels are compared with the eager update in test_fast_paths.py): float32 rounding, as eager
+        (dict(compile_update=True), TOLERANCE),
+        # bf16 autocast of the forward passes (emulated on CPUs without bf16 matmuls: the same numbers, slowly): bf16
+        # keeps 8 bits of mantissa; measured: tensors within 2e-2 of the reference's after 8 updates
+        (dict(mixed_precision=True), 0.05),
+    ],
+    ids=["compiled", "bf16"],
+)
+def test_other_update_paths_follow_the_reference(replay_module, monkeypatch, update_kwargs, tolerance):
+    from sb3_brc.sac import sac as sac_module
+
+    monkeypatch.setattr(sac_module, "native_bf16_matmul", lambda device: True)
+    compile_fn = th.compile
+    monkeypatch.setattr(th, "compile", lambda fn: compile_fn(fn, backend="aot_eager"))
+    setting = recorded_settings()[1]  # 3 tasks: the task embedding too
+    arrays = recorded_arrays(setting)
+    replay = replay_module.Replay(prefixed(arrays, "setup/"), model_setting(setting), **update_kwargs)
+    for step in range(setting["steps"]):
+        updates = (step + 1) * setting["updates"]
+        report = replay_module.step_report(replay, prefixed(arrays, f"step{step}/"), replay.step(step), updates)
+        assert report["drift"] < tolerance and report["unexplained"] == 0, (step, report["worst"], report["drift"])
+    th._dynamo.reset()
+
+
 def test_replay_notices_a_different_update(replay_module, monkeypatch):
     # The check can fail: the same replay with the projection bug of several C51 ports (the mass of a target atom that
     # lands exactly on a bin is dropped), which the recorded batches exercise (rows with reward 0 and no bootstrap)
