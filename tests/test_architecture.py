@@ -71,9 +71,14 @@ def test_task_id_encoding_round_trip():
     assert plain.shape == (2, 4) and zeros.tolist() == [0, 0]  # a plain observation belongs to task 0
     shifted = map_observation_part({"observation": th.ones(2, 3), "task_id": th.tensor([[1], [0]])}, lambda x: x + 1)
     assert th.equal(shifted["observation"], th.full((2, 3), 2.0)) and shifted["task_id"].tolist() == [[1], [0]]
-    check_task_ids(th.tensor([0, 1]), 2)
+
+    def tagged(ids):
+        return {"observation": th.ones(len(ids), 3), "task_id": th.tensor(ids).reshape(-1, 1)}
+
+    assert check_task_ids(tagged([0, 1]), 2).tolist() == [0, 1]
+    assert check_task_ids(tagged([0.0, 1.0]), 2).tolist() == [0, 1]  # whole numbers in a float array are fine
     with pytest.raises(ValueError, match=r"Task ids \[2, 9\] are outside \[0, 2\)"):
-        check_task_ids(th.tensor([0, 2, 9, 2]), 2)
+        check_task_ids(tagged([0, 2, 9, 2]), 2)
 
 
 def test_task_layout_window_and_extension():

@@ -8,17 +8,28 @@ import zipfile
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import TINY_POLICY
+import torch as th
+from conftest import TINY_DQN, TINY_POLICY
 from envs import TargetEnv
 from stable_baselines3 import SAC
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_brc import BRCDQN, BRCSAC, MultiTaskVecEnv, ReturnNormalization, ReturnNormalizer, TaskEmbedding, cli, make_suite
+from sb3_brc import (
+    BRCDQN,
+    BRCSAC,
+    DiscreteMultiTaskVecEnv,
+    MultiTaskVecEnv,
+    ReturnNormalization,
+    ReturnNormalizer,
+    TaskEmbedding,
+    cli,
+    make_suite,
+)
 from sb3_brc.bench import BenchSettings, run_benchmark
 from sb3_brc.common.torch_layers import BroNet
 from sb3_brc.tools.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback
-from sb3_brc.tools.export import export_policy
+from sb3_brc.tools.export import export_policy, load_exported_policy
 
 
 def tiny(env=None, **kwargs):
@@ -49,6 +60,20 @@ def predict_with_bad_task_id():
     obs = env.reset()
     obs["task_id"][0] = 7
     tiny(env).predict(obs)
+
+
+def predict_with_float_task_ids(kind):
+    """predict() on observations whose task ids are 0.7 and 1.2 (the decoder would truncate them to 0 and 1)."""
+    env = two_tasks() if kind != "brcdqn" else DiscreteMultiTaskVecEnv(["CartPole-v1", "Acrobot-v1"])
+    obs = env.reset()
+    obs["task_id"] = np.array([[0.7], [1.2]])
+    if kind == "brcsac":
+        tiny(env).predict(obs)
+    elif kind == "brcdqn":
+        BRCDQN("MlpPolicy", env, learning_starts=0, policy_kwargs=TINY_DQN).predict(obs)
+    else:
+        export_policy(tiny(env), str(kind))
+        load_exported_policy(str(kind)).predict(obs)
 
 
 def saved(tmp_path, model=None):
@@ -284,6 +309,15 @@ CASES = {
         "metaworld",
         "pip install 'sb3-brc\\[metaworld\\]'",
     ),
+    **{
+        f"float-task-ids-{kind}": (
+            lambda tp, mp, kind=kind: predict_with_float_task_ids(kind if kind != "exported" else tp / "exported"),
+            ValueError,
+            "Task ids must be whole numbers, got \\[0.7, 1.2\\]",
+            "index in the model's tasks",
+        )
+        for kind in ("brcsac", "brcdqn", "exported")
+    },
     "no-checkpoint": (
         lambda tp, mp: load_checkpoint(str(tp), TargetEnv()),
         FileNotFoundError,
@@ -299,3 +333,20 @@ def test_bad_input_gets_a_clear_error(case, tmp_path, monkeypatch):
     with pytest.raises(error_type, match=problem) as info:
         action(tmp_path, monkeypatch)
     assert pytest.importorskip("re").search(fix, str(info.value)), f"no fix named in: {info.value}"
+
+
+@pytest.mark.parametrize("algo", ["brcsac", "brcdqn"])
+def test_optimizer_kwargs_add_to_the_algorithms_defaults(algo):
+    # A user's eps must not drop BRC's weight decay (AdamW's own default is 100x larger) nor the fused kernel
+    if algo == "brcsac":
+        model = tiny(policy_kwargs=dict(TINY_POLICY, optimizer_kwargs=dict(eps=1e-5)))
+        optimizers, defaults = [model.actor.optimizer, model.critic.optimizer], dict(weight_decay=1e-4, fused=True)
+    else:
+        model = BRCDQN("MlpPolicy", "CartPole-v1", policy_kwargs=dict(TINY_DQN, optimizer_kwargs=dict(eps=1e-5)))
+        optimizers, defaults = [model.policy.optimizer], dict(fused=True)
+    for optimizer in optimizers:
+        group = optimizer.param_groups[0]
+        assert group["eps"] == 1e-5 and all(group[key] == value for key, value in defaults.items())
+    # another optimiser class takes the user's arguments alone (BRC's defaults are its own optimiser's)
+    sgd = tiny(policy_kwargs=dict(TINY_POLICY, optimizer_class=th.optim.SGD, optimizer_kwargs=dict(momentum=0.9)))
+    assert sgd.critic.optimizer.param_groups[0]["weight_decay"] == 0 and not sgd.critic.optimizer.param_groups[0]["fused"]

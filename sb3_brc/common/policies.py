@@ -20,6 +20,21 @@ def check_categorical_support(n_atoms: Any, v_min: float, v_max: float) -> None:
         raise ValueError(f"The categorical support needs v_min < v_max, got v_min={v_min}, v_max={v_max}")
 
 
+def optimizer_kwargs_over_defaults(
+    optimizer_class: type[th.optim.Optimizer],
+    default_class: type[th.optim.Optimizer],
+    defaults: dict[str, Any],
+    user_kwargs: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """An algorithm's optimiser defaults with the user's ``optimizer_kwargs`` over them: ``dict(eps=1e-5)`` changes
+    ``eps`` and keeps the default weight decay (replacing the dict would fall back to PyTorch's defaults, e.g. AdamW's
+    weight decay 0.01 instead of BRC's 1e-4). Another optimiser class takes the user's arguments alone: the defaults
+    are the default optimiser's."""
+    if not issubclass(optimizer_class, default_class):
+        return dict(user_kwargs or {})
+    return {**defaults, **(user_kwargs or {})}
+
+
 class TaskConditionedNetwork(BaseModel):
     """Base of BRC's value networks: a features extractor on the observation part, the task embedding it owns
     (and trains, through its loss) and the categorical support ``linspace(v_min, v_max, n_atoms)``.

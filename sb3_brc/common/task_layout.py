@@ -72,14 +72,26 @@ def legal_action_masks(legal_actions: Sequence[Sequence[int]], n_actions: int) -
     return masks
 
 
-def check_task_ids(task_ids: th.Tensor, num_tasks: int) -> None:
-    """Clear error for task ids a model with ``num_tasks`` tasks has no embedding for."""
+def check_task_ids(obs: Any, num_tasks: int) -> th.Tensor:
+    """The task ids of ``obs`` (:func:`split_task_observation`), after a clear error for ids that are not whole
+    numbers (the decoder would truncate 0.7 to task 0) or that a model with ``num_tasks`` tasks has no embedding for.
+    It reads the ids on the host: for acting, not inside the update."""
+    if isinstance(obs, dict) and TASK_ID_KEY in obs and obs[TASK_ID_KEY].is_floating_point():
+        raw = obs[TASK_ID_KEY]
+        fractional = raw != raw.round()
+        if bool(fractional.any()):
+            raise ValueError(
+                f"Task ids must be whole numbers, got {sorted(set(raw[fractional].tolist()))}: the task_id entry of an "
+                "observation is the task's index in the model's tasks (model.task_names)."
+            )
+    task_ids = split_task_observation(obs)[1]
     outside = (task_ids < 0) | (task_ids >= num_tasks)
     if bool(outside.any()):
         raise ValueError(
             f"Task ids {sorted(set(task_ids[outside].tolist()))} are outside [0, {num_tasks}) of this model. Observations "
             "must come from the multi-task env the model was trained on (or, after add_tasks, from new_task_env(model))."
         )
+    return task_ids
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """BRCDQN policies: encoder -> (task embedding) -> BroNet head -> per-action categorical logits, with action masks."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch as th
 from gymnasium import spaces
@@ -10,8 +10,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Combine
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
 from sb3_brc.common.distributional import categorical_mean
-from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support
-from sb3_brc.common.task_layout import check_task_ids, legal_action_masks, observation_part, split_task_observation
+from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support, optimizer_kwargs_over_defaults
+from sb3_brc.common.task_layout import check_task_ids, legal_action_masks, observation_part
 from sb3_brc.common.torch_layers import BroNet
 
 
@@ -93,11 +93,13 @@ class BRCDQNPolicy(BasePolicy):
     :param features_extractor_kwargs: Keyword arguments of the encoder
     :param normalize_images: Whether to divide image observations by 255
     :param optimizer_class: Optimizer (Adam, as in DrQ(eps))
-    :param optimizer_kwargs: Optimizer keyword arguments (default ``eps=1.5e-4``, DrQ(eps)'s, and ``fused=True``: on
-        CPU, PyTorch's default Adam loops over parameters, which cost about 13% of a batch-32 Atari update; pass
-        ``dict(eps=1.5e-4)`` on devices without a fused Adam)
+    :param optimizer_kwargs: Optimizer keyword arguments, over :attr:`default_optimizer_kwargs` for Adam (given keys
+        replace those defaults, the others stay); another ``optimizer_class`` takes them alone
     """
 
+    #: Adam's arguments in BRCDQN: DrQ(eps)'s eps, and PyTorch's fused kernel (its default Adam loops over the
+    #: parameters on the CPU; pass ``fused=False`` on a device without one)
+    default_optimizer_kwargs: ClassVar[dict[str, Any]] = dict(eps=1.5e-4, fused=True)
     action_space: spaces.Discrete
     action_masks: th.Tensor  # a registered buffer, (tasks, n_actions)
 
@@ -130,7 +132,9 @@ class BRCDQNPolicy(BasePolicy):
             features_extractor_class,
             features_extractor_kwargs,
             optimizer_class=optimizer_class,
-            optimizer_kwargs={"eps": 1.5e-4, "fused": True} if optimizer_kwargs is None else optimizer_kwargs,
+            optimizer_kwargs=optimizer_kwargs_over_defaults(
+                optimizer_class, th.optim.Adam, self.default_optimizer_kwargs, optimizer_kwargs
+            ),
             normalize_images=normalize_images,
         )
         self.net_arch = [512, 512] if net_arch is None else net_arch
@@ -171,8 +175,7 @@ class BRCDQNPolicy(BasePolicy):
 
     def act(self, obs: PyTorchObs, epsilon: float = 0.0) -> th.Tensor:
         """Greedy legal action of each observation; with probability ``epsilon`` a uniformly random legal one."""
-        task_ids = split_task_observation(obs)[1]
-        check_task_ids(task_ids, self.num_tasks)
+        task_ids = check_task_ids(obs, self.num_tasks)
         legal = self.action_masks[task_ids]
         if epsilon > 0:
             # argmax of uniform noise over the legal entries: a uniform legal action

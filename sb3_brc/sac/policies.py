@@ -1,7 +1,7 @@
 """BRC policies: BroNet actor and categorical BroNet critic ensemble with a critic-owned task embedding."""
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch as th
 from gymnasium import spaces
@@ -14,7 +14,7 @@ from torch import nn
 from torch.distributions import Normal
 from torch.nn import functional as F
 
-from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support
+from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support, optimizer_kwargs_over_defaults
 from sb3_brc.common.task_layout import check_task_ids, observation_part, split_task_observation
 from sb3_brc.common.torch_layers import BroNet, TaskEmbedding, orthogonal_init_
 
@@ -239,9 +239,8 @@ class BRCPolicy(SACPolicy):
     :param features_extractor_kwargs: Keyword arguments to pass to the features extractor
     :param normalize_images: Whether to divide image observations by 255
     :param optimizer_class: Optimizer of actor and critic (AdamW, as in the reference)
-    :param optimizer_kwargs: Its keyword arguments (default ``weight_decay=1e-4``, optax's AdamW default, and
-        ``fused=True``: on CPU, PyTorch's default AdamW loops over parameters, which cost 11% of a width-1024
-        update; pass ``dict(weight_decay=1e-4)`` on devices without a fused AdamW)
+    :param optimizer_kwargs: Its keyword arguments, over :attr:`default_optimizer_kwargs` for AdamW (given keys
+        replace those defaults, the others stay); another ``optimizer_class`` takes them alone
     :param n_critics: Number of critic heads
     :param share_features_extractor: Must be False: BRC's shared part is the critic-owned task embedding
     :param n_atoms: Number of atoms of the categorical critic
@@ -253,6 +252,10 @@ class BRCPolicy(SACPolicy):
     :param embedding_norm: ``"l2"`` (reference code default) or ``"l1"`` (paper variant)
     """
 
+    #: AdamW's arguments in BRC: the weight decay of optax's ``adamw`` (the reference's optimiser; PyTorch's default
+    #: is 0.01), and PyTorch's fused kernel (its default AdamW loops over the parameters on the CPU; pass
+    #: ``fused=False`` on a device without one)
+    default_optimizer_kwargs: ClassVar[dict[str, Any]] = dict(weight_decay=1e-4, fused=True)
     actor: BroNetActor
     # BRC's categorical critic takes the place of SAC's ContinuousCritic (same inputs, a distribution per head)
     critic: CategoricalCritic  # type: ignore[assignment]
@@ -305,7 +308,9 @@ class BRCPolicy(SACPolicy):
             features_extractor_kwargs=features_extractor_kwargs,
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=dict(weight_decay=1e-4, fused=True) if optimizer_kwargs is None else optimizer_kwargs,
+            optimizer_kwargs=optimizer_kwargs_over_defaults(
+                optimizer_class, th.optim.AdamW, self.default_optimizer_kwargs, optimizer_kwargs
+            ),
             n_critics=n_critics,
         )
 
@@ -348,7 +353,7 @@ class BRCPolicy(SACPolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         if self.num_tasks > 1:
-            check_task_ids(split_task_observation(observation)[1], self.num_tasks)
+            check_task_ids(observation, self.num_tasks)
         return super()._predict(observation, deterministic)
 
 
