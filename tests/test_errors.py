@@ -76,6 +76,27 @@ def predict_with_float_task_ids(kind):
         load_exported_policy(str(kind)).predict(obs)
 
 
+class ResizingEnv(TargetEnv):
+    """:class:`TargetEnv` whose observation changes size (``by`` entries) from its 5th step on."""
+
+    def __init__(self, by: int):
+        super().__init__(obs_dim=3, act_dim=1)
+        self.by = by
+
+    def step(self, action):
+        obs, *rest = super().step(action)
+        return (np.resize(obs, len(obs) + self.by) if self.t >= 5 else obs), *rest
+
+
+def step_resizing_task(by: int):
+    """A multi-task env (the other task is larger, so a grown observation would still fit the padding) stepped past
+    the step where one task's observation changes size."""
+    env = MultiTaskVecEnv([lambda: ResizingEnv(by), lambda: TargetEnv(obs_dim=6, act_dim=1)], task_names=["resizing", "big"])
+    env.reset()
+    for _ in range(6):
+        env.step(env.sample_actions())
+
+
 def saved(tmp_path, model=None):
     (model or tiny()).save(tmp_path / "good.zip")
     return tmp_path / "good.zip"
@@ -317,6 +338,15 @@ CASES = {
             "index in the model's tasks",
         )
         for kind in ("brcsac", "brcdqn", "exported")
+    },
+    **{
+        f"observation-{how}": (
+            lambda tp, mp, by=by: step_resizing_task(by),
+            ValueError,
+            f"Task 'resizing' returned an observation of {3 + by} entries, but its observation space declares 3",
+            "fix the env's observation or its observation_space",
+        )
+        for how, by in (("shrinks", -1), ("grows-within-padding", 2))
     },
     "no-checkpoint": (
         lambda tp, mp: load_checkpoint(str(tp), TargetEnv()),

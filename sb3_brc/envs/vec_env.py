@@ -229,7 +229,7 @@ class MultiTaskVecEnv(BaseMultiTaskVecEnv):
                 tuple(names), tuple((size,) for size in obs_dims), tuple(act_dims), tuple(kinds), first_id=first_task_id
             )
             padded = dict(obs_dim=obs_dim or max(obs_dims), act_dim=act_dim or max(act_dims))
-            per_task = [padded] * len(names)
+            per_task = [dict(padded, name=name) for name in names]
             venv = _vectorize(
                 probes, factories, padded_continuous_task, per_task, vec_env_cls, vec_env_kwargs, names, step_timeout
             )
@@ -304,7 +304,10 @@ class DiscreteMultiTaskVecEnv(BaseMultiTaskVecEnv):
                     )
             n_actions = n_actions or max(size for _, size in legal_and_sizes)
             obs_dim = obs_dim or largest_obs
-            per_task = [dict(legal=legal, n_actions=n_actions, obs_dim=obs_dim) for legal in legal_actions]
+            per_task = [
+                dict(legal=legal, n_actions=n_actions, obs_dim=obs_dim, name=name)
+                for legal, name in zip(legal_actions, names, strict=True)
+            ]
             venv = _vectorize(
                 probes, factories, union_discrete_task, per_task, vec_env_cls, vec_env_kwargs, names, step_timeout
             )

@@ -9,9 +9,16 @@ from gymnasium import spaces
 from stable_baselines3.common.monitor import Monitor
 
 
-def pad_vector(obs: np.ndarray, size: int) -> np.ndarray:
-    """A task's observation flattened to float32 and zero-padded at the end to ``size`` entries."""
+def pad_vector(obs: np.ndarray, size: int, declared: int, task: str) -> np.ndarray:
+    """A task's observation flattened to float32 and zero-padded at the end to ``size`` entries, after a clear error
+    for an observation of another size than the ``declared`` one of its space (padding would hide a shrinking one)."""
     flat = np.asarray(obs, dtype=np.float32).reshape(-1)
+    if flat.size != declared:
+        raise ValueError(
+            f"Task {task!r} returned an observation of {flat.size} entries, but its observation space declares "
+            f"{declared}: fix the env's observation or its observation_space (a multi-task model reads each task at "
+            "its declared size)."
+        )
     padded = np.zeros(size, np.float32)
     padded[: len(flat)] = flat
     return padded
@@ -23,12 +30,15 @@ class PadTask(gym.Wrapper):
     :param env: The task's env (flat Box observations, bounded Box actions)
     :param obs_dim: Padded observation size
     :param act_dim: Padded action size
+    :param name: The task's name (in errors)
     """
 
-    def __init__(self, env: gym.Env, obs_dim: int, act_dim: int):
+    def __init__(self, env: gym.Env, obs_dim: int, act_dim: int, name: str):
         super().__init__(env)
-        check_task_spaces(env, "task")
+        check_task_spaces(env, name)
         action_space = cast(spaces.Box, env.action_space)  # check_task_spaces: a Box
+        self.name = name
+        self.task_obs_dim = int(np.prod(cast(spaces.Box, env.observation_space).shape))
         self.task_act_dim = int(np.prod(action_space.shape))
         self._low = action_space.low.astype(np.float64).reshape(-1)
         self._high = action_space.high.astype(np.float64).reshape(-1)
@@ -37,7 +47,7 @@ class PadTask(gym.Wrapper):
         self._success = False
 
     def _pad(self, obs: np.ndarray) -> np.ndarray:
-        return pad_vector(obs, cast(spaces.Box, self.observation_space).shape[0])
+        return pad_vector(obs, cast(spaces.Box, self.observation_space).shape[0], self.task_obs_dim, self.name)
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
         obs, info = self.env.reset(**kwargs)
@@ -82,10 +92,13 @@ class UnionActions(gym.Wrapper):
     :param legal: Union ids of the task's actions, in the task's own order
     :param n_actions: Size of the union action space
     :param obs_dim: Padded size of vector observations (``None`` for images)
+    :param name: The task's name (in errors)
     """
 
-    def __init__(self, env: gym.Env, legal: list[int], n_actions: int, obs_dim: int | None):
+    def __init__(self, env: gym.Env, legal: list[int], n_actions: int, obs_dim: int | None, name: str):
         super().__init__(env)
+        self.name = name
+        self.task_obs_dim = int(np.prod(env.observation_space.shape or ()))
         self.legal = list(legal)
         self._task_action = {union: own for own, union in enumerate(self.legal)}
         self.action_space = spaces.Discrete(n_actions)
@@ -94,7 +107,7 @@ class UnionActions(gym.Wrapper):
             self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
 
     def _pad(self, obs: np.ndarray) -> np.ndarray:
-        return obs if self.obs_dim is None else pad_vector(obs, self.obs_dim)
+        return obs if self.obs_dim is None else pad_vector(obs, self.obs_dim, self.task_obs_dim, self.name)
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
         obs, info = self.env.reset(**kwargs)
@@ -104,7 +117,7 @@ class UnionActions(gym.Wrapper):
         union = int(np.asarray(action).reshape(()))
         if union not in self._task_action:
             raise ValueError(
-                f"Action {union} is illegal in task {self.env.spec.id if self.env.spec else self.env}: its legal union "
+                f"Action {union} is illegal in task {self.name!r}: its legal union "
                 f"actions are {self.legal}. Choose actions with the env's action_masks() (BRCDQN does)."
             )
         obs, reward, terminated, truncated, info = self.env.step(self._task_action[union])
@@ -124,13 +137,15 @@ def flatten_dict_observation(env: gym.Env) -> gym.Env:
     return gym.wrappers.FlattenObservation(env) if isinstance(env.observation_space, spaces.Dict) else env
 
 
-def padded_continuous_task(make: Callable[[], gym.Env], obs_dim: int, act_dim: int) -> gym.Env:
+def padded_continuous_task(make: Callable[[], gym.Env], obs_dim: int, act_dim: int, name: str) -> gym.Env:
     """A continuous task of a ``MultiTaskVecEnv``: flattened, padded, rescaled, its raw returns monitored."""
-    return Monitor(PadTask(flatten_dict_observation(make()), obs_dim, act_dim))
+    return Monitor(PadTask(flatten_dict_observation(make()), obs_dim, act_dim, name))
 
 
-def union_discrete_task(make: Callable[[], gym.Env], legal: list[int], n_actions: int, obs_dim: int | None) -> gym.Env:
+def union_discrete_task(
+    make: Callable[[], gym.Env], legal: list[int], n_actions: int, obs_dim: int | None, name: str
+) -> gym.Env:
     """A discrete task of a ``DiscreteMultiTaskVecEnv``: its actions mapped into the union space, its returns
     monitored (Atari envs monitor whole games inside their life-loss wrapper already)."""
     env = make()
-    return UnionActions(env if _is_monitored(env) else Monitor(env), legal, n_actions, obs_dim)
+    return UnionActions(env if _is_monitored(env) else Monitor(env), legal, n_actions, obs_dim, name)
