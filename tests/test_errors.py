@@ -28,7 +28,7 @@ from sb3_brc import (
 from sb3_brc.bench import BenchSettings, run_benchmark
 from sb3_brc.common.torch_layers import BroNet
 from sb3_brc.tools.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
-from sb3_brc.tools.evaluation import MultiTaskEvalCallback
+from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks
 from sb3_brc.tools.export import export_policy, load_exported_policy
 
 
@@ -348,6 +348,18 @@ CASES = {
         )
         for how, by in (("shrinks", -1), ("grows-within-padding", 2))
     },
+    "evaluate-tasks-in-another-order": (
+        lambda tp, mp: evaluate_tasks(tiny(two_tasks()), two_tasks(("b", "a")), 1),
+        ValueError,
+        "The env's tasks \\['b', 'a'\\].*differ from the model's \\['a', 'b'\\]",
+        "same tasks in the same order",
+    ),
+    "eval-callback-tasks-in-another-order": (
+        lambda tp, mp: tiny(two_tasks()).learn(4, callback=MultiTaskEvalCallback(two_tasks(("b", "a")), eval_freq=1)),
+        ValueError,
+        "The env's tasks \\['b', 'a'\\].*differ from the model's \\['a', 'b'\\]",
+        "same tasks in the same order",
+    ),
     "no-checkpoint": (
         lambda tp, mp: load_checkpoint(str(tp), TargetEnv()),
         FileNotFoundError,

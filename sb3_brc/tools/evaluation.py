@@ -8,6 +8,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
+from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv
 
 #: Columns of the evaluation CSV (``eval.csv``, ``evaluations.csv``), one row per task and evaluation.
@@ -22,6 +23,14 @@ def write_eval_rows(path: str, rows: list[dict[str, Any]], append: bool) -> None
         if header:
             writer.writeheader()
         writer.writerows(rows)
+
+
+def check_evaluation_env(model: BaseAlgorithm | None, env: BaseMultiTaskVecEnv) -> None:
+    """The one check of :func:`evaluate_tasks` and :class:`MultiTaskEvalCallback`: a multi-task model is evaluated on
+    its own tasks in its own order (or a contiguous run of them, as ``new_task_env`` builds after ``add_tasks``); a
+    clear error otherwise, instead of scores filed under the wrong task names."""
+    if isinstance(model, MultiTaskAlgorithm):
+        model._check_same_tasks(env)
 
 
 def evaluate_tasks(
@@ -46,6 +55,7 @@ def evaluate_tasks(
     """
     if n_eval_episodes < 1:
         raise ValueError(f"n_eval_episodes must be >= 1, got {n_eval_episodes}")
+    check_evaluation_env(model, env)
     returns: list[list[float]] = [[] for _ in range(env.num_tasks)]
     successes: list[list[float]] = [[] for _ in range(env.num_tasks)]
     if seed is not None:
@@ -113,9 +123,7 @@ class MultiTaskEvalCallback(BaseCallback):
         self.history: list[dict[str, Any]] = []
 
     def _init_callback(self) -> None:
-        layout = getattr(self.model, "task_layout", None)
-        if layout is not None and list(layout.names) != self.eval_env.task_names:
-            raise ValueError(f"eval_env tasks {self.eval_env.task_names} differ from the model's {list(layout.names)}")
+        check_evaluation_env(self.model, self.eval_env)
         if self.log_path is not None and os.path.dirname(self.log_path):
             os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
 
