@@ -392,3 +392,19 @@ def test_optimizer_kwargs_add_to_the_algorithms_defaults(algo):
     # another optimiser class takes the user's arguments alone (BRC's defaults are its own optimiser's)
     sgd = tiny(policy_kwargs=dict(TINY_POLICY, optimizer_class=th.optim.SGD, optimizer_kwargs=dict(momentum=0.9)))
     assert sgd.critic.optimizer.param_groups[0]["weight_decay"] == 0 and not sgd.critic.optimizer.param_groups[0]["fused"]
+
+
+class EndlessEnv(TargetEnv):
+    """:class:`TargetEnv` whose episodes never end (no time limit)."""
+
+    def step(self, action):
+        obs, reward, terminated, _, info = super().step(action)
+        return obs, reward, terminated, False, info
+
+
+def test_evaluation_of_a_task_whose_episodes_never_end_returns_with_a_warning():
+    env = MultiTaskVecEnv([TargetEnv, EndlessEnv], task_names=["ends", "endless"])
+    with pytest.warns(UserWarning, match=r"\['endless'\] did not end within 50 steps.*TimeLimit"):
+        ends, endless = evaluate_tasks(tiny(env), env, 3, max_episode_steps=50)
+    assert ends["episodes"] == 3 and endless["episodes"] == 1  # its one episode, stopped at 50 steps
+    assert endless["mean_return"] < 0  # the 50 steps' rewards (-|x - 0.5| each)

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv
 
+#: Steps after which an evaluation episode that has not ended is stopped (far above the suites' time limits: DMC
+#: 1000, Meta-World 200, Atari 27k)
+MAX_EVAL_EPISODE_STEPS = 100_000
 #: Columns of the evaluation CSV (``eval.csv``, ``evaluations.csv``), one row per task and evaluation.
 CSV_FIELDS = ["timesteps", "steps_per_task", "task", "mean_return", "std_return", "success_rate", "score", "episodes"]
 
@@ -39,17 +43,21 @@ def evaluate_tasks(
     n_eval_episodes: int = 10,
     deterministic: bool = True,
     seed: int | None = None,
+    max_episode_steps: int = MAX_EVAL_EPISODE_STEPS,
 ) -> list[dict[str, Any]]:
     """Run ``n_eval_episodes`` complete episodes of every task and report each task separately.
 
     All tasks step together; a task that has its episodes keeps stepping but is no longer counted (the
-    reference's evaluation kept adding successes there). Success is "success at any step of the episode".
+    reference's evaluation kept adding successes there). Success is "success at any step of the episode". A task
+    whose episode runs ``max_episode_steps`` steps without ending (no time limit) stops there, with a warning naming
+    it: that episode's return so far counts, as do its earlier episodes, and no more are run for it.
 
     :param model: The agent, or ``None`` for uniformly random actions (the random baseline)
     :param env: The evaluation env (a separate instance from the training env)
     :param n_eval_episodes: Episodes per task
     :param deterministic: Use the mean action (BRC evaluates deterministically)
     :param seed: Seed for the random baseline's actions (``model=None``), for a reproducible baseline
+    :param max_episode_steps: Steps after which an episode that has not ended stops being evaluated
     :return: One dict per task: ``task``, ``mean_return``, ``std_return``, ``success_rate`` (``None`` if the
         task reports no success), ``score`` (normalised, ``None`` if undefined), ``episodes``
     """
@@ -58,20 +66,36 @@ def evaluate_tasks(
     check_evaluation_env(model, env)
     returns: list[list[float]] = [[] for _ in range(env.num_tasks)]
     successes: list[list[float]] = [[] for _ in range(env.num_tasks)]
+    episode_steps, episode_return = np.zeros(env.num_tasks, dtype=np.int64), np.zeros(env.num_tasks)
+    cut: list[str] = []  # tasks whose episode did not end within max_episode_steps
     if seed is not None:
         env.action_space.seed(seed)
     obs = env.reset()
-    while min(len(r) for r in returns) < n_eval_episodes:
+    while any(len(r) < n_eval_episodes and name not in cut for r, name in zip(returns, env.task_names, strict=True)):
         if model is None:
             actions = env.sample_actions()
         else:
             actions, _ = model.predict(obs, deterministic=deterministic)  # type: ignore[arg-type]  # never a tuple here
-        obs, _, dones, infos = env.step(actions)
-        for task, (done, info) in enumerate(zip(dones, infos, strict=True)):
-            if done and len(returns[task]) < n_eval_episodes:
+        obs, rewards, dones, infos = env.step(actions)
+        episode_steps += 1
+        episode_return += rewards
+        for task, (done, info, name) in enumerate(zip(dones, infos, env.task_names, strict=True)):
+            counted = len(returns[task]) < n_eval_episodes and name not in cut
+            if done and counted:
                 returns[task].append(float(info["episode"]["r"]))
                 if "is_success" in info:
                     successes[task].append(float(info["is_success"]))
+            elif counted and episode_steps[task] >= max_episode_steps:
+                returns[task].append(float(episode_return[task]))
+                cut.append(name)
+            if done:
+                episode_steps[task], episode_return[task] = 0, 0.0
+    if cut:
+        warnings.warn(
+            f"Evaluation episodes of {cut} did not end within {max_episode_steps} steps: each was stopped there and its "
+            "return so far counted. Give such a task a time limit (gymnasium.wrappers.TimeLimit).",
+            stacklevel=2,
+        )
     results = []
     for task, name in enumerate(env.task_names):
         success_rate = float(np.mean(successes[task])) if successes[task] else None
