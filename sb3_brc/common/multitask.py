@@ -243,28 +243,50 @@ class MultiTaskAlgorithm(_MixinBase):
         algorithm = type(self).__name__
 
         def why(name: str) -> str:
-            value = getattr(self, name)
+            value = getattr(self, name, None)  # None: an argument this algorithm does not have (its check passes)
             return f"got {value!r}" + (f"; {algorithm} uses {defaults[name]}" if name in defaults else "")
 
         def not_a_positive_int(value: Any) -> bool:
             return isinstance(value, bool) or not isinstance(value, int) or value < 1
 
-        problems = []
-        for name in ("buffer_size", "batch_size"):
-            if not_a_positive_int(getattr(self, name)):
-                problems.append(f"{name} must be a positive integer ({why(name)})")
-        if self.learning_starts < 0:
-            problems.append(f"learning_starts must be >= 0 ({why('learning_starts')})")
-        if not 0.0 <= self.tau <= 1.0:
-            problems.append(f"tau is the Polyak coefficient, in [0, 1] ({why('tau')})")
-        if not 0.0 <= self.gamma < 1.0:
-            problems.append(f"gamma must be in [0, 1) ({why('gamma')})")
-        if self.gradient_steps < -1:
-            problems.append(f"gradient_steps must be >= 0, or -1 for one per env step ({why('gradient_steps')})")
-        if not_a_positive_int(self.target_update_interval):
-            problems.append(f"target_update_interval must be an integer >= 1 ({why('target_update_interval')})")
-        if not callable(self.learning_rate) and not self.learning_rate > 0:
-            problems.append(f"learning_rate must be > 0 ({why('learning_rate')})")
+        buffer_size, batch_size, learning_rate = self.buffer_size, self.batch_size, self.learning_rate
+        frequency = self.train_freq[0] if isinstance(self.train_freq, tuple) else self.train_freq
+        ent_coef = getattr(self, "ent_coef", "auto")  # the arguments only some algorithms have
+        checks = [
+            (not_a_positive_int(buffer_size), f"buffer_size must be a positive integer ({why('buffer_size')})"),
+            (not_a_positive_int(batch_size), f"batch_size must be a positive integer ({why('batch_size')})"),
+            (self.learning_starts < 0, f"learning_starts must be >= 0 ({why('learning_starts')})"),
+            (not 0.0 <= self.tau <= 1.0, f"tau is the Polyak coefficient, in [0, 1] ({why('tau')})"),
+            (not 0.0 <= self.gamma < 1.0, f"gamma must be in [0, 1) ({why('gamma')})"),
+            (
+                self.gradient_steps < -1,
+                f"gradient_steps must be >= 0, or -1 for one per env step ({why('gradient_steps')})",
+            ),
+            (
+                not_a_positive_int(self.target_update_interval),
+                f"target_update_interval must be an integer >= 1 ({why('target_update_interval')})",
+            ),
+            (not callable(learning_rate) and not learning_rate > 0, f"learning_rate must be > 0 ({why('learning_rate')})"),
+            (
+                not_a_positive_int(getattr(frequency, "frequency", frequency)),
+                f"train_freq must be a positive number of steps or episodes (got {self.train_freq!r})",
+            ),
+            (
+                not_a_positive_int(getattr(self, "n_steps", 1)),
+                f"n_steps is the length of n-step returns, an integer >= 1 ({why('n_steps')})",
+            ),
+            (
+                not isinstance(ent_coef, str) and not ent_coef >= 0,
+                f"ent_coef must be >= 0, or 'auto' / 'auto_<initial value>' to learn it ({why('ent_coef')})",
+            ),
+            # Relations between arguments
+            (
+                not (not_a_positive_int(buffer_size) or not_a_positive_int(batch_size)) and buffer_size < batch_size,
+                f"the replay buffer holds fewer transitions than one batch (buffer_size={buffer_size} < "
+                f"batch_size={batch_size})",
+            ),
+        ]
+        problems = [message for bad, message in checks if bad]
         if problems:
             raise ValueError(f"Invalid {algorithm} hyperparameters: " + "; ".join(problems) + ".")
 
