@@ -1,6 +1,7 @@
 """BRCDQN: n-step replay against a brute-force walk, augmentation, action masks, save/load, learning on CartPole."""
 
 import pickle
+from unittest import mock
 
 import gymnasium as gym
 import numpy as np
@@ -16,6 +17,7 @@ from sb3_brc import BRCDQN, ImpalaCNN
 from sb3_brc.common.augmentation import random_shift
 from sb3_brc.common.buffers import CompactNStepReplayBuffer
 from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv
+from sb3_brc.tools.evaluation import evaluate_tasks
 
 GAMMA = 0.9
 
@@ -223,6 +225,20 @@ def test_epsilon_schedule_counts_steps_per_task():
         model.num_timesteps = timesteps
         model._on_step()
         assert model.exploration_rate == pytest.approx(expected)
+
+
+def test_deterministic_predict_is_greedy_and_evaluations_use_the_evaluation_epsilon():
+    # SB3's meaning: deterministic=True is greedy. The Atari protocol's epsilon belongs to evaluations
+    env = DiscreteMultiTaskVecEnv(["CartPole-v1", "Acrobot-v1"], seed=0)
+    model = BRCDQN("MlpPolicy", env, learning_starts=0, eval_exploration_rate=1.0, policy_kwargs=TINY_DQN, seed=0)
+    obs = {key: np.tile(value, (100,) + (1,) * (value.ndim - 1)) for key, value in env.reset().items()}
+    greedy = model.predict(obs, deterministic=True)[0]  # rows alternate: CartPole, Acrobot, CartPole, ...
+    assert len(set(greedy[0::2])) == 1 and len(set(greedy[1::2])) == 1  # one action per task: no exploration
+    evaluated = model.evaluation_predict(obs)  # epsilon 1: uniform over each task's legal actions
+    assert set(evaluated[0::2]) == {0, 1} and set(evaluated[1::2]) == {0, 1, 2}
+    with mock.patch.object(model, "evaluation_predict", wraps=model.evaluation_predict) as protocol:
+        evaluate_tasks(model, env, 1)
+    assert protocol.called
 
 
 def test_save_load_round_trip(tmp_path):

@@ -192,12 +192,6 @@ CASES = {
     "gamma": (lambda tp, mp: tiny(gamma=1.0), ValueError, "gamma", "\\[0, 1\\)"),
     "batch_size": (lambda tp, mp: tiny(batch_size=0), ValueError, "batch_size", "positive integer"),
     "learning_rate": (lambda tp, mp: tiny(learning_rate=-1.0), ValueError, "learning_rate", "> 0"),
-    "buffer-smaller-than-batch": (
-        lambda tp, mp: tiny(buffer_size=8, batch_size=16),
-        ValueError,
-        "buffer_size=8 < batch_size=16",
-        "fewer transitions than one batch",
-    ),
     "train_freq-0": (lambda tp, mp: tiny(train_freq=0), ValueError, "train_freq", "positive number of steps or episodes"),
     "train_freq-episodes-0": (
         lambda tp, mp: tiny(train_freq=(0, "episode")),

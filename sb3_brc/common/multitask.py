@@ -249,12 +249,12 @@ class MultiTaskAlgorithm(_MixinBase):
         def not_a_positive_int(value: Any) -> bool:
             return isinstance(value, bool) or not isinstance(value, int) or value < 1
 
-        buffer_size, batch_size, learning_rate = self.buffer_size, self.batch_size, self.learning_rate
+        learning_rate = self.learning_rate
         frequency = self.train_freq[0] if isinstance(self.train_freq, tuple) else self.train_freq
         ent_coef = getattr(self, "ent_coef", "auto")  # the arguments only some algorithms have
         checks = [
-            (not_a_positive_int(buffer_size), f"buffer_size must be a positive integer ({why('buffer_size')})"),
-            (not_a_positive_int(batch_size), f"batch_size must be a positive integer ({why('batch_size')})"),
+            (not_a_positive_int(self.buffer_size), f"buffer_size must be a positive integer ({why('buffer_size')})"),
+            (not_a_positive_int(self.batch_size), f"batch_size must be a positive integer ({why('batch_size')})"),
             (self.learning_starts < 0, f"learning_starts must be >= 0 ({why('learning_starts')})"),
             (not 0.0 <= self.tau <= 1.0, f"tau is the Polyak coefficient, in [0, 1] ({why('tau')})"),
             (not 0.0 <= self.gamma < 1.0, f"gamma must be in [0, 1) ({why('gamma')})"),
@@ -278,12 +278,6 @@ class MultiTaskAlgorithm(_MixinBase):
             (
                 not isinstance(ent_coef, str) and not ent_coef >= 0,
                 f"ent_coef must be >= 0, or 'auto' / 'auto_<initial value>' to learn it ({why('ent_coef')})",
-            ),
-            # Relations between arguments
-            (
-                not (not_a_positive_int(buffer_size) or not_a_positive_int(batch_size)) and buffer_size < batch_size,
-                f"the replay buffer holds fewer transitions than one batch (buffer_size={buffer_size} < "
-                f"batch_size={batch_size})",
             ),
         ]
         problems = [message for bad, message in checks if bad]
@@ -387,6 +381,11 @@ class MultiTaskAlgorithm(_MixinBase):
             callback = [*map(convert_callback, user_callbacks), TaskProgressBarCallback()]
             progress_bar = False
         return super()._init_callback(callback, progress_bar)
+
+    def evaluation_predict(self, observation: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """The actions of BRC's evaluation protocol for ``observation``: ``predict(deterministic=True)``, unless the
+        algorithm's protocol differs (BRCDQN's evaluation epsilon). Used by ``evaluate_tasks`` and the harness."""
+        return self.predict(observation, deterministic=True)[0]  # type: ignore[attr-defined,return-value]  # SB3's
 
     # Hooks of the algorithm-aware tools (diagnostics, transfer) -----------------------------------------------------
 

@@ -69,7 +69,8 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
     :param exploration_initial_eps: Epsilon during the warm-up and at the start of the decay
     :param exploration_final_eps: Epsilon after the decay
     :param exploration_decay_steps: Steps per task of the linear epsilon decay after the warm-up
-    :param eval_exploration_rate: Epsilon of ``predict(deterministic=True)`` (the evaluation protocol; 0 for greedy)
+    :param eval_exploration_rate: Epsilon of the evaluation protocol (:meth:`evaluation_predict`, used by
+        ``evaluate_tasks`` and the harness; 0 for greedy); ``predict(deterministic=True)`` is greedy, as in SB3
     :param augment: DrQ random shifts of image observations (``None``: on for images, off for vectors)
     :param augment_pad: Largest shift in pixels
     :param max_grad_norm: Gradient clipping norm (``None``: off)
@@ -308,14 +309,22 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """Epsilon-greedy over the legal actions of each observation's task: the training epsilon, or
-        ``eval_exploration_rate`` with ``deterministic=True`` (the Atari evaluation protocol)."""
-        epsilon = self.eval_exploration_rate if deterministic else self.exploration_rate
+        """Greedy over the legal actions of each observation's task with ``deterministic=True`` (as in SB3's DQN),
+        epsilon-greedy with the training epsilon otherwise. The Atari evaluation protocol's epsilon is
+        :meth:`evaluation_predict`'s."""
+        return self._epsilon_greedy(observation, 0.0 if deterministic else self.exploration_rate), state
+
+    def evaluation_predict(self, observation: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """Epsilon-greedy with ``eval_exploration_rate`` (DrQ(eps)'s evaluation epsilon 0.001): what
+        ``evaluate_tasks``, the evaluation callback and the harness evaluate."""
+        return self._epsilon_greedy(observation, self.eval_exploration_rate)
+
+    def _epsilon_greedy(self, observation: np.ndarray | dict[str, np.ndarray], epsilon: float) -> np.ndarray:
         self.policy.set_training_mode(False)
         obs_tensor, vectorized = self.policy.obs_to_tensor(observation)
         with th.no_grad():
             actions = self.policy.act(obs_tensor, epsilon).cpu().numpy()
-        return (actions if vectorized else actions.squeeze(0)), state
+        return actions if vectorized else actions.squeeze(0)
 
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1

@@ -37,6 +37,15 @@ def check_evaluation_env(model: BaseAlgorithm | None, env: BaseMultiTaskVecEnv) 
         model._check_same_tasks(env)
 
 
+def evaluation_actions(model: BaseAlgorithm, obs: Any, deterministic: bool) -> np.ndarray:
+    """The actions an evaluation takes: with ``deterministic``, the algorithm's evaluation protocol
+    (:meth:`~sb3_brc.common.multitask.MultiTaskAlgorithm.evaluation_predict`: BRCDQN's evaluation epsilon), else
+    ``predict()``'s sampled actions; SB3's algorithms: ``predict(obs, deterministic)``."""
+    if deterministic and isinstance(model, MultiTaskAlgorithm):
+        return model.evaluation_predict(obs)
+    return model.predict(obs, deterministic=deterministic)[0]  # type: ignore[arg-type]  # never a tuple here
+
+
 def evaluate_tasks(
     model: BaseAlgorithm | None,
     env: BaseMultiTaskVecEnv,
@@ -55,7 +64,8 @@ def evaluate_tasks(
     :param model: The agent, or ``None`` for uniformly random actions (the random baseline)
     :param env: The evaluation env (a separate instance from the training env)
     :param n_eval_episodes: Episodes per task
-    :param deterministic: Use the mean action (BRC evaluates deterministically)
+    :param deterministic: The evaluation protocol: the mean action (BRCSAC), epsilon-greedy with the evaluation
+        epsilon (BRCDQN); ``False``: the actions ``predict()`` samples
     :param seed: Seed for the random baseline's actions (``model=None``), for a reproducible baseline
     :param max_episode_steps: Steps after which an episode that has not ended stops being evaluated
     :return: One dict per task: ``task``, ``mean_return``, ``std_return``, ``success_rate`` (``None`` if the
@@ -75,7 +85,7 @@ def evaluate_tasks(
         if model is None:
             actions = env.sample_actions()
         else:
-            actions, _ = model.predict(obs, deterministic=deterministic)  # type: ignore[arg-type]  # never a tuple here
+            actions = evaluation_actions(model, obs, deterministic)
         obs, rewards, dones, infos = env.step(actions)
         episode_steps += 1
         episode_return += rewards
