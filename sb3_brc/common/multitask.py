@@ -385,7 +385,7 @@ class MultiTaskAlgorithm(_MixinBase):
     def evaluation_predict(self, observation: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         """The actions of BRC's evaluation protocol for ``observation``: ``predict(deterministic=True)``, unless the
         algorithm's protocol differs (BRCDQN's evaluation epsilon). Used by ``evaluate_tasks`` and the harness."""
-        return self.predict(observation, deterministic=True)[0]  # type: ignore[attr-defined,return-value]  # SB3's
+        return self.predict(observation, deterministic=True)[0]
 
     # Hooks of the algorithm-aware tools (diagnostics, transfer) -----------------------------------------------------
 

@@ -43,7 +43,7 @@ def evaluation_actions(model: BaseAlgorithm, obs: Any, deterministic: bool) -> n
     ``predict()``'s sampled actions; SB3's algorithms: ``predict(obs, deterministic)``."""
     if deterministic and isinstance(model, MultiTaskAlgorithm):
         return model.evaluation_predict(obs)
-    return model.predict(obs, deterministic=deterministic)[0]  # type: ignore[arg-type]  # never a tuple here
+    return model.predict(obs, deterministic=deterministic)[0]
 
 
 def evaluate_tasks(
