@@ -375,6 +375,12 @@ CASES = {
         "The env's tasks \\['b', 'a'\\].*differ from the model's \\['a', 'b'\\]",
         "same tasks in the same order",
     ),
+    "brcsac-file-in-brcdqn-load": (
+        lambda tp, mp: BRCDQN.load(saved(tp)),
+        ValueError,
+        "another sb3-brc algorithm \\(its policy comes from sb3_brc.sac.policies, not sb3_brc.dqn\\)",
+        "Load it with the algorithm that saved it",
+    ),
     "no-checkpoint": (
         lambda tp, mp: load_checkpoint(str(tp), TargetEnv()),
         FileNotFoundError,

@@ -46,8 +46,9 @@ PolicyArg = TypeVar("PolicyArg", bound=str | type[BasePolicy])
 FIRST_LOADABLE_VERSION = (0, 2)
 
 
-def check_save_file(path: str | pathlib.Path | io.BufferedIOBase) -> None:
-    """Raise a clear ``ValueError`` when ``path`` is not an intact SB3 save (truncated, corrupted, not a zip)."""
+def check_save_file(path: str | pathlib.Path | io.BufferedIOBase, policy_package: str | None = None) -> None:
+    """Raise a clear ``ValueError`` when ``path`` is not an intact SB3 save (truncated, corrupted, not a zip), or,
+    with ``policy_package`` (e.g. ``"sb3_brc.sac"``), when it holds another sb3-brc algorithm's model."""
     if isinstance(path, io.BufferedIOBase):
         return
     path = pathlib.Path(path)
@@ -82,6 +83,12 @@ def check_save_file(path: str | pathlib.Path | io.BufferedIOBase) -> None:
             f"Cannot load {path}: it was written by sb3-brc {written_by or '0.1 or older (no version recorded)'}, "
             f"whose models read the task id from the last observation entry; sb3-brc {SB3_BRC_VERSION} reads it from "
             "Dict observations. Load it with that version (pip install 'sb3-brc==0.1.*') or retrain."
+        )
+    if policy_package is not None and not policy_module.startswith(policy_package + "."):
+        raise ValueError(
+            f"Cannot load {path} here: it holds a model of another sb3-brc algorithm (its policy comes from "
+            f"{policy_module}, not {policy_package}). Load it with the algorithm that saved it (BRCSAC for sb3_brc.sac, "
+            "BRCDQN for sb3_brc.dqn)."
         )
 
 
@@ -441,7 +448,7 @@ class MultiTaskAlgorithm(_MixinBase):
     ) -> SelfMultiTask:
         """SB3's ``load()``, with a clear error for a truncated or foreign file; with ``env``, checks that it holds the
         model's tasks (same tasks, task ids and layout, or a contiguous run of them)."""
-        check_save_file(path)
+        check_save_file(path, cls.policy_aliases["MlpPolicy"].__module__.rsplit(".", 1)[0])
         try:
             model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
         except ValueError as error:
