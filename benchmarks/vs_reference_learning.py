@@ -90,7 +90,7 @@ def run_reference(worker: Worker, spec, settings: BenchSettings, args: argparse.
     with tempfile.TemporaryDirectory() as scratch:
         path = os.path.join(scratch, "evaluations.csv")
         reply = worker.ask(
-            args.setup_timeout,
+            args.run_timeout,
             cmd="learn",
             task=args.tasks[0],  # the reference's DMC name, domain-task
             width=policy_kwargs["qf"][0],
@@ -139,7 +139,10 @@ def main() -> None:
         "--jax-python", required=True, help="Python of a virtual environment with the reference's packages, dm_control, shimmy"
     )
     parser.add_argument("--jax-init", choices=["eager", "jit"], default="eager", help="see vs_reference.py")
-    parser.add_argument("--setup-timeout", type=float, default=1800.0, help="seconds to wait for any worker answer")
+    parser.add_argument("--setup-timeout", type=float, default=1800.0, help="seconds to wait for the env check")
+    parser.add_argument(
+        "--run-timeout", type=float, default=7 * 24 * 3600.0, help="seconds to wait for one reference run to finish"
+    )
     parser.set_defaults(
         algos=[OURS, REFERENCE_ALGO],
         reference=OURS,
