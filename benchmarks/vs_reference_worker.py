@@ -314,6 +314,7 @@ class ReferenceLearning:
                     result = self.eval_env.evaluate(self.loop.agent, self.eval_episodes, temperature=0.0)
                     file.write(f"{self.loop.i},{float(result['return'][0])},{float(result['goal'][0])}\n")
                     file.flush()
+                    print(f"reference: {self.loop.i} steps, return {float(result['return'][0]):.1f}", file=sys.stderr)
         return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
 
 
