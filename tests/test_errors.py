@@ -3,6 +3,7 @@
 import argparse
 import importlib
 import json
+import os
 import zipfile
 
 import gymnasium as gym
@@ -95,6 +96,19 @@ def step_resizing_task(by: int):
     env.reset()
     for _ in range(6):
         env.step(env.sample_actions())
+
+
+def resume_with_damaged(tmp_path, file_name: str):
+    """load_checkpoint on a checkpoint whose ``file_name`` was cut in half."""
+    model = tiny()
+    model.learn(40)
+    path = save_checkpoint(model, str(tmp_path))
+    damaged = os.path.join(path, file_name)
+    with open(damaged, "rb") as file:
+        data = file.read()
+    with open(damaged, "wb") as file:
+        file.write(data[: len(data) // 2])
+    load_checkpoint(str(tmp_path), TargetEnv())
 
 
 def saved(tmp_path, model=None):
@@ -381,6 +395,15 @@ CASES = {
         "another sb3-brc algorithm \\(its policy comes from sb3_brc.sac.policies, not sb3_brc.dqn\\)",
         "Load it with the algorithm that saved it",
     ),
+    **{
+        f"truncated-{name}": (
+            lambda tp, mp, name=name: resume_with_damaged(tp, name),
+            ValueError,
+            f"{name} is truncated or corrupted",
+            "resume from an earlier one",
+        )
+        for name in ("rng.pkl", "replay_buffer.pkl")
+    },
     "no-checkpoint": (
         lambda tp, mp: load_checkpoint(str(tp), TargetEnv()),
         FileNotFoundError,
@@ -429,3 +452,18 @@ def test_evaluation_of_a_task_whose_episodes_never_end_returns_with_a_warning():
         ends, endless = evaluate_tasks(tiny(env), env, 3, max_episode_steps=50)
     assert ends["episodes"] == 3 and endless["episodes"] == 1  # its one episode, stopped at 50 steps
     assert endless["mean_return"] < 0  # the 50 steps' rewards (-|x - 0.5| each)
+
+
+@pytest.mark.parametrize("pointer", [None, b"\xff\xfe garbled", b"step-999"])
+def test_a_missing_or_garbled_latest_pointer_falls_back_to_the_newest_complete_checkpoint(tmp_path, pointer):
+    model = tiny()
+    model.learn(40)
+    save_checkpoint(model, str(tmp_path))
+    latest = tmp_path / "latest"
+    if pointer is None:
+        latest.unlink()
+    else:
+        latest.write_bytes(pointer)
+    with pytest.warns(UserWarning, match="using the newest complete checkpoint, step-40"):
+        resumed = load_checkpoint(str(tmp_path), TargetEnv())
+    assert resumed.num_timesteps == 40

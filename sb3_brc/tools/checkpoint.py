@@ -6,12 +6,14 @@ count, the algorithm and the sb3-brc version that wrote it (as does its ``model.
 previous checkpoint untouched, so a run can always resume from the last complete checkpoint.
 """
 
+import contextlib
 import json
 import os
 import pickle
 import random
 import shutil
 import warnings
+from collections.abc import Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -92,13 +94,29 @@ def save_checkpoint(model: MultiTaskAlgorithm, root: str, replay_buffer: bool = 
 
 
 def latest_checkpoint(root: str) -> str | None:
-    """Directory of the newest complete checkpoint under ``root``, or ``None``."""
+    """Directory of the newest complete checkpoint under ``root``, or ``None``. The ``latest`` pointer names it; when
+    the pointer is missing, garbled or names no complete checkpoint, the complete ``step-N`` with the largest ``N``
+    is used, with a warning."""
+
+    def complete(name: str) -> bool:
+        return os.path.exists(os.path.join(root, name, "checkpoint.json"))
+
     pointer = os.path.join(root, LATEST)
-    if not os.path.exists(pointer):
+    try:
+        with open(pointer, encoding="utf-8") as file:
+            named = file.read().strip()
+    except (OSError, UnicodeDecodeError):
+        named = ""
+    if named.startswith("step-") and os.sep not in named and complete(named):
+        return os.path.join(root, named)
+    steps = [name for name in os.listdir(root) if name.startswith("step-") and complete(name)] if os.path.isdir(root) else []
+    steps = [name for name in steps if name[len("step-") :].isdigit()]
+    if not steps:
         return None
-    with open(pointer) as file:
-        path = os.path.join(root, file.read().strip())
-    return path if os.path.exists(os.path.join(path, "checkpoint.json")) else None
+    newest = max(steps, key=lambda name: int(name[len("step-") :]))
+    problem = "is missing" if not os.path.exists(pointer) else f"names {named!r}, not a complete checkpoint"
+    warnings.warn(f"{pointer} {problem}: using the newest complete checkpoint, {newest}.", stacklevel=2)
+    return os.path.join(root, newest)
 
 
 def checkpoint_timesteps(root: str) -> int:
@@ -140,13 +158,28 @@ def load_checkpoint(
         )
     # A BRCSAC / BRCDQN, or an SB3 off-policy baseline (SAC, TQC, CrossQ) of the benchmark grid
     model = cast(MultiTaskAlgorithm, algorithm.load(os.path.join(path, "model.zip"), env=env, **load_kwargs))
-    if os.path.exists(os.path.join(path, "replay_buffer.pkl")):
-        model.load_replay_buffer(os.path.join(path, "replay_buffer.pkl"))
+    buffer_path, rng_path = os.path.join(path, "replay_buffer.pkl"), os.path.join(path, "rng.pkl")
+    if os.path.exists(buffer_path):
+        with _unpickling(buffer_path):
+            model.load_replay_buffer(buffer_path)
         assert model.replay_buffer is not None  # just loaded
         end_episodes_at_newest(model.replay_buffer)  # the loaded model resets its envs: new episodes follow
-    with open(os.path.join(path, "rng.pkl"), "rb") as file:
+    with _unpickling(rng_path), open(rng_path, "rb") as file:
         set_rng_state(pickle.load(file))
     return model
+
+
+@contextlib.contextmanager
+def _unpickling(path: str) -> Iterator[None]:
+    """A clear error naming ``path`` for a checkpoint file that cannot be unpickled (truncated or corrupted)."""
+    try:
+        yield
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, ImportError, IndexError, KeyError) as error:
+        raise ValueError(
+            f"Cannot resume from {os.path.dirname(path)}: {os.path.basename(path)} is truncated or corrupted "
+            f"({type(error).__name__}: {error}). Move that checkpoint directory away to resume from an earlier one, "
+            "or start the run over."
+        ) from error
 
 
 class CheckpointCallback(BaseCallback):
