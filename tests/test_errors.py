@@ -111,6 +111,30 @@ def resume_with_damaged(tmp_path, file_name: str):
     load_checkpoint(str(tmp_path), TargetEnv())
 
 
+class OddRewardEnv(TargetEnv):
+    """:class:`TargetEnv` whose reward is ``reward`` instead of a number."""
+
+    def __init__(self, reward):
+        super().__init__()
+        self.reward = reward
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = super().step(action)
+        return obs, self.reward, terminated, truncated, info
+
+
+def step_odd_reward(reward):
+    env = MultiTaskVecEnv([lambda: OddRewardEnv(reward), TargetEnv], task_names=["odd", "fine"])
+    env.reset()
+    env.step(env.sample_actions())
+
+
+def fixed_action_env():
+    env = TargetEnv()
+    env.action_space = gym.spaces.Box(np.array([-1.0, 0.5]), np.array([1.0, 0.5]), dtype=np.float32)
+    return env
+
+
 def saved(tmp_path, model=None):
     (model or tiny()).save(tmp_path / "good.zip")
     return tmp_path / "good.zip"
@@ -404,6 +428,27 @@ CASES = {
         )
         for name in ("rng.pkl", "replay_buffer.pkl")
     },
+    **{
+        f"reward-{kind}": (
+            lambda tp, mp, reward=reward: step_odd_reward(reward),
+            TypeError,
+            "Task 'odd' returned the reward",
+            "a reward is a single number",
+        )
+        for kind, reward in (("array", np.array([1.0, 2.0])), ("none", None), ("string", "1.0"))
+    },
+    "action-low-equals-high": (
+        lambda tp, mp: BRCSAC("MlpPolicy", fixed_action_env()),
+        ValueError,
+        "low < high in every dimension",
+        "Fix the env's action_space",
+    ),
+    "task-action-low-equals-high": (
+        lambda tp, mp: MultiTaskVecEnv([fixed_action_env, TargetEnv], task_names=["fixed", "fine"]),
+        ValueError,
+        "Task 'fixed' has action bounds with high <= low",
+        "Fix the env's action_space",
+    ),
     "no-checkpoint": (
         lambda tp, mp: load_checkpoint(str(tp), TargetEnv()),
         FileNotFoundError,

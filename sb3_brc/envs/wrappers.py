@@ -64,7 +64,17 @@ class PadTask(gym.Wrapper):
             self._success = self._success or bool(success)
             if terminated or truncated:
                 info["is_success"] = self._success  # SB3's rollout/success_rate: success at any step
-        return self._pad(obs), float(reward), terminated, truncated, info
+        return self._pad(obs), scalar_reward(reward, self.name), terminated, truncated, info
+
+
+def scalar_reward(reward: Any, task: str) -> float:
+    """A step's reward as a float, after a clear error naming the task for one that is not a single number."""
+    if isinstance(reward, bool) or np.ndim(reward) != 0 or not np.issubdtype(np.asarray(reward).dtype, np.number):
+        raise TypeError(
+            f"Task {task!r} returned the reward {reward!r} ({type(reward).__name__}); a reward is a single number: "
+            "fix the env's step() (a 1-element array: return float(reward))."
+        )
+    return float(reward)
 
 
 def check_task_spaces(env: gym.Env, name: str) -> None:
@@ -76,6 +86,11 @@ def check_task_spaces(env: gym.Env, name: str) -> None:
     if not (np.isfinite(env.action_space.low).all() and np.isfinite(env.action_space.high).all()):
         raise ValueError(
             f"Task {name!r} has unbounded actions {env.action_space}; wrap it with gymnasium.wrappers.ClipAction."
+        )
+    if (env.action_space.high <= env.action_space.low).any():
+        raise ValueError(
+            f"Task {name!r} has action bounds with high <= low ({env.action_space}): no action can vary there. Fix the "
+            "env's action_space."
         )
     if not isinstance(env.observation_space, spaces.Box) or len(env.observation_space.shape) != 1:
         raise TypeError(
@@ -121,7 +136,7 @@ class UnionActions(gym.Wrapper):
                 f"actions are {self.legal}. Choose actions with the env's action_masks() (BRCDQN does)."
             )
         obs, reward, terminated, truncated, info = self.env.step(self._task_action[union])
-        return self._pad(obs), float(reward), terminated, truncated, info
+        return self._pad(obs), scalar_reward(reward, self.name), terminated, truncated, info
 
 
 def _is_monitored(env: gym.Env) -> bool:

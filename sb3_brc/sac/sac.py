@@ -42,6 +42,11 @@ def _check_spaces(env: GymEnv) -> None:
             f"BRCSAC squashes actions with tanh and needs a bounded Box action space, got {action_space}. "
             "Wrap the env with gymnasium.wrappers.ClipAction / RescaleAction to finite bounds."
         )
+    if np.any(action_space.high <= action_space.low):
+        raise ValueError(
+            f"BRCSAC needs action bounds with low < high in every dimension, got {action_space}: no action can vary "
+            "where they are equal. Fix the env's action_space."
+        )
     if not isinstance(observation_space, spaces.Box | spaces.Dict):
         raise TypeError(
             f"BRCSAC needs a Box (MlpPolicy) or Dict (MultiInputPolicy) observation space, got {observation_space}."
