@@ -24,6 +24,7 @@ from sb3_brc.bench.settings import (
     add_preset_flag,
     add_setting_flags,
     count_problems,
+    device_name,
     parse_with_preset,
 )
 from sb3_brc.common.multitask import MultiTaskAlgorithm
@@ -300,7 +301,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p_eval.add_argument("run", help="run directory (or its model.zip)")
     p_eval.add_argument("--episodes", type=int, default=10)
     p_eval.add_argument("--seed", type=int, default=1000)
-    p_eval.add_argument("--device", default="auto")
+    p_eval.add_argument("--device", default="auto", type=device_name)
     p_eval.set_defaults(func=evaluate)
 
     p_suites = sub.add_parser("suites", help="list suites and tasks")
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MUJOCO_GL", "disable")  # physics only: no display needed
     try:
         args.func(args)
-    except (ValueError, ImportError, FileNotFoundError, TypeError) as error:  # bad input: message, no traceback
+    except (ValueError, ImportError, TypeError, OSError) as error:  # bad input (or an unusable --out): one line
         print(f"sb3-brc: error: {error}", file=sys.stderr)
         sys.exit(2)
     except EnvStepTimeout as error:  # a hung env: a fault to retry, not bad input

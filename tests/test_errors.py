@@ -512,3 +512,20 @@ def test_a_missing_or_garbled_latest_pointer_falls_back_to_the_newest_complete_c
     with pytest.warns(UserWarning, match="using the newest complete checkpoint, step-40"):
         resumed = load_checkpoint(str(tmp_path), TargetEnv())
     assert resumed.num_timesteps == 40
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--out", "{tmp}/a-file/run"], "Not a directory"),
+        (["--out", "{tmp}/run", "--device", "tpu"], "argument --device: unknown torch device 'tpu'"),
+    ],
+    ids=["out-under-a-file", "unknown-device"],
+)
+def test_cli_bad_output_and_device_give_one_line_errors(tmp_path, capsys, argv, message):
+    (tmp_path / "a-file").write_text("")
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--tasks", "Pendulum-v1", "--steps-per-task", "10", *argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err

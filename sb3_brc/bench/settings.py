@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import torch as th
+
 from sb3_brc.envs.subproc import check_step_timeout
 from sb3_brc.sac.policies import SIZE_PRESETS
 
@@ -20,6 +22,17 @@ if TYPE_CHECKING:
 
 #: A settings dataclass (e.g. :class:`BenchSettings`).
 Settings = TypeVar("Settings", bound="DataclassInstance")
+
+
+def device_name(name: str) -> str:
+    """A ``--device`` value: ``"auto"`` or a name torch knows (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...), else the
+    flag's one-line error."""
+    if name != "auto":
+        try:
+            th.device(name)
+        except RuntimeError:
+            raise argparse.ArgumentTypeError(f"unknown torch device {name!r} (auto, cpu, cuda, cuda:1, mps, ...)") from None
+    return name
 
 
 def setting(default: Any, help: str, **flag_kwargs: Any) -> Any:
@@ -63,7 +76,7 @@ class BenchSettings:
     gradient_steps: int | None = setting(None, "all algorithms (default: each one's own: BRCSAC 2, BRCDQN/SAC/TQC/CrossQ 1)")
     size: str = setting("tiny", "BRC size preset", choices=list(SIZE_PRESETS))
     width: int | None = setting(None, "critic width for all algorithms (overrides --size)")
-    device: str = setting("auto", "torch device")
+    device: str = setting("auto", "torch device", type=device_name)
     threads: int = setting(1, "torch threads per run process")
 
     def check(self) -> None:
