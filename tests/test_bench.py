@@ -85,6 +85,29 @@ def test_grid_layout_suites_and_registry():
     assert ALGOS["sac"].algo_class().__name__ == "SAC"
 
 
+def test_task_sets_and_suite_subsets():
+    settings = BenchSettings(**FLAGS)
+    # A comma-joined set: one multi-task run, one run per task of a single-task algorithm
+    runs = grid("out", ["brc_sac", "sac"], ["Pendulum-v1,InvertedPendulum-v5"], SEEDS[:1], settings)
+    assert [run.key for run in runs] == [
+        "brc_sac/Pendulum-v1,InvertedPendulum-v5/seed0",
+        "sac/Pendulum-v1/seed0",
+        "sac/InvertedPendulum-v5/seed0",
+    ]
+    assert runs[0].tasks.task_names == ("Pendulum-v1", "InvertedPendulum-v5") and runs[0].tasks.is_suite
+    # Some tasks of a suite: its own envs and names, so per-task runs are the suite's per-task runs
+    subset = resolve_tasks("pendulum-gravity:pendulum-g6,pendulum-g12")
+    whole = {part.task_names: part for part in resolve_tasks("pendulum-gravity").split()}
+    assert subset.split() == [whole[("pendulum-g6",)], whole[("pendulum-g12",)]]
+    assert resolve_tasks("pendulum-gravity:pendulum-g6") == whole[("pendulum-g6",)]
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['pendulum-g7'\].*pendulum-gravity's tasks"):
+        resolve_tasks("pendulum-gravity:pendulum-g6,pendulum-g7")
+    with pytest.raises(ValueError, match="a task twice"):
+        resolve_tasks("Pendulum-v1,Pendulum-v1")
+    with pytest.raises(ValueError, match=r"holds single tasks; \['pendulum-gravity'\] are suites"):
+        resolve_tasks("Pendulum-v1,pendulum-gravity")
+
+
 def test_editing_a_registered_algorithm_reruns_its_runs(tmp_path):
     settings = BenchSettings(**FLAGS)
     tuned = dict(learning_rate=1e-3, policy_kwargs=dict(activation_fn=th.nn.Tanh))

@@ -118,6 +118,8 @@ def test_single_task_runs_of_a_meta_world_suite_train_its_envs():
     runs = resolve_tasks("mt10-paper").split()
     assert [run.task_names for run in runs] == [(name,) for name in MT10]
     assert runs[0].tasks == ("reach-v3-goal-observable",) and runs[0].suite is None
+    # Some of its tasks (the per-task baselines of a subset): the same runs
+    assert resolve_tasks("mt10-paper:reach-v3,door-open-v3").split() == [runs[0], runs[MT10.index("door-open-v3")]]
     # MT10 itself exists only as one vector env: its tasks alone would be other envs (MT1's goals)
     with pytest.raises(ValueError, match=r"exists only as Meta-World's vector env.*'mt10-paper'"):
         RunTasks("mt10", tuple(MT10), tuple(MT10), suite="mt10").split()

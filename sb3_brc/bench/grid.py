@@ -11,7 +11,7 @@ from typing import Any
 from sb3_brc.bench.algos import ALGOS, BenchAlgo
 from sb3_brc.bench.settings import UPDATE_OPTIONS, BenchSettings
 from sb3_brc.common.utils import SB3_BRC_VERSION, atomic_file
-from sb3_brc.envs.suites import ATARI_GAMES_PREFIX, find_suite, make_suite, task_factory
+from sb3_brc.envs.suites import ATARI_GAMES_PREFIX, SUITES, find_suite, make_suite, task_factory
 from sb3_brc.envs.tasks import GOAL_OBSERVABLE
 from sb3_brc.envs.vec_env import TaskSpec
 from sb3_brc.tools.wandb_logging import WandbSettings
@@ -61,9 +61,27 @@ class RunTasks:
         return [RunTasks(name, (spec,), (name,)) for spec, name in zip(self.tasks, self.task_names, strict=True)]
 
 
+#: Separates a suite's name from the tasks of it a ``--tasks`` entry keeps: ``mt10-paper:reach-v3,door-open-v3``
+SUITE_SUBSET = ":"
+
+
 def resolve_tasks(name: str) -> RunTasks:
     """Resolve a ``--tasks`` entry: a :data:`sb3_brc.envs.suites.SUITES` name, ``atari:<game>,...``, a Gymnasium id, a
-    DMC short name or a Meta-World task name."""
+    DMC short name, a Meta-World task name, a comma-joined set of such single tasks (``walker-walk,cheetah-run``) or
+    some tasks of a suite (``mt10-paper:reach-v3,door-open-v3``: the suite's own envs and task names). A set is one
+    run of a multi-task algorithm and one run per task of the others, as a suite is."""
+    suite_name, _, subset = name.partition(SUITE_SUBSET)
+    if subset and suite_name in SUITES:
+        return _suite_subset(suite_name, subset)
+    if "," in name and find_suite(name) is None:
+        parts = [resolve_tasks(part.strip()) for part in name.split(",") if part.strip()]
+        sets = [part.label for part in parts if part.is_suite]
+        if sets:
+            raise ValueError(f"{name!r}: a task set holds single tasks; {sets} are suites (name their tasks)")
+        names = tuple(part.label for part in parts)
+        if len(set(names)) != len(names):
+            raise ValueError(f"{name!r} names a task twice")
+        return RunTasks(name, tuple(part.tasks[0] for part in parts), names)
     suite = find_suite(name)
     if suite is None:
         resolved = task_factory(name)[1] or name
@@ -80,6 +98,24 @@ def resolve_tasks(name: str) -> RunTasks:
         return RunTasks(name, specs, names, suite=name)
     names = tuple(suite.task_names or [task_factory(task)[1] or str(task) for task in suite.tasks])
     return RunTasks(name, tuple(suite.tasks), names)
+
+
+def _suite_subset(suite_name: str, subset: str) -> RunTasks:
+    """``SUITE:task,task``: those tasks of a suite, each the env it is in the suite (what :meth:`RunTasks.split`
+    gives a single-task algorithm), so that per-task runs of a subset are the suite's per-task runs."""
+    suite = resolve_tasks(suite_name)
+    chosen = [task.strip() for task in subset.split(",") if task.strip()]
+    unknown = [task for task in chosen if task not in suite.task_names]
+    if not chosen or unknown or len(set(chosen)) != len(chosen):
+        problem = f"unknown task(s) {unknown}" if unknown else "no task, or a task twice"
+        raise ValueError(f"{suite_name}{SUITE_SUBSET}{subset!r}: {problem}; {suite_name}'s tasks: {list(suite.task_names)}")
+    parts = {part.task_names[0]: part for part in suite.split()}
+    label = f"{suite_name}{SUITE_SUBSET}{','.join(chosen)}"
+    if len(chosen) == 1:
+        return parts[chosen[0]]
+    if find_suite(suite_name).atari:
+        return RunTasks(label, tuple(chosen), tuple(chosen), suite=f"{ATARI_GAMES_PREFIX}{','.join(chosen)}")
+    return RunTasks(label, tuple(parts[task].tasks[0] for task in chosen), tuple(chosen))
 
 
 @dataclass(frozen=True)

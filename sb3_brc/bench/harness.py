@@ -166,7 +166,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tasks",
         nargs="+",
         default=["Pendulum-v1", "InvertedPendulum-v5"],
-        help="Gymnasium ids, task names, or suites (sb3-brc suites)",
+        help="Gymnasium ids, task names, suites (sb3-brc suites), comma-joined task sets (walker-walk,cheetah-run) "
+        "or some tasks of a suite (mt10-paper:reach-v3,door-open-v3)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/bench", help="output directory (runs are resumed from it)")
