@@ -9,6 +9,7 @@ from sb3_brc.common.utils import SB3_BRC_VERSION
 from sb3_brc.dqn import BRCDQN, BRCDQNPolicy
 from sb3_brc.envs.suites import SUITES, make_atari_suite, make_suite
 from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv, MultiTaskVecEnv
+from sb3_brc.envs.wrappers import as_task_of
 from sb3_brc.sac import BRCSAC, BRCPolicy
 from sb3_brc.tools.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
 from sb3_brc.tools.diagnostics import DiagnosticsCallback, task_diagnostics
@@ -37,6 +38,7 @@ __all__ = [
     "TaskEmbedding",
     "TaskLayout",
     "add_tasks",
+    "as_task_of",
     "categorical_cross_entropy",
     "categorical_projection",
     "evaluate_tasks",

@@ -23,6 +23,7 @@ from sb3_brc import (
     ReturnNormalization,
     ReturnNormalizer,
     TaskEmbedding,
+    as_task_of,
     cli,
     make_suite,
 )
@@ -187,6 +188,19 @@ def missing_metaworld(monkeypatch):
 
     monkeypatch.setattr(importlib, "import_module", no_metaworld)
     make_suite("mt10")
+
+
+def predict_on_a_plain_observation(kind, tmp_path):
+    if kind == "brcdqn":
+        model = BRCDQN("MlpPolicy", DiscreteMultiTaskVecEnv(["CartPole-v1", "Acrobot-v1"]), policy_kwargs=TINY_DQN)
+        observation = np.zeros(4, np.float32)
+    else:
+        model = tiny(two_tasks())
+        observation = np.zeros(3, np.float32)
+        if kind == "exported":
+            export_policy(model, str(tmp_path))
+            model = load_exported_policy(str(tmp_path))
+    model.predict(observation)
 
 
 # id: (action, exception type, the problem, the fix)
@@ -448,6 +462,33 @@ CASES = {
         ValueError,
         "Task 'fixed' has action bounds with high <= low",
         "Fix the env's action_space",
+    ),
+    **{
+        f"plain-observation-{kind}": (
+            lambda tp, mp, kind=kind: predict_on_a_plain_observation(kind, tp),
+            ValueError,
+            "trained on a multi-task env: it takes observations",
+            "sb3_brc.as_task_of\\(env, model, 'task name'\\)",
+        )
+        for kind in ("brcsac", "brcdqn", "exported")
+    },
+    "task-of-model-unknown-task": (
+        lambda tp, mp: as_task_of(TargetEnv(obs_dim=3, act_dim=2), tiny(two_tasks()), "c"),
+        ValueError,
+        "Unknown task 'c'",
+        "the model's tasks: \\['a', 'b'\\]",
+    ),
+    "task-of-model-other-env": (
+        lambda tp, mp: as_task_of(TargetEnv(obs_dim=4, act_dim=2), tiny(two_tasks()), "a"),
+        ValueError,
+        "not the model's task 'a': its observation size is 4 and its action size 2, the task's were 3 and 2",
+        "Pass the env the model trained on",
+    ),
+    "task-of-single-task-model": (
+        lambda tp, mp: as_task_of(TargetEnv(), tiny(), 0),
+        ValueError,
+        "not trained on a multi-task env",
+        "use the env as it is",
     ),
     "no-checkpoint": (
         lambda tp, mp: load_checkpoint(str(tp), TargetEnv()),

@@ -349,3 +349,46 @@ def test_multitask_progress_bar_counts_steps_per_task():
     finally:
         TaskProgressBarCallback._on_training_end = original
     assert bars[0].total == 50 and bars[0].n == 50 and bars[0].unit == "steps/task"
+
+
+@pytest.mark.parametrize("kind", ["brcsac", "exported", "brcdqn"])
+def test_one_task_of_a_model_on_its_own_plain_env(kind, tmp_path):
+    # A model trained on several tasks acts on one of them through as_task_of: the same observations, the same
+    # actions and the same steps as inside its multi-task env, and SB3's evaluate_policy runs it
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
+
+    from sb3_brc import BRCDQN, DiscreteMultiTaskVecEnv, as_task_of
+    from sb3_brc.tools.export import export_policy, load_exported_policy
+
+    if kind == "brcdqn":
+        task, tasks = "Acrobot-v1", ["CartPole-v1", "Acrobot-v1"]
+        venv = DiscreteMultiTaskVecEnv(tasks, seed=3)  # a fresh env (training reset its seeds' effect)
+        model = BRCDQN("MlpPolicy", DiscreteMultiTaskVecEnv(tasks), policy_kwargs=dict(net_arch=[16, 16], n_atoms=11), seed=0)
+    else:
+        task, tasks = "InvertedPendulum-v5", ["Pendulum-v1", "InvertedPendulum-v5"]
+        venv = MultiTaskVecEnv(tasks, seed=3)  # a fresh env (training reset its seeds' effect)
+        model = tiny_mt_model(MultiTaskVecEnv(tasks), learning_starts=20)
+        model.learn(60)  # other weights than at construction
+    policy = model
+    if kind == "exported":
+        export_policy(model, str(tmp_path))
+        policy = load_exported_policy(str(tmp_path))
+    env = as_task_of(gym.make(task), policy, task)
+    assert env.observation_space == model.observation_space and env.action_space == model.action_space
+    tagged = venv.reset()
+    obs, _ = env.reset(seed=3 + 1)  # the vector env seeds task i with seed + i
+    np.testing.assert_array_equal(obs["observation"], tagged["observation"][1])
+    assert obs["task_id"].tolist() == [1]
+    for _ in range(5):
+        action = policy.predict(obs, deterministic=True)[0]
+        actions = model.predict(tagged, deterministic=True)[0]
+        np.testing.assert_allclose(action, actions[1], rtol=1e-6)
+        obs, reward, terminated, _, _ = env.step(action)
+        tagged, rewards, dones, _ = venv.step(actions)
+        assert reward == pytest.approx(rewards[1]) and terminated == dones[1]
+        if terminated:
+            break
+        np.testing.assert_allclose(obs["observation"], tagged["observation"][1], rtol=1e-6)
+    mean_return, _ = evaluate_policy(policy, Monitor(env), n_eval_episodes=1)
+    assert np.isfinite(mean_return)

@@ -72,6 +72,17 @@ def legal_action_masks(legal_actions: Sequence[Sequence[int]], n_actions: int) -
     return masks
 
 
+def check_task_observation(observation: Any, space: spaces.Space) -> None:
+    """A clear error for a plain observation given to a model of a multi-task env (whose observations are
+    ``Dict(observation, task_id)``): SB3 would fail deep inside with an ``IndexError``."""
+    if is_task_observation_space(space) and not (isinstance(observation, dict) and TASK_ID_KEY in observation):
+        raise ValueError(
+            "This model was trained on a multi-task env: it takes observations {'observation': ..., 'task_id': ...}, "
+            f"got a plain {type(observation).__name__}. To run one of its tasks on its own env, wrap the env: "
+            "env = sb3_brc.as_task_of(env, model, 'task name'); model.predict(obs) then acts on that env."
+        )
+
+
 def check_task_ids(obs: Any, num_tasks: int) -> th.Tensor:
     """The task ids of ``obs`` (:func:`split_task_observation`), after a clear error for ids that are not whole
     numbers (the decoder would truncate 0.7 to task 0) or that a model with ``num_tasks`` tasks has no embedding for.

@@ -2,6 +2,7 @@
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
@@ -11,7 +12,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
 from sb3_brc.common.distributional import categorical_mean
 from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support, optimizer_kwargs_over_defaults
-from sb3_brc.common.task_layout import check_task_ids, legal_action_masks, observation_part
+from sb3_brc.common.task_layout import check_task_ids, check_task_observation, legal_action_masks, observation_part
 from sb3_brc.common.torch_layers import BroNet
 
 
@@ -172,6 +173,10 @@ class BRCDQNPolicy(BasePolicy):
         self.num_tasks = len(self.legal_actions)
         masks = legal_action_masks(self.legal_actions, int(self.action_space.n))
         self.action_masks = th.as_tensor(masks, device=self.action_masks.device)
+
+    def obs_to_tensor(self, observation: np.ndarray | dict[str, np.ndarray]) -> tuple[PyTorchObs, bool]:
+        check_task_observation(observation, self.observation_space)
+        return super().obs_to_tensor(observation)
 
     def act(self, obs: PyTorchObs, epsilon: float = 0.0) -> th.Tensor:
         """Greedy legal action of each observation; with probability ``epsilon`` a uniformly random legal one."""

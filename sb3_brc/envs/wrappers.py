@@ -1,4 +1,5 @@
-"""Wrappers that fit one task into a multi-task env's shared spaces (padding, action rescaling, union actions)."""
+"""Wrappers that fit one task into a multi-task env's shared spaces (padding, action rescaling, union actions), and
+one task of a trained multi-task model on its own plain env (:func:`as_task_of`)."""
 
 from collections.abc import Callable
 from typing import Any, cast
@@ -7,6 +8,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.monitor import Monitor
+
+from sb3_brc.common.task_layout import is_task_observation_space, observation_part, tag_observations
 
 
 def pad_vector(obs: np.ndarray, size: int, declared: int, task: str) -> np.ndarray:
@@ -164,3 +167,74 @@ def union_discrete_task(
     monitored (Atari envs monitor whole games inside their life-loss wrapper already)."""
     env = make()
     return UnionActions(env if _is_monitored(env) else Monitor(env), legal, n_actions, obs_dim, name)
+
+
+class TaskOfModel(gym.ObservationWrapper):
+    """One task of a multi-task model on its own plain env: observations carry the task's id next to the padded
+    observation, as the model's multi-task env gave them. Built by :func:`as_task_of`.
+
+    :param env: The task's env, already padded and mapped to the model's action space
+    :param task_id: The task's id in the model
+    :param observation_space: The model's ``Dict(observation, task_id)`` space
+    """
+
+    def __init__(self, env: gym.Env, task_id: int, observation_space: spaces.Dict):
+        super().__init__(env)
+        self.task_id = task_id
+        self.observation_space = observation_space
+
+    def observation(self, observation: Any) -> dict[str, np.ndarray]:
+        batch = tag_observations(np.asarray(observation)[None], [self.task_id])  # the vector env's encoding, one row
+        return {key: value[0] for key, value in batch.items()}
+
+
+def as_task_of(env: gym.Env, model: Any, task: str | int) -> TaskOfModel:
+    """``env`` laid out as ``task`` of a multi-task ``model``, so that ``model.predict(obs)`` (or an exported
+    policy's) acts on it and SB3's tools (``evaluate_policy``) run it: observations flattened, zero-padded and tagged
+    with the task's id; actions taken in the model's space (continuous: its ``[-1, 1]`` box, the task's own entries
+    rescaled to its bounds; discrete: the union space, the task's legal actions). The env must be the task as the
+    model trained on it (same observation and action sizes; Atari: the same preprocessing).
+
+    A wrapper rather than a ``task=`` argument of ``predict()``: the action comes back in the env's own space, so
+    the user's loop (``obs, _ = env.reset()`` ... ``env.step(model.predict(obs)[0])``) stays SB3's.
+
+    :param env: A plain Gymnasium env of one of the model's tasks
+    :param model: A multi-task ``BRCSAC`` / ``BRCDQN`` (or an exported policy): anything with ``task_layout``,
+        ``observation_space`` and ``action_space``
+    :param task: The task's name (``model.task_names``) or id
+    """
+    layout = getattr(model, "task_layout", None)
+    if layout is None or not is_task_observation_space(model.observation_space):
+        raise ValueError(
+            f"{type(model).__name__} was not trained on a multi-task env (it takes plain observations): use the env as it is."
+        )
+    if isinstance(task, str):
+        if task not in layout.names:
+            raise ValueError(f"Unknown task {task!r}; the model's tasks: {list(layout.names)}")
+        index = layout.names.index(task)
+    else:
+        index = int(task) - layout.first_id
+        if not 0 <= index < layout.num_tasks:
+            last = layout.first_id + layout.num_tasks - 1
+            raise ValueError(f"Task id {task} is not one of the model's ({layout.first_id}..{last})")
+    name = layout.names[index]
+    observation_shape = observation_part(model.observation_space).shape or ()
+    obs_dim = observation_shape[0] if len(observation_shape) == 1 else None
+    if obs_dim is not None:
+        env = flatten_dict_observation(env)
+    own_shape = tuple(env.observation_space.shape or ())
+    own_size = int(np.prod(own_shape)) if obs_dim is not None else own_shape
+    expected = int(np.prod(layout.observation_shapes[index])) if obs_dim is not None else layout.observation_shapes[index]
+    if layout.legal_actions is not None:
+        own_actions = int(getattr(env.action_space, "n", -1))
+        inner: gym.Env = UnionActions(env, list(layout.legal_actions[index]), int(model.action_space.n), obs_dim, name)
+    else:
+        own_actions = int(np.prod(env.action_space.shape or ()))
+        inner = PadTask(env, cast(int, obs_dim), int(np.prod(model.action_space.shape)), name)
+    if own_size != expected or own_actions != layout.action_sizes[index]:
+        raise ValueError(
+            f"This env is not the model's task {name!r}: its observation size is {own_size} and its action size "
+            f"{own_actions}, the task's were {expected} and {layout.action_sizes[index]}. Pass the env the model "
+            "trained on for that task (the same id and wrappers)."
+        )
+    return TaskOfModel(inner, layout.first_id + index, cast(spaces.Dict, model.observation_space))

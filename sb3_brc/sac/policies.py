@@ -3,6 +3,7 @@
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import DiagGaussianDistribution, SquashedDiagGaussianDistribution, TanhBijector
@@ -15,7 +16,7 @@ from torch.distributions import Normal
 from torch.nn import functional as F
 
 from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support, optimizer_kwargs_over_defaults
-from sb3_brc.common.task_layout import check_task_ids, observation_part, split_task_observation
+from sb3_brc.common.task_layout import check_task_ids, check_task_observation, observation_part, split_task_observation
 from sb3_brc.common.torch_layers import BroNet, TaskEmbedding, orthogonal_init_
 
 #: Named network sizes (``net_arch`` for BRCPolicy). Depth stays 2 critic blocks; BRC scales width only.
@@ -350,6 +351,10 @@ class BRCPolicy(SACPolicy):
             embedding_norm=self.embedding_norm,
         )
         return data
+
+    def obs_to_tensor(self, observation: np.ndarray | dict[str, np.ndarray]) -> tuple[PyTorchObs, bool]:
+        check_task_observation(observation, self.observation_space)
+        return super().obs_to_tensor(observation)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         if self.num_tasks > 1:

@@ -15,7 +15,7 @@ import torch as th
 from gymnasium import spaces
 from torch import nn
 
-from sb3_brc.common.task_layout import is_task_observation_space, observation_part, task_observation_space
+from sb3_brc.common.task_layout import TaskLayout, is_task_observation_space, observation_part, task_observation_space
 from sb3_brc.common.utils import atomic_file
 from sb3_brc.sac.policies import BRCPolicy
 from sb3_brc.sac.sac import BRCSAC
@@ -94,4 +94,6 @@ def load_exported_policy(directory: str, device: th.device | str = "cpu") -> BRC
     state = th.load(os.path.join(directory, "policy.pt"), map_location=device, weights_only=True)
     policy.load_state_dict(state)
     policy.set_training_mode(False)
+    # The tasks it was trained on, for as_task_of (one task on its own env) and its error messages
+    policy.task_layout = None if config.get("task_layout") is None else TaskLayout(**config["task_layout"])
     return policy.to(device)
