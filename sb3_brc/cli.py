@@ -29,7 +29,7 @@ from sb3_brc.bench.settings import (
 )
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.dqn.dqn import BRCDQN
-from sb3_brc.envs.subproc import EnvStepTimeout, check_step_timeout
+from sb3_brc.envs.subproc import EnvStepTimeout, EnvWorkerError, check_step_timeout
 from sb3_brc.envs.suites import describe_suites, make_suite, task_factory
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, MultiTaskVecEnv
 from sb3_brc.sac.policies import SIZE_PRESETS
@@ -41,8 +41,9 @@ from sb3_brc.tools.report import write_report
 from sb3_brc.tools.training import brc_dqn_policy_kwargs, brc_sac_policy_kwargs, per_task_budget, train_and_evaluate
 from sb3_brc.tools.wandb_logging import add_wandb_arguments, open_wandb_run, run_name, tasks_label, wandb_settings_from_args
 
-# Exit status of `sb3-brc train` when a task's step or reset exceeded --step-timeout (bad input: 2)
-EXIT_ENV_TIMEOUT = 3
+# Exit status of `sb3-brc train` when a task failed: its step or reset exceeded --step-timeout, or it raised (or its
+# process died) in a worker process (bad input: 2)
+EXIT_ENV_FAULT = 3
 # Exit status after Ctrl-C, the shell's convention for SIGINT (128 + 2)
 EXIT_INTERRUPTED = 130
 
@@ -341,10 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, ImportError, TypeError, OSError) as error:  # bad input (or an unusable --out): one line
         print(f"sb3-brc: error: {error}", file=sys.stderr)
         sys.exit(2)
-    except EnvStepTimeout as error:  # a hung env: a fault to retry, not bad input
+    except (EnvStepTimeout, EnvWorkerError) as error:  # a hung or failed env: a fault to retry, not bad input
         print(f"sb3-brc: error: {error}", file=sys.stderr)
-        _print_resume_hint(args.out, "before the hang")
-        sys.exit(EXIT_ENV_TIMEOUT)
+        _print_resume_hint(args.out, "before the fault")
+        sys.exit(EXIT_ENV_FAULT)
     except KeyboardInterrupt:  # Ctrl-C: checkpoints stay in place (bench has said which runs to resume)
         print("sb3-brc: interrupted", file=sys.stderr)
         if args.command == "train":

@@ -1,5 +1,6 @@
 """Tiny deterministic test environments."""
 
+import os
 import time
 
 import gymnasium as gym
@@ -81,4 +82,27 @@ class HangEnv(TargetEnv):
 
     def step(self, action):
         self._hang_if_due("step")
+        return super().step(action)
+
+
+class FailEnv(TargetEnv):
+    """:class:`TargetEnv` that fails once it has taken ``fail_after`` steps: its ``step()`` or ``reset()``
+    (``fail_in``) raises, or its process exits (``fail_in="exit"``, from ``step()``)."""
+
+    def __init__(self, fail_after: int, fail_in: str = "step", **kwargs):
+        super().__init__(**kwargs)
+        self.fail_after, self.fail_in = fail_after, fail_in
+
+    def _fail_if_due(self, where: str) -> None:
+        if self.steps >= self.fail_after and where == ("step" if self.fail_in == "exit" else self.fail_in):
+            if self.fail_in == "exit":
+                os._exit(7)
+            raise RuntimeError(f"simulator exploded in {where}")
+
+    def reset(self, *, seed=None, options=None):
+        self._fail_if_due("reset")
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self._fail_if_due("step")
         return super().step(action)

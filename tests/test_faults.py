@@ -9,11 +9,11 @@ import signal
 import numpy as np
 import pytest
 from conftest import TINY_POLICY
-from envs import HangEnv, TargetEnv
+from envs import FailEnv, HangEnv, TargetEnv
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv, cli
-from sb3_brc.envs.subproc import EnvStepTimeout, TimeoutSubprocVecEnv
+from sb3_brc.envs.subproc import EnvStepTimeout, EnvWorkerError, TimeoutSubprocVecEnv
 from sb3_brc.tools.checkpoint import CheckpointCallback, latest_checkpoint, load_checkpoint
 
 TIMEOUT = 2.0  # seconds; far above a TargetEnv step, so only the hung task can exceed it
@@ -105,7 +105,7 @@ def test_train_step_timeout_exits_3_naming_the_task_with_the_checkpoint_intact(t
     argv += ["--no-progress", "--step-timeout", "2"]
     with pytest.raises(SystemExit) as exit_:
         cli.main(argv)
-    assert exit_.value.code == cli.EXIT_ENV_TIMEOUT == 3
+    assert exit_.value.code == cli.EXIT_ENV_FAULT == 3
     assert built == [(True, 2.0), (False, 2.0)]  # both envs get the timeout
     err = capsys.readouterr().err
     assert "Task 'stuck' did not return from step 26" in err and "add --resume" in err
@@ -125,3 +125,42 @@ def test_ctrl_c_ends_train_with_status_130_and_the_resume_hint(tmp_path, monkeyp
     assert exit_.value.code == cli.EXIT_INTERRUPTED == 130
     err = capsys.readouterr().err
     assert "sb3-brc: interrupted" in err and "step-20) is intact: add --resume to continue from it" in err
+
+
+@pytest.mark.parametrize(
+    ("fail_in", "says"),
+    [("step", "RuntimeError: simulator exploded in step"), ("reset", "RuntimeError: simulator exploded in reset"),
+     ("exit", "its process ended \\(exit code 7\\)")],
+)  # fmt: skip
+@pytest.mark.parametrize("step_timeout", [None, 30.0])
+def test_a_task_failing_in_its_worker_process_is_named_with_its_traceback(fail_in, says, step_timeout):
+    # SB3's worker dies on the exception and leaves the parent a bare EOFError; the error names the task instead
+    broken = functools.partial(FailEnv, fail_after=25, fail_in=fail_in)
+    kwargs = dict(vec_env_kwargs=FORK, step_timeout=step_timeout)
+    if step_timeout is None:
+        kwargs["vec_env_cls"] = SubprocVecEnv
+    venv = MultiTaskVecEnv([TargetEnv, broken], task_names=["fine", "broken"], seed=0, **kwargs)
+    venv.reset()
+    with pytest.raises(EnvWorkerError, match=rf"Task 'broken' failed in its worker process:\n(.|\n)*{says}") as info:
+        for _ in range(60):  # 20-step episodes: a reset after the 25th step comes at the 40th
+            venv.step(np.zeros((2, 2), np.float32))
+    assert info.value.task == "broken"
+    assert pickle.loads(pickle.dumps(info.value)).details == info.value.details  # crosses process pools
+    venv.close()
+
+
+def test_train_exits_3_naming_a_task_that_raised_in_its_worker(tmp_path, monkeypatch, capsys):
+    def build_env(config, seed, training=True, step_timeout=None):
+        tasks = [TargetEnv, functools.partial(FailEnv, fail_after=26) if training else TargetEnv]
+        return MultiTaskVecEnv(tasks, task_names=["fine", "broken"], vec_env_cls=SubprocVecEnv, vec_env_kwargs=FORK, seed=seed)
+
+    monkeypatch.setattr(cli, "build_env", build_env)
+    out = tmp_path / "run"
+    argv = ["train", "--tasks", "TargetEnv", "--out", str(out), "--steps-per-task", "50", "--learning-starts-per-task", "5"]
+    argv += ["--batch-size", "8", "--size", "tiny", "--eval-freq", "10", "--eval-episodes", "1", "--threads", "1"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "--no-progress"])
+    assert exit_.value.code == cli.EXIT_ENV_FAULT
+    err = capsys.readouterr().err
+    assert "Task 'broken' failed in its worker process" in err and "simulator exploded in step" in err
+    assert "step-40) is intact: add --resume" in err  # the checkpoint before the failing 26th step

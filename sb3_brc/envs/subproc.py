@@ -21,9 +21,12 @@ import math
 import multiprocessing as mp
 import numbers
 import time
+import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from stable_baselines3.common.vec_env import SubprocVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 from stable_baselines3.common.vec_env.subproc_vec_env import _stack_obs
@@ -59,6 +62,91 @@ class EnvStepTimeout(RuntimeError):
 
     def __reduce__(self):  # picklable with its fields, so it crosses process boundaries (process pools, Ray)
         return type(self), (self.tasks, self.step, self.timeout, self.operation)
+
+
+class EnvWorkerError(RuntimeError):
+    """A task running in its own process raised, or its process died: the task's name and what happened there
+    (the worker's traceback, or its exit code), instead of SB3's bare ``EOFError`` from the broken pipe.
+
+    :param task: Name of the task
+    :param details: The worker's traceback, or how its process ended
+    """
+
+    def __init__(self, task: str, details: str):
+        self.task, self.details = task, details
+        super().__init__(f"Task {task!r} failed in its worker process:\n{details.rstrip()}")
+
+    def __reduce__(self):  # picklable with its fields, so it crosses process boundaries (process pools, Ray)
+        return type(self), (self.task, self.details)
+
+
+#: Info key under which a worker's task reports the traceback of an exception (:class:`ReportErrors`)
+WORKER_ERROR_KEY = "sb3_brc_worker_error"
+
+
+class ReportErrors(gym.Wrapper):
+    """Runs in a worker process around its task: an exception in ``step()`` or ``reset()`` becomes a last,
+    terminal step whose info holds the traceback under :data:`WORKER_ERROR_KEY`, which the parent's multi-task env
+    raises as :class:`EnvWorkerError`. SB3's worker would die instead and leave the parent a bare ``EOFError``,
+    the real error only in the worker's stderr. The placeholder observation (zeros) never reaches the learner."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        try:
+            return self.env.reset(**kwargs)
+        except Exception:
+            return self._placeholder(), {WORKER_ERROR_KEY: traceback.format_exc()}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        try:
+            return self.env.step(action)
+        except Exception:
+            return self._placeholder(), 0.0, True, False, {WORKER_ERROR_KEY: traceback.format_exc()}
+
+    def _placeholder(self) -> Any:
+        space = self.observation_space
+        return np.zeros(space.shape, space.dtype)
+
+
+def raise_worker_errors(infos: Sequence[dict], names: Sequence[str]) -> None:
+    """Raise :class:`EnvWorkerError` for the first task whose info carries a worker's traceback."""
+    for info, name in zip(infos, names, strict=True):
+        if WORKER_ERROR_KEY in info:
+            raise EnvWorkerError(name, info[WORKER_ERROR_KEY])
+
+
+def wait_for_answers(venv: SubprocVecEnv, names: Sequence[str], timeout: float = math.inf) -> list[int]:
+    """Wait up to ``timeout`` seconds for every worker of a vector env that is waiting on them; for one whose process
+    has died, shut the env down and raise :class:`EnvWorkerError`. With the ``fork`` start method a dead worker's
+    pipe never reports its end (the other workers inherited its write end): a plain receive would wait forever.
+    Returns the indices of the workers with no answer by then."""
+    deadline = time.monotonic() + timeout
+    for i, (remote, process, name) in enumerate(zip(venv.remotes, venv.processes, names, strict=True)):
+        while not remote.poll(max(0.0, min(1.0, deadline - time.monotonic()))):
+            if process.exitcode is not None:
+                shut_down(venv, [i])
+                raise _ended(process, name)
+            if time.monotonic() >= deadline:
+                break
+    return [i for i, remote in enumerate(venv.remotes) if not remote.poll(0)]
+
+
+def _ended(process: mp.process.BaseProcess, name: str) -> EnvWorkerError:
+    code = process.exitcode or 0
+    how = f"signal {-code}" if code < 0 else f"exit code {code}"
+    return EnvWorkerError(name, f"its process ended ({how}); its own output above may say why")
+
+
+def dead_worker_error(venv: Any, names: Sequence[str]) -> EnvWorkerError | None:
+    """For a broken pipe to a subprocess vector env: shut it down and return the error naming the first task whose
+    process has died (``None`` if none has)."""
+    if not isinstance(venv, SubprocVecEnv):
+        return None
+    for i, (process, name) in enumerate(zip(venv.processes, names, strict=True)):
+        process.join(0.5)  # a dying worker may still be exiting
+        if process.exitcode is not None:
+            shut_down(venv, [i])
+            return _ended(process, name)
+    return None
 
 
 def check_step_timeout(step_timeout: float) -> float:
@@ -132,7 +220,7 @@ class TimeoutSubprocVecEnv(SubprocVecEnv):
         """Close the workers; one still busy after the grace period is ended rather than waited on."""
         if self.closed:
             return
-        self._shut_down(self._unanswered() if self.waiting else [])
+        shut_down(self, self._unanswered() if self.waiting else [])
 
     def _unanswered(self) -> list[int]:
         """Indices of the workers with no answer (nor end of pipe) ``step_timeout`` seconds from now."""
@@ -140,30 +228,32 @@ class TimeoutSubprocVecEnv(SubprocVecEnv):
         return [i for i, remote in enumerate(self.remotes) if not remote.poll(max(0.0, deadline - time.monotonic()))]
 
     def _wait_for_workers(self, operation: str) -> None:
-        stuck = self._unanswered()
+        stuck = wait_for_answers(self, self.env_names, self.step_timeout)
         if stuck:
-            self._shut_down(stuck)
+            shut_down(self, stuck)
             raise EnvStepTimeout([self.env_names[i] for i in stuck], self.num_steps, self.step_timeout, operation)
 
-    def _shut_down(self, stuck: list[int]) -> None:
-        """End the ``stuck`` workers, close the others (reading their pending answers first), close the pipes."""
-        for i in stuck:
-            self.processes[i].terminate()
-        for i, remote in enumerate(self.remotes):
-            if i in stuck:
-                continue
-            try:
-                if self.waiting:
-                    remote.recv()  # the answer each responsive worker has sent
-                remote.send(("close", None))
-            except (EOFError, OSError):  # that worker has died already
-                pass
-        for process in self.processes:
-            _join_or_kill(process)
-        for remote in self.remotes:
-            remote.close()
-        self.waiting = False
-        self.closed = True
+
+def shut_down(venv: SubprocVecEnv, stuck: list[int]) -> None:
+    """End the ``stuck`` (or dead) workers, close the others (reading their pending answers first), close the pipes:
+    SB3's ``close()`` would wait for an answer from each of them."""
+    for i in stuck:
+        venv.processes[i].terminate()
+    for i, remote in enumerate(venv.remotes):
+        if i in stuck:
+            continue
+        try:
+            if venv.waiting:
+                remote.recv()  # the answer each responsive worker has sent
+            remote.send(("close", None))
+        except (EOFError, OSError):  # that worker has died already
+            pass
+    for process in venv.processes:
+        _join_or_kill(process)
+    for remote in venv.remotes:
+        remote.close()
+    venv.waiting = False
+    venv.closed = True
 
 
 def _join_or_kill(process: mp.process.BaseProcess) -> None:

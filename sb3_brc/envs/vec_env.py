@@ -30,7 +30,14 @@ from sb3_brc.common.task_layout import (
 )
 from sb3_brc.envs.atari import legal_union_actions
 from sb3_brc.envs.scores import normalized_score
-from sb3_brc.envs.subproc import TimeoutSubprocVecEnv, check_step_timeout
+from sb3_brc.envs.subproc import (
+    ReportErrors,
+    TimeoutSubprocVecEnv,
+    check_step_timeout,
+    dead_worker_error,
+    raise_worker_errors,
+    wait_for_answers,
+)
 from sb3_brc.envs.tasks import TaskSpec, task_factory
 from sb3_brc.envs.wrappers import check_task_spaces, flatten_dict_observation, padded_continuous_task, union_discrete_task
 
@@ -108,6 +115,8 @@ def _vectorize(
     env_fns: list[Callable[[], gym.Env]] = [
         functools.partial(build, make, **kwargs) for make, kwargs in zip(makers, per_task, strict=True)
     ]
+    if not in_process:  # a task's exception comes back with its traceback (EnvWorkerError), not as a broken pipe
+        env_fns = [functools.partial(_reporting_errors, make) for make in env_fns]
     if not in_process:
         for env in probes:  # the subprocesses build their own
             env.close()
@@ -118,6 +127,10 @@ def _vectorize(
         if step_timeout is not None:
             kwargs["step_timeout"] = step_timeout
     return vec_env_cls(env_fns, **kwargs)
+
+
+def _reporting_errors(make: Callable[[], gym.Env]) -> gym.Env:
+    return ReportErrors(make())
 
 
 class BaseMultiTaskVecEnv(VecEnvWrapper):
@@ -158,16 +171,35 @@ class BaseMultiTaskVecEnv(VecEnvWrapper):
         return normalized_score(self.layout.score_kinds[index], self.layout.names[index], mean_return, success_rate)
 
     def reset(self) -> VecEnvObs:
-        return tag_observations(self.venv.reset(), self._task_ids)
+        with self._worker_errors():
+            obs = self.venv.reset()
+        raise_worker_errors(getattr(self.venv, "reset_infos", [{}] * self.num_envs), self.layout.names)
+        return tag_observations(obs, self._task_ids)
 
     def step_wait(self) -> VecEnvStepReturn:
-        obs, rewards, dones, infos = self.venv.step_wait()
+        with self._worker_errors():
+            if isinstance(self.venv, SubprocVecEnv) and not isinstance(self.venv, TimeoutSubprocVecEnv):
+                wait_for_answers(self.venv, self.layout.names)  # (a TimeoutSubprocVecEnv waits so itself)
+            obs, rewards, dones, infos = self.venv.step_wait()
+        raise_worker_errors(infos, self.layout.names)
+        raise_worker_errors(getattr(self.venv, "reset_infos", [{}] * self.num_envs), self.layout.names)
         for task_id, name, info in zip(self._task_ids, self.layout.names, infos, strict=True):
             info["task_id"], info["task_name"] = int(task_id), name
             if "terminal_observation" in info:
                 tagged = tag_observations(np.asarray(info["terminal_observation"])[None], [int(task_id)])
                 info["terminal_observation"] = {key: value[0] for key, value in tagged.items()}
         return tag_observations(obs, self._task_ids), rewards, dones, infos
+
+    @contextlib.contextmanager
+    def _worker_errors(self) -> Iterator[None]:
+        """A pipe to a subprocess task broken by its death becomes an error naming the task."""
+        try:
+            yield
+        except (EOFError, BrokenPipeError, ConnectionResetError) as error:
+            named = dead_worker_error(self.venv, self.layout.names)
+            if named is None:
+                raise
+            raise named from error
 
     def sample_actions(self) -> np.ndarray:
         """One uniformly random action per task (the random baseline of evaluations)."""
