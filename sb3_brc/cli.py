@@ -2,7 +2,6 @@
 
 import argparse
 import functools
-import json
 import os
 import shlex
 import shutil
@@ -38,7 +37,14 @@ from sb3_brc.tools.checkpoint import CheckpointCallback, latest_checkpoint, load
 from sb3_brc.tools.diagnostics import plot_task_embeddings
 from sb3_brc.tools.evaluation import evaluate_tasks
 from sb3_brc.tools.report import write_report
-from sb3_brc.tools.training import brc_dqn_policy_kwargs, brc_sac_policy_kwargs, per_task_budget, train_and_evaluate
+from sb3_brc.tools.training import (
+    brc_dqn_policy_kwargs,
+    brc_sac_policy_kwargs,
+    per_task_budget,
+    read_json_file,
+    train_and_evaluate,
+    write_json_atomic,
+)
 from sb3_brc.tools.wandb_logging import add_wandb_arguments, open_wandb_run, run_name, tasks_label, wandb_settings_from_args
 
 # Exit status of `sb3-brc train` when a task failed: its step or reset exceeded --step-timeout, or it raised (or its
@@ -143,10 +149,8 @@ def train(args: argparse.Namespace) -> None:
     config_path = os.path.join(args.out, "config.json")
     checkpoints = os.path.join(args.out, "checkpoints")
     if args.resume:
-        if not os.path.exists(config_path):
-            raise FileNotFoundError(f"--resume: {config_path} not found; run the same command without --resume first.")
-        with open(config_path) as file:
-            saved = json.load(file)
+        saved = read_json_file(config_path, "--resume compares the run's settings with it; rerun without --resume (with "
+                               "--overwrite) to start again")  # fmt: skip
         # A setting an older version did not record is not compared
         changed = sorted(k for k in config if saved.get(k, config[k]) != config[k])
         if changed:
@@ -154,8 +158,7 @@ def train(args: argparse.Namespace) -> None:
     elif os.path.exists(checkpoints) and not args.overwrite:
         raise ValueError(f"{args.out} already holds a run: add --resume to continue it, --overwrite to replace it.")
     os.makedirs(args.out, exist_ok=True)
-    with open(config_path, "w") as file:
-        json.dump(config, file, indent=2)
+    write_json_atomic(config_path, config)
     # The step timeout is not part of the config: it does not change what is trained, and a retry may change it
     env = build_env(config, args.seed, step_timeout=args.step_timeout)
     # Separate eval envs, seed + 42 as in the reference
@@ -235,10 +238,7 @@ def evaluate(args: argparse.Namespace) -> None:
     run_dir = args.run if os.path.isdir(args.run) else os.path.dirname(args.run)
     model_path = os.path.join(args.run, "model.zip") if os.path.isdir(args.run) else args.run
     config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{config_path} not found: pass a run directory written by `sb3-brc train`")
-    with open(config_path) as file:
-        config = json.load(file)
+    config = read_json_file(config_path, "pass a run directory written by `sb3-brc train`")
     if not (config.get("suite") or config.get("tasks")) or not os.path.exists(model_path):
         raise ValueError(
             f"{args.run} is not a finished `sb3-brc train` run (its config.json names no suite or tasks, or model.zip is "

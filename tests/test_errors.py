@@ -560,11 +560,15 @@ def test_a_missing_or_garbled_latest_pointer_falls_back_to_the_newest_complete_c
     [
         (["--out", "{tmp}/a-file/run"], "Not a directory"),
         (["--out", "{tmp}/run", "--device", "tpu"], "argument --device: unknown torch device 'tpu'"),
+        (["--out", "{tmp}/damaged", "--resume"], "damaged/config.json is damaged (not valid JSON"),
+        (["--out", "{tmp}/never-ran", "--resume"], "never-ran/config.json not found"),
     ],
-    ids=["out-under-a-file", "unknown-device"],
+    ids=["out-under-a-file", "unknown-device", "resume-damaged-config", "resume-without-config"],
 )
 def test_cli_bad_output_and_device_give_one_line_errors(tmp_path, capsys, argv, message):
     (tmp_path / "a-file").write_text("")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "config.json").write_text('{"suite": "pend')  # cut off mid-write by an older version
     argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "--tasks", "Pendulum-v1", "--steps-per-task", "10", *argv])

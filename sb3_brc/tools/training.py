@@ -63,6 +63,20 @@ def write_json_atomic(path: str, data: Any) -> None:
         json.dump(data, file, indent=2)
 
 
+def read_json_file(path: str, what: str) -> Any:
+    """The content of a JSON file a run wrote, after a clear error naming the file when it is missing or damaged.
+
+    :param what: What to do about it, appended to the error
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: {what}")
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged (not valid JSON: {error}): {what}") from error
+
+
 class _EvalCallback(MultiTaskEvalCallback):
     """:class:`MultiTaskEvalCallback` that hands each evaluation's rows to ``on_evaluation``."""
 
@@ -134,8 +148,7 @@ def train_and_evaluate(
         evaluation's per-task table and the report's plots
     """
     if resume:
-        with open(baseline_json) as file:
-            baseline = json.load(file)
+        baseline = read_json_file(baseline_json, "the random baseline of the run; rerun it without resuming")
     else:
         baseline = evaluate_tasks(None, eval_env, eval_episodes, seed=seed)
         write_json_atomic(baseline_json, baseline)
