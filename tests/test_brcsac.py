@@ -305,3 +305,34 @@ def test_cnn_policy_for_pixel_control():
     model.learn(40)
     action, _ = model.predict(Pixels().observation_space.sample(), deterministic=True)
     assert action.shape == (2,) and model._n_updates > 0
+
+
+class BatchNormExtractor(th.nn.Module):
+    """A features extractor with BatchNorm running statistics (as SB3's target update copies them)."""
+
+    def __init__(self, observation_space, features_dim: int = 4):
+        super().__init__()
+        self.features_dim = features_dim
+        self.net = th.nn.Sequential(th.nn.Linear(observation_space.shape[0], features_dim), th.nn.BatchNorm1d(features_dim))
+
+    def forward(self, observations):
+        return self.net(observations)
+
+
+@pytest.mark.parametrize("algo_class", [SAC, BRCSAC])
+def test_target_copies_batch_norm_statistics_at_each_target_update_as_sac(algo_class):
+    # tau=0: the target's weights never move, but SAC copies the critic's BatchNorm running statistics into it
+    policy_kwargs = dict(features_extractor_class=BatchNormExtractor, share_features_extractor=False)
+    if algo_class is BRCSAC:
+        policy_kwargs.update(TINY_POLICY)
+    model = algo_class("MlpPolicy", TargetEnv(), learning_starts=20, batch_size=16, tau=0.0, policy_kwargs=policy_kwargs,
+                       seed=0)  # fmt: skip
+    weights = [p.clone() for p in model.critic_target.parameters()]
+    model.learn(40)
+    stats = [b for name, b in model.critic.named_buffers() if "running_" in name]
+    target_stats = [b for name, b in model.critic_target.named_buffers() if "running_" in name]
+    assert stats and not th.equal(stats[0], th.zeros_like(stats[0]))  # trained: the statistics moved
+    for online, target in zip(stats, target_stats, strict=True):
+        th.testing.assert_close(target, online)
+    for before, after in zip(weights, model.critic_target.parameters(), strict=True):
+        th.testing.assert_close(after, before)

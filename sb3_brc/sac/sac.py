@@ -321,6 +321,11 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             actor_loss.backward()
             self.actor.optimizer.step()
 
+        if polyak and self.batch_norm_stats:
+            # As SAC: BatchNorm running statistics (a features extractor's) copied, after the actor's critic pass
+            # has moved them as SAC's has when it updates its target (the reference has no BatchNorm)
+            th._foreach_copy_(self.batch_norm_stats_target, self.batch_norm_stats)
+
         entropy = -log_prob.detach()
         stats = dict(critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), ent_coef=ent_coef.reshape(()))
         if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
