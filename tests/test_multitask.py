@@ -392,3 +392,20 @@ def test_one_task_of_a_model_on_its_own_plain_env(kind, tmp_path):
         np.testing.assert_allclose(obs["observation"], tagged["observation"][1], rtol=1e-6)
     mean_return, _ = evaluate_policy(policy, Monitor(env), n_eval_episodes=1)
     assert np.isfinite(mean_return)
+
+
+@pytest.mark.parametrize("kind", ["brcsac", "brcdqn"])
+def test_multi_input_policy_on_a_multi_task_env_is_the_same_policy(kind):
+    # SB3 users name MultiInputPolicy for Dict observations; a multi-task env's Dict is the task encoding
+    from sb3_brc import BRCDQN, DiscreteMultiTaskVecEnv
+
+    if kind == "brcdqn":
+        algo, env, policy_kwargs = BRCDQN, DiscreteMultiTaskVecEnv(["CartPole-v1", "Acrobot-v1"]), dict(net_arch=[16, 16])
+    else:
+        algo, env, policy_kwargs = BRCSAC, two_tasks(), TINY_POLICY
+    models = [algo(name, env, policy_kwargs=policy_kwargs, seed=0) for name in ("MultiInputPolicy", "MlpPolicy")]
+    assert type(models[0].policy) is type(models[1].policy) is algo.policy_aliases["MlpPolicy"]
+    for one, other in zip(models[0].policy.state_dict().values(), models[1].policy.state_dict().values(), strict=True):
+        th.testing.assert_close(one, other)  # same seed, same networks
+    obs = env.reset()
+    np.testing.assert_array_equal(models[0].predict(obs, deterministic=True)[0], models[1].predict(obs, deterministic=True)[0])

@@ -17,6 +17,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, ReplayBufferSamples
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 
@@ -28,6 +29,7 @@ from sb3_brc.common.task_layout import (
     TaskLayout,
     is_task_observation_space,
     num_tasks_of,
+    observation_part,
     split_task_observation,
     task_layout_of,
 )
@@ -141,7 +143,8 @@ class MultiTaskAlgorithm(_MixinBase):
 
         A policy name is resolved here on a multi-task env: its ``Dict(observation, task_id)`` is the task-id
         encoding, not the Dict observation SB3's ``MultiInputPolicy`` is for, so ``MlpPolicy``/``CnnPolicy`` stay
-        valid. A policy class must derive from the algorithm's (``policy_aliases["MlpPolicy"]``)."""
+        valid, and ``MultiInputPolicy`` is the one of them that fits the observation part. A policy class must derive
+        from the algorithm's (``policy_aliases["MlpPolicy"]``)."""
         checked_env = None if env is None else maybe_make_env(env, verbose)
         if checked_env is not None:
             check_spaces(checked_env)
@@ -156,10 +159,9 @@ class MultiTaskAlgorithm(_MixinBase):
             if policy not in cls.policy_aliases:
                 raise ValueError(f"Unknown policy {policy!r}; {cls.__name__} takes {sorted(cls.policy_aliases)}")
             if policy == "MultiInputPolicy":
-                raise ValueError(
-                    "MultiInputPolicy is for Dict observations of a single task. A multi-task env's observation part is a "
-                    "Box: use MlpPolicy (or CnnPolicy for images)."
-                )
+                # SB3 users name it for Dict observations; here the Dict is the task encoding around one Box, which
+                # MultiInputPolicy's CombinedExtractor would read as MlpPolicy (vectors) or CnnPolicy (images) does
+                policy = "CnnPolicy" if is_image_space(observation_part(checked_env.observation_space)) else "MlpPolicy"
             resolved = cls.policy_aliases[policy]
         base = cls.policy_aliases["MlpPolicy"]
         if isinstance(resolved, type) and not issubclass(resolved, base):
