@@ -43,6 +43,7 @@ from sb3_brc.tools.training import (
     per_task_budget,
     read_json_file,
     train_and_evaluate,
+    training_estimate,
     write_json_atomic,
 )
 from sb3_brc.tools.wandb_logging import add_wandb_arguments, open_wandb_run, run_name, tasks_label, wandb_settings_from_args
@@ -178,7 +179,7 @@ def train(args: argparse.Namespace) -> None:
         result = train_and_evaluate(
             env,
             eval_env,
-            functools.partial(resumed_model if args.resume else new_model, args, env),
+            functools.partial(_estimated_model, args, env),
             steps_per_task=args.steps_per_task,
             eval_every=eval_freq,
             eval_episodes=args.eval_episodes,
@@ -322,6 +323,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p_train.error("--steps-per-task is required (or a --preset that sets it, e.g. paper)")
         _check_train_counts(p_train, args)
     return args
+
+
+def _estimated_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAlgorithm:
+    """The run's model (new or resumed), after printing what its updates will cost here (a few timed)."""
+    model = (resumed_model if args.resume else new_model)(args, env)
+    print(f"  {training_estimate(model, args.steps_per_task * env.num_tasks)}", flush=True)
+    return model
 
 
 def _check_train_counts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -108,3 +108,33 @@ def test_cuda_graph_flag_reaches_brcsac_and_is_refused_for_brcdqn():
     assert not new_model(parse_args([*run, "--tasks", "Pendulum-v1"]), MultiTaskVecEnv(["Pendulum-v1"])).cuda_graph
     with pytest.raises(ValueError, match="--cuda-graph is a BRCSAC option; BRCDQN"):
         new_model(parse_args([*run, "--tasks", "CartPole-v1", "--cuda-graph"]), DiscreteMultiTaskVecEnv(["CartPole-v1"]))
+
+
+@pytest.mark.parametrize("kind", ["brcsac", "brcdqn"])
+def test_training_estimate_times_updates_and_leaves_the_model_as_it_was(kind):
+    import torch as th
+    from conftest import TINY_POLICY
+
+    from sb3_brc import BRCDQN
+    from sb3_brc.tools.training import remaining_updates, training_estimate
+
+    def build():
+        if kind == "brcdqn":
+            env = DiscreteMultiTaskVecEnv(["CartPole-v1", "Acrobot-v1"], seed=0)
+            return BRCDQN("MlpPolicy", env, policy_kwargs=dict(net_arch=[16, 16], n_atoms=11), learning_starts=40,
+                          batch_size=16, seed=0)  # fmt: skip
+        env = MultiTaskVecEnv(["Pendulum-v1", "InvertedPendulum-v5"], seed=0)
+        return BRCSAC("MlpPolicy", env, policy_kwargs=TINY_POLICY, learning_starts=40, batch_size=16, seed=0)
+
+    estimated = build()
+    text = training_estimate(estimated, 100)
+    # (100 - 40) env steps over 2 tasks = 30 vector steps, each with the algorithm's updates per step
+    assert remaining_updates(estimated, 100) == 30 * estimated.gradient_steps // estimated.train_freq.frequency
+    assert f"{remaining_updates(estimated, 100):,} gradient updates of batch 16 at" in text and "Faster" not in text
+    assert estimated.replay_buffer.size() == 0 and estimated._n_updates == 0
+    estimated.learn(100)
+    plain = build()  # (the constructor seeds the global random streams)
+    plain.learn(100)  # the same run: the estimate left parameters, optimisers and random streams as they were
+    for one, other in zip(estimated.policy.state_dict().values(), plain.policy.state_dict().values(), strict=True):
+        th.testing.assert_close(one, other, rtol=0, atol=0)
+    assert estimated._n_updates == plain._n_updates > 0

@@ -7,16 +7,23 @@ schedule did not land on the last step. What differs between its users is a para
 (the harness's progress display) and an optional W&B run (:mod:`sb3_brc.tools.wandb_logging`).
 """
 
+import copy
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+import numpy as np
+import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import configure_logger
 
+from sb3_brc.common.task_layout import is_task_observation_space, observation_part, tag_observations
 from sb3_brc.common.utils import atomic_file
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv
 from sb3_brc.sac.policies import SIZE_PRESETS
@@ -75,6 +82,101 @@ def read_json_file(path: str, what: str) -> Any:
             return json.load(file)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is damaged (not valid JSON: {error}): {what}") from error
+
+
+def seconds_per_update(model: OffPolicyAlgorithm, updates: int = 2) -> float:
+    """Seconds one gradient update of ``model`` takes on this machine, timed through ``model.train()`` on a
+    throwaway buffer of random transitions after untimed warm-up updates (compilation, CUDA graph capture). The
+    model is left as it was: parameters, optimisers, update count, logger and torch's and numpy's random states are
+    restored and
+    its own replay buffer is not touched."""
+    n_envs, batch = model.n_envs, model.batch_size
+    rows = -(-2 * batch // n_envs) + 16  # vector steps: two batches' worth, and room for n-step returns
+    buffer = model.replay_buffer_class(
+        rows * n_envs, model.observation_space, model.action_space, device=model.device, n_envs=n_envs,
+        **(model.replay_buffer_kwargs or {}),
+    )  # fmt: skip
+    spaces_ = [copy.deepcopy(observation_part(model.observation_space)), copy.deepcopy(model.action_space)]
+    for i, space in enumerate(spaces_):
+        space.seed(i)  # copies: the model's own spaces (warm-up actions) keep their random streams
+    observation_space, action_space = spaces_
+    task_ids = np.arange(n_envs) % getattr(model, "num_tasks", 1)
+
+    def observations() -> Any:
+        batch_ = np.stack([observation_space.sample() for _ in range(n_envs)])
+        return tag_observations(batch_, task_ids) if is_task_observation_space(model.observation_space) else batch_
+
+    rng = np.random.default_rng(0)
+    for _ in range(rows):
+        actions = np.stack([action_space.sample() for _ in range(n_envs)])
+        infos = [{} for _ in range(n_envs)]
+        buffer.add(observations(), observations(), actions, rng.standard_normal(n_envs), np.zeros(n_envs), infos)
+    saved = copy.deepcopy(model.get_parameters())
+    log_ent_coef = getattr(model, "log_ent_coef", None)
+    saved_log_ent_coef = None if log_ent_coef is None else log_ent_coef.detach().clone()
+    torch_rng, numpy_rng = th.random.get_rng_state(), np.random.get_state()  # (replay sampling draws from numpy's)
+    cuda_rng = th.cuda.get_rng_state_all() if th.cuda.is_available() else None
+    replay_buffer, n_updates, custom_logger = model.replay_buffer, model._n_updates, model._custom_logger
+    logger = getattr(model, "_logger", None)
+    try:
+        model.replay_buffer = buffer
+        model.set_logger(configure(folder=None, format_strings=[]))
+        model.train(gradient_steps=4 if getattr(model, "cuda_graph", False) else 1, batch_size=batch)  # warm-up
+        if model.device.type == "cuda":
+            th.cuda.synchronize()
+        start = time.perf_counter()
+        model.train(gradient_steps=updates, batch_size=batch)
+        if model.device.type == "cuda":
+            th.cuda.synchronize()
+        return (time.perf_counter() - start) / updates
+    finally:
+        model.replay_buffer, model._n_updates, model._custom_logger = replay_buffer, n_updates, custom_logger
+        if logger is None:
+            del model._logger
+        else:
+            model._logger = logger
+        model.set_parameters(saved, exact_match=True)
+        if log_ent_coef is not None:
+            with th.no_grad():
+                log_ent_coef.copy_(saved_log_ent_coef)
+        th.random.set_rng_state(torch_rng)
+        np.random.set_state(numpy_rng)
+        if cuda_rng is not None:
+            th.cuda.set_rng_state_all(cuda_rng)
+
+
+def remaining_updates(model: OffPolicyAlgorithm, total_timesteps: int) -> int:
+    """Gradient updates ``model.learn()`` still does until ``total_timesteps`` env steps (all tasks together)."""
+    start = max(model.num_timesteps, model.learning_starts)
+    vector_steps = max(total_timesteps - start, 0) // model.n_envs
+    per_call = model.gradient_steps if model.gradient_steps >= 0 else model.train_freq.frequency * model.n_envs
+    return vector_steps // model.train_freq.frequency * per_call
+
+
+def training_estimate(model: OffPolicyAlgorithm, total_timesteps: int) -> str:
+    """What training ``model`` to ``total_timesteps`` costs in gradient updates on this machine (a few timed here),
+    with the faster settings of its device when that is more than an hour. It never refuses."""
+    updates = remaining_updates(model, total_timesteps)
+    seconds = seconds_per_update(model)
+    text = (
+        f"{updates:,} gradient updates of batch {model.batch_size} at {seconds * 1e3:.3g} ms each on {model.device} "
+        f"(timed here): about {_duration(updates * seconds)} of updates, plus env steps and evaluations."
+    )
+    if updates * seconds > 3600:
+        if model.device.type == "cuda":
+            faster = "--cuda-graph (cuda_graph=True) and TF32 matmuls (torch.set_float32_matmul_precision('high'))"
+        else:
+            faster = "a GPU (--device cuda)" if th.cuda.is_available() else "a GPU"
+            faster += ", or a smaller --size (tiny, small) or --compile-update on this CPU"
+        text += f" Faster: {faster}."
+    return text
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.2g} seconds"
 
 
 class _EvalCallback(MultiTaskEvalCallback):
