@@ -24,8 +24,9 @@ from sb3_brc import cli
 from sb3_brc.bench import ALGOS, BenchSettings, RunSpec, RunTasks, aggregate, grid, load_grid, run_benchmark
 from sb3_brc.bench.grid import is_complete, run_files, saved_status, write_run_files
 from sb3_brc.bench.harness import run_runs
+from sb3_brc.bench.local_backend import run_grid
 from sb3_brc.bench.ray_backend import RayBackend, run_grid_ray
-from sb3_brc.bench.runner import ATTEMPTS, CHECKPOINTS, is_resumable, run_grid
+from sb3_brc.bench.runner import ATTEMPTS, CHECKPOINTS, is_resumable
 from sb3_brc.bench.settings import RunnerSettings, add_setting_flags, settings_from_args
 from sb3_brc.tools.checkpoint import checkpoint_timesteps
 from sb3_brc.tools.report import read_eval_csv

@@ -138,3 +138,14 @@ def test_training_estimate_times_updates_and_leaves_the_model_as_it_was(kind):
     for one, other in zip(estimated.policy.state_dict().values(), plain.policy.state_dict().values(), strict=True):
         th.testing.assert_close(one, other, rtol=0, atol=0)
     assert estimated._n_updates == plain._n_updates > 0
+
+
+def test_a_long_run_names_the_faster_settings_and_still_starts(monkeypatch):
+    # The paper's preset on a CPU: the estimate says months and names the faster settings; nothing is refused
+    from sb3_brc.tools import training
+
+    model = BRCSAC("MlpPolicy", MultiTaskVecEnv(["Pendulum-v1"]), learning_starts=5000, batch_size=1024)
+    monkeypatch.setattr(training, "seconds_per_update", lambda model: 44.3)
+    text = training.training_estimate(model, 1_000_000)
+    assert "1,990,000 gradient updates of batch 1024 at 44.3 s each on cpu" in text and "about 1,020 days" in text
+    assert "Faster: " in text and "a smaller --size (tiny, small) or --compile-update on this CPU" in text

@@ -38,10 +38,10 @@ from typing import Any
 
 from sb3_brc.bench.algos import ALGOS
 from sb3_brc.bench.grid import RunSpec, grid
+from sb3_brc.bench.local_backend import run_grid
 from sb3_brc.bench.markdown import replace_section, results_section
 from sb3_brc.bench.plots import plot_aggregate
 from sb3_brc.bench.ray_backend import run_grid_ray
-from sb3_brc.bench.runner import run_grid
 from sb3_brc.bench.scoring import aggregate, load_grid
 from sb3_brc.bench.settings import (
     UPDATE_OPTIONS,
@@ -141,7 +141,7 @@ def run_benchmark(
 
 
 def run_runs(runs: list[RunSpec], runner: RunnerSettings, threads: int = 1, progress: bool = True) -> list[dict[str, Any]]:
-    """Run a grid's runs on the backend ``runner`` names (:func:`~sb3_brc.bench.runner.run_grid` or
+    """Run a grid's runs on the backend ``runner`` names (:func:`~sb3_brc.bench.local_backend.run_grid` or
     :func:`~sb3_brc.bench.ray_backend.run_grid_ray`), with its step timeout; returns their statuses."""
     runner.check()
     update_options = {name: getattr(runner, name) for name in UPDATE_OPTIONS}

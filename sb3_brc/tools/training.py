@@ -159,7 +159,7 @@ def training_estimate(model: OffPolicyAlgorithm, total_timesteps: int) -> str:
     updates = remaining_updates(model, total_timesteps)
     seconds = seconds_per_update(model)
     text = (
-        f"{updates:,} gradient updates of batch {model.batch_size} at {seconds * 1e3:.3g} ms each on {model.device} "
+        f"{updates:,} gradient updates of batch {model.batch_size} at {_duration(seconds)} each on {model.device} "
         f"(timed here): about {_duration(updates * seconds)} of updates, plus env steps and evaluations."
     )
     if updates * seconds > 3600:
@@ -173,10 +173,10 @@ def training_estimate(model: OffPolicyAlgorithm, total_timesteps: int) -> str:
 
 
 def _duration(seconds: float) -> str:
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds:.2g} seconds"
+    units = (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0), ("s", 1.0))
+    unit, size = next(((unit, size) for unit, size in units if seconds >= size), ("ms", 1e-3))
+    value = seconds / size
+    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
 
 
 class _EvalCallback(MultiTaskEvalCallback):
