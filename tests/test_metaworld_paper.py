@@ -148,3 +148,26 @@ def test_every_mt10_paper_task_can_be_solved_through_our_env():
             break
     env.close()
     assert solved.all(), [task for task, ok in zip(env.task_names, solved, strict=True) if not ok]
+
+
+def test_the_mt10_claim_grid_trains_the_multi_task_model_on_all_ten_and_the_baselines_on_the_subset():
+    import argparse
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "claims" / "mt10.py"
+    spec = importlib.util.spec_from_file_location("mt10_claim", path)
+    claim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(claim)
+    args = argparse.Namespace(
+        seeds=[0], subset=["reach-v3", "door-open-v3"], per_task=list(claim.PER_TASK), out="out", steps_per_task=3000,
+        eval_every=1000, eval_episodes=1, learning_starts=500, size="tiny", crossq_width=256, threads=1,
+    )  # fmt: skip
+    runs = {run.key: run for run in claim.claim_runs(args)}
+    assert sorted(runs) == sorted(
+        ["brc_sac/mt10-paper/seed0"] + [f"{a}/{t}/seed0" for a in claim.PER_TASK for t in ("reach-v3", "door-open-v3")]
+    )
+    assert runs["brc_sac/mt10-paper/seed0"].tasks.task_names == tuple(MT10)
+    assert runs["crossq/reach-v3/seed0"].settings.width == 256 and runs["sac/reach-v3/seed0"].settings.width is None
+    # The per-task runs are the suite's own (goal-observable) single tasks
+    assert runs["sac/reach-v3/seed0"].tasks.tasks == ("reach-v3-goal-observable",)
