@@ -2,6 +2,7 @@
 
 from sb3_brc.common.buffers import CompactNStepReplayBuffer, CompactReplayBuffer
 from sb3_brc.common.distributional import categorical_cross_entropy, categorical_projection
+from sb3_brc.common.normalization_callback import ReturnNormalizationCallback
 from sb3_brc.common.normalizer import ReturnNormalization, ReturnNormalizer
 from sb3_brc.common.task_layout import TaskLayout
 from sb3_brc.common.torch_layers import BroNet, ImpalaCNN, TaskEmbedding
@@ -34,6 +35,7 @@ __all__ = [
     "MultiTaskEvalCallback",
     "MultiTaskVecEnv",
     "ReturnNormalization",
+    "ReturnNormalizationCallback",
     "ReturnNormalizer",
     "TaskEmbedding",
     "TaskLayout",

@@ -5,6 +5,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_brc.common.normalization_callback import ReturnNormalizationCallback
 from sb3_brc.envs.suites import make_suite
 from sb3_brc.envs.tasks import TaskSpec
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, DropTaskIds, MultiTaskVecEnv
@@ -81,6 +84,8 @@ class BenchAlgo:
     :param make_env: ``(tasks, task_names, seed, suite, training) -> VecEnv`` with the interface ``evaluate_tasks``
         needs (``training=False``: the evaluation env); it also gets ``step_timeout=`` when the grid runs with
         ``--step-timeout``
+    :param callbacks: Factories of callbacks its runs train with besides the harness's own (e.g.
+        :class:`~sb3_brc.common.normalization_callback.ReturnNormalizationCallback`); part of a run's settings
     :param description: One line for ``--help``
 
     The entry travels to spawned worker processes, so its functions must be picklable (module-level, no lambdas).
@@ -92,6 +97,7 @@ class BenchAlgo:
     multi_task: bool = False
     policy_kwargs: Callable[[str, int | None], dict[str, Any]] = mlp_policy_kwargs
     make_env: Callable[..., Any] = make_multi_task_env
+    callbacks: tuple[Callable[[], BaseCallback], ...] = ()
     description: str = ""
 
     def algo_class(self) -> type:
@@ -130,6 +136,12 @@ ALGOS: dict[str, BenchAlgo] = {
         description="BRC for discrete actions (sb3_brc.BRCDQN): Atari suites, CartPole, ...",
     ),
     "sac": BenchAlgo("stable_baselines3:SAC", make_env=task_free_env, description="SB3 SAC, its default hyperparameters"),
+    "sac_norm": BenchAlgo(
+        "stable_baselines3:SAC",
+        make_env=task_free_env,
+        callbacks=(ReturnNormalizationCallback,),
+        description="SB3 SAC with BRC's return normalisation (ReturnNormalizationCallback)",
+    ),
     "tqc": BenchAlgo("sb3_contrib:TQC", make_env=task_free_env, description="sb3-contrib TQC, its default hyperparameters"),
     "crossq": BenchAlgo(
         "sb3_contrib:CrossQ",

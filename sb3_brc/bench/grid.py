@@ -173,12 +173,15 @@ class RunSpec:
         """What a finished run must match to be skipped (editing a registered algorithm's arguments reruns its runs).
         It holds the sb3-brc version, so that runs of code that computes something else (each such change bumps the
         version) are never mixed with this code's; runs recorded before the version was part of it are rerun."""
+        # Callbacks only where an algorithm has them, so that the runs of the others recorded without the key match
+        callbacks = dict(callbacks=json_form(self.algo.callbacks)) if self.algo.callbacks else {}
         return dict(
             sb3_brc_version=SB3_BRC_VERSION,
             algo=self.algo_name,
             algo_class=self.algo.class_path(),
             policy=self.algo.policy,
             algo_kwargs=json_form(self.algo_kwargs()),
+            **callbacks,
             task_set=self.tasks.label,  # the key earlier run directories have, so that they are still reused
             task_names=list(self.tasks.task_names),
             seed=self.seed,

@@ -179,7 +179,7 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
     # Only with a timeout: env builders registered without a step_timeout parameter keep working
     timeout = {} if spec.step_timeout is None else dict(step_timeout=spec.step_timeout)
     make_env = functools.partial(spec.algo.make_env, tasks.tasks, tasks.task_names, **timeout)
-    callbacks: list[BaseCallback] = []
+    callbacks: list[BaseCallback] = [make_callback() for make_callback in spec.algo.callbacks]
     if checkpoint_every != 0:
         callbacks.append(CheckpointCallback(checkpoints, checkpoint_every or settings.eval_every))
     if queue is not None:
