@@ -280,8 +280,8 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         self._n_calls += 1
         if self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
             with th.no_grad():
-                # One foreach kernel per update instead of SB3's per-tensor polyak_update (DrQ(eps) copies every
-                # step: 5.6 -> 3.0 ms of a batch-32 Atari update on one CPU thread)
+                # One foreach kernel per update instead of SB3's per-tensor polyak_update: DrQ(eps) copies every step,
+                # where a kernel per tensor was a large share of a small update (RESULTS.md: BRCDQN update throughput)
                 targets: list[th.Tensor] = list(self.q_net_target.parameters())
                 online: list[th.Tensor] = list(self.q_net.parameters())
                 if self.tau == 1.0:

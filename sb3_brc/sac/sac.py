@@ -240,8 +240,8 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             warnings.warn(f"cuda_graph=True ignored: {self.device} is not a CUDA device. Training eagerly.", stacklevel=3)
         if self._capture_updates and self.compile_update:
             # The compiled losses' backward fails inside a capture (torch 2.11: "dependency created on uncaptured work
-            # in another stream"); on a GPU the graph is what pays (2-4x fp32 updates/s at widths 512-2048 on an H200),
-            # compiling the losses alone 1.2x at width 512
+            # in another stream"); on a GPU the graph is what pays, far more than compiling the losses (figures: the
+            # performance guide)
             raise ValueError("cuda_graph=True and compile_update=True do not combine yet: choose cuda_graph=True on a GPU.")
         self._captured_updates: dict[tuple, CapturedStep] = {}
         self._critic_loss_fn, self._actor_objective_fn = self._critic_loss, self._actor_objective
