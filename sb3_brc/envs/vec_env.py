@@ -115,9 +115,9 @@ def _vectorize(
     env_fns: list[Callable[[], gym.Env]] = [
         functools.partial(build, make, **kwargs) for make, kwargs in zip(makers, per_task, strict=True)
     ]
-    if not in_process:  # a task's exception comes back with its traceback (EnvWorkerError), not as a broken pipe
-        env_fns = [functools.partial(_reporting_errors, make) for make in env_fns]
     if not in_process:
+        # A task's exception comes back with its traceback (EnvWorkerError), not as a broken pipe
+        env_fns = [functools.partial(_reporting_errors, make) for make in env_fns]
         for env in probes:  # the subprocesses build their own
             env.close()
     probes.clear()  # in-process the sub-envs now hold them
