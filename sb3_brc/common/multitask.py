@@ -1,6 +1,7 @@
 """What every BRC algorithm (BRCSAC, BRCDQN) adds to its SB3 base class: task bookkeeping, per-task logs,
 the return normaliser's feed, input checks, atomic saves and checked loads."""
 
+import inspect
 import io
 import json
 import pathlib
@@ -243,17 +244,21 @@ class MultiTaskAlgorithm(_MixinBase):
         """Task id of each observation of a batch (0 for plain observations)."""
         return split_task_observation(observations)[1]
 
-    def _check_hyperparameters(self, defaults: dict[str, Any]) -> None:
+    def _check_hyperparameters(self) -> None:
         """Clear errors for hyperparameters SB3 stores and later fails on, or silently misuses; called right after
-        SB3's constructor, on the values it stored.
-
-        :param defaults: The algorithm's own value of a hyperparameter, named in its message
-        """
+        SB3's constructor, on the values it stored. Messages name the algorithm's default (its constructor's)."""
         algorithm = type(self).__name__
+        signature = inspect.signature(type(self).__init__).parameters
 
         def why(name: str) -> str:
             value = getattr(self, name, None)  # None: an argument this algorithm does not have (its check passes)
-            return f"got {value!r}" + (f"; {algorithm} uses {defaults[name]}" if name in defaults else "")
+            default = signature[name].default if name in signature else inspect.Parameter.empty
+            if default is inspect.Parameter.empty:
+                return f"got {value!r}"
+            # None: a default computed from the env (per-task batch, warm-up, target interval)
+            return f"got {value!r}; " + (
+                f"leave it out for {algorithm}'s default" if default is None else f"{algorithm}'s default is {default!r}"
+            )
 
         def not_a_positive_int(value: Any) -> bool:
             return isinstance(value, bool) or not isinstance(value, int) or value < 1

@@ -166,9 +166,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             device=device,
             _init_setup_model=False,
         )
-        self._check_hyperparameters(
-            dict(tau=1.0, gamma=0.99, gradient_steps=1, target_update_interval="one step of every task", learning_rate=1e-4)
-        )
+        self._check_hyperparameters()
         self.exploration_decay_steps = exploration_decay_steps
         self.eval_exploration_rate = eval_exploration_rate
         self.augment, self.augment_pad = augment, augment_pad

@@ -195,9 +195,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             device=device,
             _init_setup_model=False,
         )
-        self._check_hyperparameters(
-            dict(tau=0.005, gamma=0.99, gradient_steps=2, target_update_interval=1, learning_rate=3e-4)
-        )
+        self._check_hyperparameters()
         self.mixed_precision = mixed_precision
         self.compile_update = compile_update
         self.cuda_graph = cuda_graph
