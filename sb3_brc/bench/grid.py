@@ -113,7 +113,7 @@ def _suite_subset(suite_name: str, subset: str) -> RunTasks:
     label = f"{suite_name}{SUITE_SUBSET}{','.join(chosen)}"
     if len(chosen) == 1:
         return parts[chosen[0]]
-    if find_suite(suite_name).atari:
+    if SUITES[suite_name].atari:
         return RunTasks(label, tuple(chosen), tuple(chosen), suite=f"{ATARI_GAMES_PREFIX}{','.join(chosen)}")
     return RunTasks(label, tuple(parts[task].tasks[0] for task in chosen), tuple(chosen))
 

@@ -162,8 +162,10 @@ class MultiTaskAlgorithm(_MixinBase):
             if policy == "MultiInputPolicy":
                 # SB3 users name it for Dict observations; here the Dict is the task encoding around one Box, which
                 # MultiInputPolicy's CombinedExtractor would read as MlpPolicy (vectors) or CnnPolicy (images) does
-                policy = "CnnPolicy" if is_image_space(observation_part(checked_env.observation_space)) else "MlpPolicy"
-            resolved = cls.policy_aliases[policy]
+                image = is_image_space(observation_part(checked_env.observation_space))
+                resolved = cls.policy_aliases["CnnPolicy" if image else "MlpPolicy"]
+            else:
+                resolved = cls.policy_aliases[policy]
         base = cls.policy_aliases["MlpPolicy"]
         if isinstance(resolved, type) and not issubclass(resolved, base):
             raise ValueError(

@@ -68,18 +68,24 @@ class ReturnNormalizationCallback(BaseCallback):
         self.v_max = v_max
 
     @property
+    def algorithm(self) -> Any:
+        """The model: an SB3 off-policy algorithm, which the callback gives a ``return_normalizer``."""
+        return self.model
+
+    @property
     def normalizer(self) -> ReturnNormalizer:
         """The model's normaliser (``model.return_normalizer``)."""
-        return self.model.return_normalizer
+        return self.algorithm.return_normalizer
 
     def _on_training_start(self) -> None:
-        if isinstance(self.model, MultiTaskAlgorithm):
-            raise TypeError(f"{type(self.model).__name__} normalises its returns itself (normalize_rewards=...)")
+        model = self.algorithm
+        if isinstance(model, MultiTaskAlgorithm):
+            raise TypeError(f"{type(model).__name__} normalises its returns itself (normalize_rewards=...)")
         num_tasks = num_tasks_of(self.training_env)
-        normalizer = getattr(self.model, "return_normalizer", None)
+        normalizer = getattr(model, "return_normalizer", None)
         if not isinstance(normalizer, ReturnNormalizer) or normalizer.num_tasks != num_tasks:
-            self.model.return_normalizer = self.normalization.build(num_tasks, self.model.gamma)
-        self.model.replay_buffer = ScaledRewardSampling(self.model.replay_buffer, self.reward_scale)
+            model.return_normalizer = self.normalization.build(num_tasks, model.gamma)
+        model.replay_buffer = ScaledRewardSampling(model.replay_buffer, self.reward_scale)
 
     def _on_step(self) -> bool:
         rewards, dones, infos = self.locals["rewards"], self.locals["dones"], self.locals["infos"]
@@ -90,16 +96,18 @@ class ReturnNormalizationCallback(BaseCallback):
         return True
 
     def _on_training_end(self) -> None:
-        if isinstance(self.model.replay_buffer, ScaledRewardSampling):
-            self.model.replay_buffer = self.model.replay_buffer.buffer
+        if isinstance(self.algorithm.replay_buffer, ScaledRewardSampling):
+            self.algorithm.replay_buffer = self.algorithm.replay_buffer.buffer
 
     def reward_scale(self) -> th.Tensor:
         """Per-task reward multiplier now: the algorithm's temperature and target entropy in lambda (0 without)."""
         log_ent_coef = getattr(self.model, "log_ent_coef", None)
+        fixed_ent_coef = getattr(self.model, "ent_coef_tensor", None)
         if log_ent_coef is not None:
             ent_coef = th.exp(log_ent_coef.detach())
-        else:
-            ent_coef = getattr(self.model, "ent_coef_tensor", None)
-            ent_coef = th.zeros((), device=self.model.device) if ent_coef is None else ent_coef
+        elif fixed_ent_coef is not None:
+            ent_coef = fixed_ent_coef
+        else:  # no temperature (TD3, DDPG): no entropy term
+            ent_coef = th.zeros((), device=self.model.device)
         target_entropy = float(getattr(self.model, "target_entropy", 0.0))
         return self.normalizer.reward_scale(ent_coef, target_entropy, self.v_max)

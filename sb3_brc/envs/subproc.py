@@ -23,7 +23,7 @@ import numbers
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -96,7 +96,7 @@ class ReportErrors(gym.Wrapper):
         except Exception:
             return self._placeholder(), {WORKER_ERROR_KEY: traceback.format_exc()}
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict]:
         try:
             return self.env.step(action)
         except Exception:

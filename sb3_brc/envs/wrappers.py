@@ -237,4 +237,4 @@ def as_task_of(env: gym.Env, model: Any, task: str | int) -> TaskOfModel:
             f"{own_actions}, the task's were {expected} and {layout.action_sizes[index]}. Pass the env the model "
             "trained on for that task (the same id and wrappers)."
         )
-    return TaskOfModel(inner, layout.first_id + index, cast(spaces.Dict, model.observation_space))
+    return TaskOfModel(inner, layout.first_id + index, model.observation_space)

@@ -16,7 +16,13 @@ from torch.distributions import Normal
 from torch.nn import functional as F
 
 from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support, optimizer_kwargs_over_defaults
-from sb3_brc.common.task_layout import check_task_ids, check_task_observation, observation_part, split_task_observation
+from sb3_brc.common.task_layout import (
+    TaskLayout,
+    check_task_ids,
+    check_task_observation,
+    observation_part,
+    split_task_observation,
+)
 from sb3_brc.common.torch_layers import BroNet, TaskEmbedding, orthogonal_init_
 
 #: Named network sizes (``net_arch`` for BRCPolicy). Depth stays 2 critic blocks; BRC scales width only.
@@ -257,6 +263,8 @@ class BRCPolicy(SACPolicy):
     #: is 0.01), and PyTorch's fused kernel (its default AdamW loops over the parameters on the CPU; pass
     #: ``fused=False`` on a device without one)
     default_optimizer_kwargs: ClassVar[dict[str, Any]] = dict(weight_decay=1e-4, fused=True)
+    #: The tasks it was trained on, on an exported policy (``load_exported_policy`` sets it; ``as_task_of`` reads it)
+    task_layout: TaskLayout | None = None
     actor: BroNetActor
     # BRC's categorical critic takes the place of SAC's ContinuousCritic (same inputs, a distribution per head)
     critic: CategoricalCritic  # type: ignore[assignment]

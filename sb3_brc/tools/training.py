@@ -13,14 +13,16 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.type_aliases import TrainFreq
 from stable_baselines3.common.utils import configure_logger
 
 from sb3_brc.common.task_layout import is_task_observation_space, observation_part, tag_observations
@@ -88,11 +90,10 @@ def seconds_per_update(model: OffPolicyAlgorithm, updates: int = 2) -> float:
     """Seconds one gradient update of ``model`` takes on this machine, timed through ``model.train()`` on a
     throwaway buffer of random transitions after untimed warm-up updates (compilation, CUDA graph capture). The
     model is left as it was: parameters, optimisers, update count, logger and torch's and numpy's random states are
-    restored and
-    its own replay buffer is not touched."""
+    restored and its own replay buffer is not touched."""
     n_envs, batch = model.n_envs, model.batch_size
     rows = -(-2 * batch // n_envs) + 16  # vector steps: two batches' worth, and room for n-step returns
-    buffer = model.replay_buffer_class(
+    buffer = cast(type[ReplayBuffer], model.replay_buffer_class)(
         rows * n_envs, model.observation_space, model.action_space, device=model.device, n_envs=n_envs,
         **(model.replay_buffer_kwargs or {}),
     )  # fmt: skip
@@ -109,9 +110,9 @@ def seconds_per_update(model: OffPolicyAlgorithm, updates: int = 2) -> float:
     rng = np.random.default_rng(0)
     for _ in range(rows):
         actions = np.stack([action_space.sample() for _ in range(n_envs)])
-        infos = [{} for _ in range(n_envs)]
+        infos: list[dict[str, Any]] = [{} for _ in range(n_envs)]
         buffer.add(observations(), observations(), actions, rng.standard_normal(n_envs), np.zeros(n_envs), infos)
-    saved = copy.deepcopy(model.get_parameters())
+    saved: dict[str, Any] = copy.deepcopy(model.get_parameters())
     log_ent_coef = getattr(model, "log_ent_coef", None)
     saved_log_ent_coef = None if log_ent_coef is None else log_ent_coef.detach().clone()
     torch_rng, numpy_rng = th.random.get_rng_state(), np.random.get_state()  # (replay sampling draws from numpy's)
@@ -149,8 +150,9 @@ def remaining_updates(model: OffPolicyAlgorithm, total_timesteps: int) -> int:
     """Gradient updates ``model.learn()`` still does until ``total_timesteps`` env steps (all tasks together)."""
     start = max(model.num_timesteps, model.learning_starts)
     vector_steps = max(total_timesteps - start, 0) // model.n_envs
-    per_call = model.gradient_steps if model.gradient_steps >= 0 else model.train_freq.frequency * model.n_envs
-    return vector_steps // model.train_freq.frequency * per_call
+    frequency = cast(TrainFreq, model.train_freq).frequency  # SB3 made it a TrainFreq
+    per_call = model.gradient_steps if model.gradient_steps >= 0 else frequency * model.n_envs
+    return vector_steps // frequency * per_call
 
 
 def training_estimate(model: OffPolicyAlgorithm, total_timesteps: int) -> str:
