@@ -1,11 +1,9 @@
 """What every BRC algorithm (BRCSAC, BRCDQN) adds to its SB3 base class: task bookkeeping, per-task logs,
-the return normaliser's feed, input checks, atomic saves and checked loads."""
+the return normaliser's feed, input checks, atomic saves and checked loads (the save-file checks:
+:mod:`~sb3_brc.common.save_files`; the hyperparameter check: :mod:`~sb3_brc.common.hyperparameters`)."""
 
-import inspect
 import io
-import json
 import pathlib
-import zipfile
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -25,6 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_normalize
 from sb3_brc.common.callbacks import TaskProgressBarCallback
 from sb3_brc.common.normalizer import ReturnNormalization, ReturnNormalizer
 from sb3_brc.common.policies import TaskConditionedNetwork
+from sb3_brc.common.save_files import check_save_file
 from sb3_brc.common.task_layout import (
     TASK_ID_KEY,
     TaskLayout,
@@ -44,55 +43,6 @@ SelfMultiTask = TypeVar("SelfMultiTask", bound="MultiTaskAlgorithm")
 EnvArg = TypeVar("EnvArg", bound=GymEnv | str | None)
 #: The policy argument of an algorithm's constructor (a name or a class), passed through unchanged.
 PolicyArg = TypeVar("PolicyArg", bound=str | type[BasePolicy])
-
-# Saves written before this version used another task-id encoding (a float last observation entry) and are refused
-FIRST_LOADABLE_VERSION = (0, 2)
-
-
-def check_save_file(path: str | pathlib.Path | io.BufferedIOBase, policy_package: str | None = None) -> None:
-    """Raise a clear ``ValueError`` when ``path`` is not an intact SB3 save (truncated, corrupted, not a zip), or,
-    with ``policy_package`` (e.g. ``"sb3_brc.sac"``), when it holds another sb3-brc algorithm's model."""
-    if isinstance(path, io.BufferedIOBase):
-        return
-    path = pathlib.Path(path)
-    if not path.exists() and path.with_name(path.name + ".zip").exists():
-        path = path.with_name(path.name + ".zip")
-    if not path.exists():
-        raise FileNotFoundError(f"No saved model at {path}")
-    problem, data = None, {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            missing = {"data", "policy.pth"} - set(archive.namelist())
-            bad_member = archive.testzip()
-            if not missing and bad_member is None:
-                data = json.loads(archive.read("data"))
-        if missing:
-            problem = f"it lacks {sorted(missing)}"
-        elif bad_member is not None:
-            problem = f"its member {bad_member!r} is corrupted"
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-        problem = f"it is not a readable zip file ({error})"
-    if problem:
-        raise ValueError(
-            f"Cannot load {path}: {problem}. The file is truncated or corrupted, or not an SB3 save; "
-            "load an intact save or an earlier checkpoint."
-        )
-    written_by = data.get("sb3_brc_version")
-    policy_module = data.get("policy_class", {}).get("__module__", "") if isinstance(data.get("policy_class"), dict) else ""
-    if not policy_module.startswith("sb3_brc"):
-        return  # another library's save: the algorithm's constructor names the problem
-    if written_by is None or tuple(int(part) for part in written_by.split(".")[:2]) < FIRST_LOADABLE_VERSION:
-        raise ValueError(
-            f"Cannot load {path}: it was written by sb3-brc {written_by or '0.1 or older (no version recorded)'}, "
-            f"whose models read the task id from the last observation entry; sb3-brc {SB3_BRC_VERSION} reads it from "
-            "Dict observations. Load it with that version (pip install 'sb3-brc==0.1.*') or retrain."
-        )
-    if policy_package is not None and not policy_module.startswith(policy_package + "."):
-        raise ValueError(
-            f"Cannot load {path} here: it holds a model of another sb3-brc algorithm (its policy comes from "
-            f"{policy_module}, not {policy_package}). Load it with the algorithm that saved it (BRCSAC for sb3_brc.sac, "
-            "BRCDQN for sb3_brc.dqn)."
-        )
 
 
 def convert_callback(callback: BaseCallback | Any) -> BaseCallback:
@@ -245,60 +195,6 @@ class MultiTaskAlgorithm(_MixinBase):
     def task_ids(observations: th.Tensor | dict[str, th.Tensor]) -> th.Tensor:
         """Task id of each observation of a batch (0 for plain observations)."""
         return split_task_observation(observations)[1]
-
-    def _check_hyperparameters(self) -> None:
-        """Clear errors for hyperparameters SB3 stores and later fails on, or silently misuses; called right after
-        SB3's constructor, on the values it stored. Messages name the algorithm's default (its constructor's)."""
-        algorithm = type(self).__name__
-        signature = inspect.signature(type(self).__init__).parameters
-
-        def why(name: str) -> str:
-            value = getattr(self, name, None)  # None: an argument this algorithm does not have (its check passes)
-            default = signature[name].default if name in signature else inspect.Parameter.empty
-            if default is inspect.Parameter.empty:
-                return f"got {value!r}"
-            # None: a default computed from the env (per-task batch, warm-up, target interval)
-            return f"got {value!r}; " + (
-                f"leave it out for {algorithm}'s default" if default is None else f"{algorithm}'s default is {default!r}"
-            )
-
-        def not_a_positive_int(value: Any) -> bool:
-            return isinstance(value, bool) or not isinstance(value, int) or value < 1
-
-        learning_rate = self.learning_rate
-        frequency = self.train_freq[0] if isinstance(self.train_freq, tuple) else self.train_freq
-        ent_coef = getattr(self, "ent_coef", "auto")  # the arguments only some algorithms have
-        checks = [
-            (not_a_positive_int(self.buffer_size), f"buffer_size must be a positive integer ({why('buffer_size')})"),
-            (not_a_positive_int(self.batch_size), f"batch_size must be a positive integer ({why('batch_size')})"),
-            (self.learning_starts < 0, f"learning_starts must be >= 0 ({why('learning_starts')})"),
-            (not 0.0 <= self.tau <= 1.0, f"tau is the Polyak coefficient, in [0, 1] ({why('tau')})"),
-            (not 0.0 <= self.gamma < 1.0, f"gamma must be in [0, 1) ({why('gamma')})"),
-            (
-                self.gradient_steps < -1,
-                f"gradient_steps must be >= 0, or -1 for one per env step ({why('gradient_steps')})",
-            ),
-            (
-                not_a_positive_int(self.target_update_interval),
-                f"target_update_interval must be an integer >= 1 ({why('target_update_interval')})",
-            ),
-            (not callable(learning_rate) and not learning_rate > 0, f"learning_rate must be > 0 ({why('learning_rate')})"),
-            (
-                not_a_positive_int(getattr(frequency, "frequency", frequency)),
-                f"train_freq must be a positive number of steps or episodes (got {self.train_freq!r})",
-            ),
-            (
-                not_a_positive_int(getattr(self, "n_steps", 1)),
-                f"n_steps is the length of n-step returns, an integer >= 1 ({why('n_steps')})",
-            ),
-            (
-                not isinstance(ent_coef, str) and not ent_coef >= 0,
-                f"ent_coef must be >= 0, or 'auto' / 'auto_<initial value>' to learn it ({why('ent_coef')})",
-            ),
-        ]
-        problems = [message for bad, message in checks if bad]
-        if problems:
-            raise ValueError(f"Invalid {algorithm} hyperparameters: " + "; ".join(problems) + ".")
 
     def _finish_setup_model(self) -> None:
         """The end of each algorithm's ``_setup_model()`` (also run by ``load()``, after the saved attributes are

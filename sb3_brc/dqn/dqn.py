@@ -21,6 +21,7 @@ from sb3_brc.common.distributional import (
     categorical_mean,
     categorical_projection,
 )
+from sb3_brc.common.hyperparameters import check_hyperparameters
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.policies import grow_task_embeddings
@@ -166,7 +167,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             device=device,
             _init_setup_model=False,
         )
-        self._check_hyperparameters()
+        check_hyperparameters(self)
         self.exploration_decay_steps = exploration_decay_steps
         self.eval_exploration_rate = eval_exploration_rate
         self.augment, self.augment_pad = augment, augment_pad

@@ -16,6 +16,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from sb3_brc.common.buffers import TrimmedDictReplayBuffer, TrimmedReplayBuffer
 from sb3_brc.common.cuda_graphs import CapturedStep
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection, expected_value
+from sb3_brc.common.hyperparameters import check_hyperparameters
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.policies import grow_task_embeddings
@@ -195,7 +196,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             device=device,
             _init_setup_model=False,
         )
-        self._check_hyperparameters()
+        check_hyperparameters(self)
         self.mixed_precision = mixed_precision
         self.compile_update = compile_update
         self.cuda_graph = cuda_graph
