@@ -17,7 +17,7 @@ import time
 import torch as th
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv, evaluate_tasks
-from sb3_brc.sac.policies import SIZE_PRESETS
+from sb3_brc.common.policies import SIZE_PRESETS
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback
 
 

@@ -27,11 +27,11 @@ from sb3_brc.bench.settings import (
     parse_with_preset,
 )
 from sb3_brc.common.multitask import MultiTaskAlgorithm
+from sb3_brc.common.policies import SIZE_PRESETS
 from sb3_brc.dqn.dqn import BRCDQN
 from sb3_brc.envs.subproc import EnvStepTimeout, EnvWorkerError, check_step_timeout
 from sb3_brc.envs.suites import describe_suites, make_suite, task_factory
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv, DiscreteMultiTaskVecEnv, MultiTaskVecEnv
-from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.sac.sac import BRCSAC
 from sb3_brc.tools.checkpoint import CheckpointCallback, latest_checkpoint, load_checkpoint
 from sb3_brc.tools.diagnostics import plot_task_embeddings

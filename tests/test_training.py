@@ -9,8 +9,8 @@ from sb3_brc import BRCSAC, MultiTaskVecEnv
 from sb3_brc.bench.settings import PRESETS
 from sb3_brc.cli import main as cli_main
 from sb3_brc.cli import new_model, parse_args
+from sb3_brc.common.policies import SIZE_PRESETS
 from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv
-from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.tools.evaluation import write_eval_rows
 from sb3_brc.tools.report import read_eval_csv
 from sb3_brc.tools.training import brc_sac_policy_kwargs, per_task_budget, train_and_evaluate

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch as th
 
+from sb3_brc.common.policies import SIZE_PRESETS
 from sb3_brc.envs.subproc import check_step_timeout
-from sb3_brc.sac.policies import SIZE_PRESETS
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -11,6 +11,19 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from sb3_brc.common.task_layout import observation_part, split_task_observation
 from sb3_brc.common.torch_layers import TaskEmbedding
 
+#: Named network sizes (``net_arch`` of BRCSAC's policy; BRCDQN's head takes the critic blocks). Depth stays 2
+#: critic blocks; BRC scales width only.
+#: Parameter counts are for the critic, 2 heads + target, on a DMC-dog-sized input (223 observation + 38 action
+#: entries); the paper's "64M / 256M / 1B" most likely count the same way (unverified).
+SIZE_PRESETS: dict[str, dict[str, list[int]]] = {
+    "tiny": dict(pi=[64], qf=[128, 128]),  # CPU demos and tests
+    "small": dict(pi=[256], qf=[512, 512]),  # reference class default, ~5M
+    "medium": dict(pi=[256], qf=[1024, 1024]),  # ~18M
+    "64M": dict(pi=[256], qf=[2048, 2048]),  # ~70M
+    "256M": dict(pi=[256], qf=[4096, 4096]),  # reference train.py default, ~275M
+    "1B": dict(pi=[256], qf=[8192, 8192]),  # ~1.09B
+}
+
 
 def check_categorical_support(n_atoms: Any, v_min: float, v_max: float) -> None:
     """Clear errors for a support the categorical loss cannot use."""

@@ -1,5 +1,6 @@
 """BRC policies: BroNet actor and categorical BroNet critic ensemble with a critic-owned task embedding."""
 
+import copy
 import math
 from typing import Any, ClassVar
 
@@ -15,7 +16,12 @@ from torch import nn
 from torch.distributions import Normal
 from torch.nn import functional as F
 
-from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support, optimizer_kwargs_over_defaults
+from sb3_brc.common.policies import (
+    SIZE_PRESETS,
+    TaskConditionedNetwork,
+    check_categorical_support,
+    optimizer_kwargs_over_defaults,
+)
 from sb3_brc.common.task_layout import (
     TaskLayout,
     check_task_ids,
@@ -24,18 +30,6 @@ from sb3_brc.common.task_layout import (
     split_task_observation,
 )
 from sb3_brc.common.torch_layers import BroNet, TaskEmbedding, orthogonal_init_
-
-#: Named network sizes (``net_arch`` for BRCPolicy). Depth stays 2 critic blocks; BRC scales width only.
-#: Parameter counts are for the critic, 2 heads + target, on a DMC-dog-sized input (223 observation + 38 action
-#: entries); the paper's "64M / 256M / 1B" most likely count the same way (unverified).
-SIZE_PRESETS: dict[str, dict[str, list[int]]] = {
-    "tiny": dict(pi=[64], qf=[128, 128]),  # CPU demos and tests
-    "small": dict(pi=[256], qf=[512, 512]),  # reference class default, ~5M
-    "medium": dict(pi=[256], qf=[1024, 1024]),  # ~18M
-    "64M": dict(pi=[256], qf=[2048, 2048]),  # ~70M
-    "256M": dict(pi=[256], qf=[4096, 4096]),  # reference train.py default, ~275M
-    "1B": dict(pi=[256], qf=[8192, 8192]),  # ~1.09B
-}
 
 # The reference squashes the raw log-std with tanh into [-10, 2] (SB3 clips to [-20, 2])
 LOG_STD_MIN = -10.0
@@ -230,8 +224,8 @@ class CategoricalCritic(TaskConditionedNetwork):
 class BRCPolicy(SACPolicy):
     """SAC policy with BRC networks: BroNet actor, categorical BroNet critic ensemble, critic-owned task embedding.
 
-    ``net_arch`` entries are residual blocks; default ``dict(pi=[256], qf=[512, 512])`` (actor: one block of
-    256, critic: two blocks of 512, the reference class defaults; the paper scales the critic width).
+    ``net_arch`` entries are residual blocks; default ``SIZE_PRESETS["small"]`` (actor: one block of 256, critic: two
+    blocks of 512, the reference class defaults; the paper scales the critic width).
 
     :param observation_space: Observation space
     :param action_space: Action space
@@ -311,7 +305,7 @@ class BRCPolicy(SACPolicy):
             observation_space,
             action_space,
             lr_schedule,
-            net_arch=dict(pi=[256], qf=[512, 512]) if net_arch is None else net_arch,
+            net_arch=copy.deepcopy(SIZE_PRESETS["small"]) if net_arch is None else net_arch,
             activation_fn=activation_fn,
             features_extractor_class=features_extractor_class,
             features_extractor_kwargs=features_extractor_kwargs,

@@ -25,10 +25,10 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import TrainFreq
 from stable_baselines3.common.utils import configure_logger
 
+from sb3_brc.common.policies import SIZE_PRESETS
 from sb3_brc.common.task_layout import is_task_observation_space, observation_part, tag_observations
 from sb3_brc.common.utils import atomic_file
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv
-from sb3_brc.sac.policies import SIZE_PRESETS
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
 from sb3_brc.tools.report import read_eval_csv
 from sb3_brc.tools.wandb_logging import WandbRun
