@@ -198,7 +198,7 @@ def _recording_env(*args, training: bool = True, **kwargs):
 
 
 class _BrokenAlgorithm:
-    def __init__(self, *args, **kwargs):
+    def __init__(self, policy, env, buffer_size=1_000, **kwargs):
         raise RuntimeError("a broken constructor")
 
 

@@ -10,6 +10,7 @@ resumable run directories.
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import shutil
@@ -34,9 +35,6 @@ from sb3_brc.tools.checkpoint import CheckpointCallback, checkpoint_timesteps, l
 from sb3_brc.tools.training import per_task_budget, train_and_evaluate, write_json_atomic
 from sb3_brc.tools.wandb_logging import open_wandb_run, run_name
 
-# Replay capacity per task (the run's transitions, up to this many) of an algorithm that sets none of its own
-# (SB3's algorithms: their default buffer_size)
-BUFFER_SIZE_PER_TASK = 1_000_000
 #: A run's checkpoint directory (removed once the run is complete)
 CHECKPOINTS = "checkpoints"
 #: A run's log of attempts: one JSON line per start (pid, host, env steps per task it started at, time)
@@ -69,7 +67,12 @@ def build_model(spec: RunSpec, env: MultiTaskVecEnv) -> BaseAlgorithm:
     """The algorithm of a run, with the harness's budget settings on top of the registry defaults."""
     settings = spec.settings
     kwargs = spec.algo_kwargs()
-    capacity = getattr(spec.algo.algo_class(), "buffer_size_per_task", BUFFER_SIZE_PER_TASK)
+    algo_class = spec.algo.algo_class()
+    # Replay capacity per task (the run's transitions, up to this many): an sb3-brc algorithm's own, else the
+    # algorithm's default buffer_size (SB3's)
+    capacity = (
+        getattr(algo_class, "buffer_size_per_task", None) or inspect.signature(algo_class).parameters["buffer_size"].default
+    )
     kwargs.update(
         per_task_budget(env.num_tasks, settings.steps_per_task, settings.learning_starts, capacity),
         **spec.update_kwargs(),
@@ -81,7 +84,7 @@ def build_model(spec: RunSpec, env: MultiTaskVecEnv) -> BaseAlgorithm:
         kwargs["batch_size"] = settings.batch_size
     if settings.gradient_steps is not None:
         kwargs["gradient_steps"] = settings.gradient_steps
-    return spec.algo.algo_class()(spec.algo.policy, env, **kwargs)
+    return algo_class(spec.algo.policy, env, **kwargs)
 
 
 def restore_model(spec: RunSpec, env: MultiTaskVecEnv) -> BaseAlgorithm:

@@ -28,9 +28,7 @@ from sb3_brc.common.policies import grow_task_embeddings
 from sb3_brc.common.task_layout import TaskLayout, map_observation_part, num_tasks_of, observation_part
 from sb3_brc.dqn.policies import BRCDQNPolicy, CategoricalQNetwork, CnnPolicy, MlpPolicy, MultiInputPolicy
 
-# DrQ(eps) (dopamine atari_100k DrQ_eps.gin), per task: replay warm-up, epsilon decay, minibatch
-LEARNING_STARTS_PER_TASK = 1_600
-BUFFER_SIZE_PER_TASK = 100_000
+# DrQ(eps)'s minibatch per task (dopamine atari_100k DrQ_eps.gin); its warm-up and replay capacity are class variables
 BATCH_SIZE_PER_TASK = 32
 
 
@@ -93,8 +91,9 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
     }
     # Random-action warm-up and replay capacity per task, and the parts transfer can freeze (the task embedding
     # always trains)
-    learning_starts_per_task: ClassVar[int] = LEARNING_STARTS_PER_TASK
-    buffer_size_per_task: ClassVar[int] = BUFFER_SIZE_PER_TASK
+    #: DrQ(eps)'s per-task defaults (dopamine atari_100k DrQ_eps.gin): replay warm-up and capacity
+    learning_starts_per_task: ClassVar[int] = 1_600
+    buffer_size_per_task: ClassVar[int] = 100_000
     freezable: ClassVar[tuple[str, ...]] = ("q_net",)
     # BRC's categorical policy and Q-networks take the place of DQN's (same roles, a distribution per action)
     policy: BRCDQNPolicy  # type: ignore[assignment]
@@ -145,8 +144,8 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
             policy,  # type: ignore[arg-type]  # a BRCDQNPolicy in DQNPolicy's place
             env,
             learning_rate=learning_rate,
-            buffer_size=BUFFER_SIZE_PER_TASK * num_tasks if buffer_size is None else buffer_size,
-            learning_starts=LEARNING_STARTS_PER_TASK * num_tasks if learning_starts is None else learning_starts,
+            buffer_size=self.buffer_size_per_task * num_tasks if buffer_size is None else buffer_size,
+            learning_starts=self.learning_starts_per_task * num_tasks if learning_starts is None else learning_starts,
             batch_size=BATCH_SIZE_PER_TASK * num_tasks if batch_size is None else batch_size,
             tau=tau,
             gamma=gamma,

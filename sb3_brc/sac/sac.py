@@ -24,9 +24,7 @@ from sb3_brc.common.task_layout import TaskLayout, num_tasks_of
 from sb3_brc.common.utils import native_bf16_matmul, no_weight_grads, select_rows
 from sb3_brc.sac.policies import BRCPolicy, BroNetActor, CategoricalCritic, CnnPolicy, MlpPolicy, MultiInputPolicy
 
-# Per-task defaults of the reference (train.py): warm-up steps, replay capacity, batch (single / multi-task)
-LEARNING_STARTS_PER_TASK = 5_000
-BUFFER_SIZE_PER_TASK = 1_000_000
+# The reference's batch (train.py), single / multi-task; its per-task warm-up and replay capacity are class variables
 BATCH_SIZE_SINGLE_TASK = 256
 BATCH_SIZE_MULTI_TASK = 1024
 
@@ -118,8 +116,9 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
     }
     # Random-action warm-up and replay capacity per task, and the parts transfer can freeze (the task embedding
     # always trains)
-    learning_starts_per_task: ClassVar[int] = LEARNING_STARTS_PER_TASK
-    buffer_size_per_task: ClassVar[int] = BUFFER_SIZE_PER_TASK
+    #: The reference's per-task defaults (train.py): warm-up steps and replay capacity
+    learning_starts_per_task: ClassVar[int] = 5_000
+    buffer_size_per_task: ClassVar[int] = 1_000_000
     freezable: ClassVar[tuple[str, ...]] = ("actor", "critic")
     policy: BRCPolicy
     actor: BroNetActor
@@ -168,8 +167,8 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             policy,
             env,
             learning_rate=learning_rate,
-            buffer_size=BUFFER_SIZE_PER_TASK * num_tasks if buffer_size is None else buffer_size,
-            learning_starts=LEARNING_STARTS_PER_TASK * num_tasks if learning_starts is None else learning_starts,
+            buffer_size=self.buffer_size_per_task * num_tasks if buffer_size is None else buffer_size,
+            learning_starts=self.learning_starts_per_task * num_tasks if learning_starts is None else learning_starts,
             batch_size=(BATCH_SIZE_MULTI_TASK if num_tasks > 1 else BATCH_SIZE_SINGLE_TASK)
             if batch_size is None
             else batch_size,
