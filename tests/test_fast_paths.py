@@ -129,10 +129,16 @@ def test_compiled_update_matches_eager(monkeypatch, backend):
     for (name, expected), actual in zip(eager.policy.named_parameters(), compiled.policy.parameters(), strict=True):
         assert th.allclose(actual, expected, atol=1e-5), name
     assert eager.logger.name_to_value == pytest.approx(compiled.logger.name_to_value, rel=1e-5)
-    # the compiled actor loss trains the actor only, and leaves the critic trainable
+    # the compiled actor loss trains the actor only (one gradient per critic weight and update: the critic loss's),
+    # and leaves the critic trainable
+    gradients = {name: [] for name, _ in compiled.critic.named_parameters()}
+    hooks = [p.register_hook(gradients[name].append) for name, p in compiled.critic.named_parameters()]
     compiled.policy.zero_grad(set_to_none=True)
-    compiled._actor_loss(compiled.replay_buffer.sample(32).observations, compiled._current_ent_coef())[0].backward()
-    assert all(p.grad is None and p.requires_grad for p in compiled.critic.parameters())
+    compiled.train(gradient_steps=2, batch_size=32)
+    for hook in hooks:
+        hook.remove()
+    assert {name: len(grads) for name, grads in gradients.items()} == {name: 2 for name in gradients}
+    assert all(p.requires_grad for p in compiled.critic.parameters())
     assert all(p.grad is not None for p in compiled.actor.parameters())
     th._dynamo.reset()
 

@@ -135,13 +135,14 @@ def test_task_embedding_owned_and_trained_by_critic_only():
     keys = [k for k in model.policy.state_dict() if "task_embedding" in k]
     assert keys == ["critic.task_embedding.embedding.weight", "critic_target.task_embedding.embedding.weight"]
     model.learn(80)
-    obs = model.replay_buffer.sample(8).observations
-    # actor loss leaves the embedding untouched; the critic loss trains it
-    model.critic.optimizer.zero_grad()
-    actor_loss, _ = model._actor_loss(obs, model._current_ent_coef())
-    actor_loss.backward()
-    assert embedding.embedding.weight.grad is None
+    # In an update the critic loss trains the embedding and the actor loss leaves it untouched: one gradient reaches it
+    gradients = []
+    hook = embedding.embedding.weight.register_hook(gradients.append)
+    model.train(gradient_steps=1, batch_size=8)
+    hook.remove()
+    assert len(gradients) == 1
     data = model.replay_buffer.sample(8)
+    model.critic.optimizer.zero_grad()
     critic_loss, _ = model._critic_loss(data, data.rewards, model._current_ent_coef())
     critic_loss.backward()
     assert embedding.embedding.weight.grad.abs().sum() > 0

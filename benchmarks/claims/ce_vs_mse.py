@@ -56,12 +56,7 @@ class MSEBRC(BRCSAC):
 
     def _actor_loss(self, observations, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         actions_pi, log_prob = self.actor.action_log_prob(observations)
-        trainable = [p for p in self.critic.parameters() if p.requires_grad]
-        for param in trainable:
-            param.requires_grad_(False)
         q_value = self.critic(observations, actions_pi)[..., 0].float().mean(1)
-        for param in trainable:
-            param.requires_grad_(True)
         return (ent_coef * log_prob - q_value).mean(), log_prob
 
 

@@ -209,7 +209,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         return self.policy.num_tasks
 
     def _excluded_save_params(self) -> list[str]:
-        excluded = ["_critic_loss_fn", "_actor_objective_fn", "_autocast_bf16", "_capture_updates", "_captured_updates"]
+        excluded = ["_critic_loss_fn", "_actor_loss_fn", "_autocast_bf16", "_capture_updates", "_captured_updates"]
         return [*super()._excluded_save_params(), *excluded]
 
     def _setup_model(self) -> None:
@@ -242,9 +242,9 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             # performance guide)
             raise ValueError("cuda_graph=True and compile_update=True do not combine yet: choose cuda_graph=True on a GPU.")
         self._captured_updates: dict[tuple, CapturedStep] = {}
-        self._critic_loss_fn, self._actor_objective_fn = self._critic_loss, self._actor_objective
+        self._critic_loss_fn, self._actor_loss_fn = self._critic_loss, self._actor_loss
         if self.compile_update:
-            self._critic_loss_fn, self._actor_objective_fn = th.compile(self._critic_loss), th.compile(self._actor_objective)
+            self._critic_loss_fn, self._actor_loss_fn = th.compile(self._critic_loss), th.compile(self._actor_loss)
         self._finish_setup_model()
 
     def _current_ent_coef(self) -> th.Tensor:
@@ -277,14 +277,6 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
     def _actor_loss(self, observations: th.Tensor | dict[str, th.Tensor], ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """``mean(alpha * log pi(a|s) - Q(s, a))`` with Q the expected value under the freshly updated critic.
         Returns the loss and ``log pi(a|s)`` (for the temperature)."""
-        # The actor loss must not train the critic: skip computing critic weight gradients altogether. Switched
-        # off around the (possibly compiled) objective, not inside it: the switch would split torch.compile's graph
-        with no_weight_grads(self.critic):
-            return self._actor_objective_fn(observations, ent_coef)
-
-    def _actor_objective(
-        self, observations: th.Tensor | dict[str, th.Tensor], ent_coef: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor]:
         actions_pi, log_prob = self.actor.action_log_prob(observations)
         q_value = expected_value(self.critic(observations, actions_pi), self.critic.support)
         return (ent_coef * log_prob - q_value).mean(), log_prob
@@ -312,8 +304,10 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             with th.no_grad():
                 th._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
 
-        with autocast, th.set_grad_enabled(actor_trainable):
-            actor_loss, log_prob = self._actor_loss(replay_data.observations, ent_coef)
+        # The actor loss must not train the critic: no critic weight gradients are computed at all. Switched off around
+        # the (possibly compiled) loss, not inside it: the switch would split torch.compile's graph
+        with autocast, th.set_grad_enabled(actor_trainable), no_weight_grads(self.critic):
+            actor_loss, log_prob = self._actor_loss_fn(replay_data.observations, ent_coef)
         if actor_trainable:  # frozen after add_tasks(freeze=["actor"]): log_prob still drives alpha
             self.actor.optimizer.zero_grad()
             actor_loss.backward()
@@ -337,8 +331,8 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
 
         with th.no_grad():
             probs = th.softmax(logits.detach(), dim=-1)
-            stats["q"] = expected_value(logits.detach(), self.critic.support).mean()
-            stats["h"] = -(probs * th.log(probs.clamp(min=1e-12))).sum(-1).mean()
+            stats["q_mean"] = expected_value(logits.detach(), self.critic.support).mean()
+            stats["critic_entropy"] = -(probs * th.log(probs.clamp(min=1e-12))).sum(-1).mean()
         return stats, entropy
 
     def _captured_update(self, batch_size: int, polyak: bool) -> CapturedStep:
@@ -418,13 +412,8 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             self._raise_non_finite(keys, per_step_cpu, all_task_ids, reward_scale, batch_size)
         means = dict(zip(keys, per_step_cpu.mean(1).tolist(), strict=True))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/ent_coef", means["ent_coef"])
-        self.logger.record("train/actor_loss", means["actor_loss"])
-        self.logger.record("train/critic_loss", means["critic_loss"])
-        if "ent_coef_loss" in means:
-            self.logger.record("train/ent_coef_loss", means["ent_coef_loss"])
-        self.logger.record("train/q_mean", means["q"])
-        self.logger.record("train/critic_entropy", means["h"])
+        for key, value in means.items():
+            self.logger.record(f"train/{key}", value)
         self._record_reward_scale(reward_scale)
 
     def _raise_non_finite(
@@ -434,8 +423,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         first_update = self._n_updates - per_step.shape[1] + 1
         bad = (~th.isfinite(per_step)).nonzero()
         if len(bad):
-            key, step = keys[int(bad[0, 0])], int(bad[0, 1])
-            what = {"q": "mean Q-value", "h": "critic entropy"}.get(key, key)
+            what, step = keys[int(bad[0, 0])], int(bad[0, 1])  # a logged quantity, named by its log key
         else:
             step = per_step.shape[1] - 1
             what = "parameter " + next(n for n, p in self.policy.named_parameters() if not th.isfinite(p).all())
