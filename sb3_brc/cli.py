@@ -104,10 +104,12 @@ def new_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAl
     learning_starts = args.learning_starts
     if learning_starts is None:
         learning_starts = algorithm.learning_starts_per_task
-    options: dict[str, Any] = {name: True for name in UPDATE_OPTIONS if getattr(args, name)}
-    for name in options:
-        if algorithm is not BRCSAC:
+    # Set flags only (unset: the algorithm's default); switching one on for another algorithm is refused
+    options: dict[str, Any] = {name: getattr(args, name) for name in UPDATE_OPTIONS if getattr(args, name) is not None}
+    if algorithm is not BRCSAC:
+        for name in (name for name, on in options.items() if on):
             raise ValueError(f"--{name.replace('_', '-')} is a BRCSAC option; {algorithm.__name__} (discrete tasks) has none")
+        options = {}
     return algorithm(
         "MlpPolicy",
         env,

@@ -2,7 +2,6 @@
 
 import argparse
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from sb3_brc.bench.harness import run_runs
 from sb3_brc.bench.runner import CHECKPOINTS, build_model, restore_model, run_one
 from sb3_brc.bench.settings import add_setting_flags, settings_from_args
 from sb3_brc.envs.suites import describe_suites
+from sb3_brc.sac.functional_update import FunctionalUpdate
 from sb3_brc.tools.checkpoint import save_checkpoint
 from sb3_brc.tools.evaluation import write_eval_rows
 from sb3_brc.tools.report import read_eval_csv
@@ -159,20 +159,22 @@ def test_compile_update_flag_compiles_the_brcsac_runs_only(tmp_path):
     parser = argparse.ArgumentParser()
     add_setting_flags(parser, RunnerSettings)
     runner = settings_from_args(RunnerSettings, parser.parse_args(["--compile-update"]))
-    assert runner.compile_update and not settings_from_args(RunnerSettings, parser.parse_args([])).compile_update
+    assert runner.compile_update is True and settings_from_args(RunnerSettings, parser.parse_args([])).compile_update is None
+    assert settings_from_args(RunnerSettings, parser.parse_args(["--no-compile-update"])).compile_update is False
     eager_brc, eager_sac = grid(str(tmp_path), ["brc_sac", "sac"], ["Pendulum-v1"], [0], BenchSettings(**FLAGS))
     brc, sac = (dataclasses.replace(spec, compile_update=True) for spec in (eager_brc, eager_sac))
     assert brc.config() == eager_brc.config()  # the same update: not part of the run's identity, finished runs count
     env, sac_env = (spec.algo.make_env(spec.tasks.tasks, spec.tasks.task_names, 0, spec.tasks.suite) for spec in (brc, sac))
     try:
         compiled = build_model(brc, env)
-        assert compiled.compile_update and not inspect.ismethod(compiled._critic_loss_fn)
-        assert not build_model(eager_brc, env).compile_update
+        assert compiled.compile_update is True and isinstance(compiled._functional_update, FunctionalUpdate)
+        assert build_model(eager_brc, env).compile_update == "auto"  # unset: BRCSAC's default
+        assert build_model(dataclasses.replace(brc, compile_update=False), env).compile_update is False
         assert not hasattr(build_model(sac, sac_env), "compile_update")  # SAC is built as without the flag
         # A resumed run follows the grid's current choice, whichever the checkpoint was written with
         save_checkpoint(compiled, os.path.join(brc.run_dir, CHECKPOINTS))
-        assert not restore_model(eager_brc, env).compile_update
-        assert restore_model(brc, env).compile_update
+        assert restore_model(eager_brc, env).compile_update == "auto"
+        assert restore_model(brc, env).compile_update is True
     finally:
         env.close()
         sac_env.close()
@@ -180,7 +182,7 @@ def test_compile_update_flag_compiles_the_brcsac_runs_only(tmp_path):
         run_runs([eager_sac], runner, progress=False)
     # Likewise --cuda-graph (on a machine without CUDA the model warns and updates eagerly)
     graphed = dataclasses.replace(eager_brc, cuda_graph=True)
-    assert graphed.config() == eager_brc.config() and graphed.update_kwargs() == dict(compile_update=False, cuda_graph=True)
+    assert graphed.config() == eager_brc.config() and graphed.update_kwargs() == dict(compile_update="auto", cuda_graph=True)
     assert sac.update_kwargs() == {}
     cuda_runner = settings_from_args(RunnerSettings, parser.parse_args(["--cuda-graph"]))
     with pytest.raises(ValueError, match=r"--cuda-graph is a BRCSAC option; none of the grid's algorithms \['sac'\]"):

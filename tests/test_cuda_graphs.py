@@ -86,7 +86,7 @@ def test_gradient_update_never_waits_on_the_device(frozen_actor):
         stats, entropy = model._gradient_update(data, data.rewards, polyak=True, actor_trainable=not frozen_actor)
     assert "mm" in recorder.ops or "addmm" in recorder.ops  # the recorder sees the update's ops
     assert not recorder.ops & HOST_SYNC_OPS
-    assert set(stats) == {"critic_loss", "actor_loss", "ent_coef", "ent_coef_loss", "q", "h"} and entropy.shape == (64,)
+    assert set(stats) == {"critic_loss", "actor_loss", "ent_coef", "ent_coef_loss", "q_mean", "critic_entropy"} and entropy.shape == (64,)
 
 
 def test_cuda_graph_off_cuda_warns_and_trains_as_the_eager_model():

@@ -88,8 +88,13 @@ def test_resume_refuses_another_evaluation_schedule(tmp_path, capsys):
 def test_compile_update_flag_builds_a_compiled_brcsac_and_refuses_brcdqn(tmp_path, capsys):
     run = ["train", "--out", str(tmp_path), "--steps-per-task", "10"]
     args = parse_args([*run, "--tasks", "Pendulum-v1", "--compile-update"])
-    assert new_model(args, MultiTaskVecEnv(["Pendulum-v1"], seed=0)).compile_update
-    assert not new_model(parse_args([*run, "--tasks", "Pendulum-v1"]), MultiTaskVecEnv(["Pendulum-v1"])).compile_update
+    assert new_model(args, MultiTaskVecEnv(["Pendulum-v1"], seed=0)).compile_update is True
+    unset = new_model(parse_args([*run, "--tasks", "Pendulum-v1"]), MultiTaskVecEnv(["Pendulum-v1"]))
+    assert unset.compile_update == "auto"  # BRCSAC's default
+    off = parse_args([*run, "--tasks", "Pendulum-v1", "--no-compile-update"])
+    assert new_model(off, MultiTaskVecEnv(["Pendulum-v1"])).compile_update is False
+    # --no-compile-update asks for nothing BRCDQN lacks
+    new_model(parse_args([*run, "--tasks", "CartPole-v1", "--no-compile-update"]), DiscreteMultiTaskVecEnv(["CartPole-v1"]))
     with pytest.raises(ValueError, match="--compile-update is a BRCSAC option; BRCDQN"):
         new_model(parse_args([*run, "--tasks", "CartPole-v1", "--compile-update"]), DiscreteMultiTaskVecEnv(["CartPole-v1"]))
     # part of the run's config: a resume with another choice is refused
@@ -116,7 +121,8 @@ def test_training_estimate_times_updates_and_leaves_the_model_as_it_was(kind):
     from conftest import TINY_POLICY
 
     from sb3_brc import BRCDQN
-    from sb3_brc.tools.training import remaining_updates, training_estimate
+    from sb3_brc.common.utils import remaining_updates
+    from sb3_brc.tools.training import training_estimate
 
     def build():
         if kind == "brcdqn":

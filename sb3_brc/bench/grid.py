@@ -133,8 +133,8 @@ class RunSpec:
     out: str
     wandb: WandbSettings | None = None
     step_timeout: float | None = None
-    compile_update: bool = False
-    cuda_graph: bool = False
+    compile_update: bool | None = None
+    cuda_graph: bool | None = None
 
     @property
     def key(self) -> str:
@@ -160,13 +160,16 @@ class RunSpec:
         return name in inspect.signature(self.algo.algo_class()).parameters
 
     def update_kwargs(self) -> dict[str, Any]:
-        """``compile_update`` and ``cuda_graph`` for an algorithm that has them: on with the grid's flag or the
-        registry entry's (for building the model and for restoring it, so a resumed run follows the grid's current
-        choice)."""
+        """``compile_update`` and ``cuda_graph`` for an algorithm that has them: the grid's flag where it is set (True,
+        or False for ``--no-compile-update``), else the registry entry's, else the algorithm's default (for building
+        the model and for restoring it, so a resumed run follows the grid's current choice)."""
+        parameters = inspect.signature(self.algo.algo_class()).parameters
         return {
-            name: getattr(self, name) or bool(self.algo.kwargs.get(name, False))
+            name: getattr(self, name)
+            if getattr(self, name) is not None
+            else self.algo.kwargs.get(name, parameters[name].default)
             for name in UPDATE_OPTIONS
-            if self.has_option(name)
+            if name in parameters
         }
 
     def config(self) -> dict[str, Any]:

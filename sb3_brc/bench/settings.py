@@ -117,11 +117,11 @@ class RunnerSettings:
     step_timeout: float | None = setting(None, "seconds a task's step or reset may take (each task in its own process); "
                                          "a slower one fails the run, naming the task, and the retry resumes from its "
                                          "checkpoint", metavar="SECONDS")  # fmt: skip
-    compile_update: bool = setting(False, "BRCSAC: torch.compile the update's losses (the same maths; 1.2-1.3x "
-                                   "updates/s at the tiny and small sizes on AVX2 and AVX-512 CPUs, after 15-60 s of "
-                                   "compilation: for runs over about 15 minutes)")  # fmt: skip
-    cuda_graph: bool = setting(False, "BRCSAC on a CUDA GPU: capture each update in one CUDA graph (the same maths; "
-                               "2-4x fp32 updates/s at widths 512-2048 on an H200, 5-8x with TF32)")  # fmt: skip
+    compile_update: bool | None = setting(None, "BRCSAC: compile each update into one graph (the same maths), or "
+                                          "--no-compile-update to run it eagerly; unset, BRCSAC compiles CPU runs long "
+                                          "enough to pay its compile time back")  # fmt: skip
+    cuda_graph: bool | None = setting(None, "BRCSAC on a CUDA GPU: capture each update in one CUDA graph (the same "
+                                      "maths; 2-4x fp32 updates/s at widths 512-2048 on an H200, 5-8x with TF32)")  # fmt: skip
 
     def check(self) -> None:
         """Reject settings no backend can run."""
@@ -205,8 +205,11 @@ def add_setting_flags(
     for name in names or list(fields):
         item = fields[name]
         kind = _flag_type(hints[name])
-        # A bool field is a switch: bool("False") would be True
-        kwargs: dict[str, Any] = dict(action="store_true") if kind is bool else dict(type=kind, default=item.default)
+        # A bool field is a switch (bool("False") would be True); one whose default is None has an off switch too
+        # (--name / --no-name; unset, the one who reads it decides)
+        kwargs: dict[str, Any] = dict(type=kind, default=item.default)
+        if kind is bool:
+            kwargs = dict(action="store_true") if item.default is not None else dict(action=argparse.BooleanOptionalAction)
         kwargs.update(item.metadata)
         kwargs.update((overrides or {}).get(name, {}))
         flag = kwargs.pop("flag", "--" + name.replace("_", "-"))

@@ -4,10 +4,12 @@ import contextlib
 import os
 import pathlib
 from collections.abc import Callable, Iterator
-from typing import IO, Any, NamedTuple, TypeVar
+from typing import IO, Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.type_aliases import TrainFreq
 
 # The package version, written into every save so that a later version can tell which layout wrote it
 SB3_BRC_VERSION = (pathlib.Path(__file__).parents[1] / "version.txt").read_text().strip()
@@ -103,3 +105,12 @@ def atomic_file(path: str | pathlib.Path, mode: str = "wb") -> Iterator[IO[Any]]
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remaining_updates(model: OffPolicyAlgorithm, total_timesteps: int) -> int:
+    """Gradient updates ``model.learn()`` still does until ``total_timesteps`` env steps (all tasks together)."""
+    start = max(model.num_timesteps, model.learning_starts)
+    vector_steps = max(total_timesteps - start, 0) // model.n_envs
+    frequency = cast(TrainFreq, model.train_freq).frequency  # SB3 made it a TrainFreq
+    per_call = model.gradient_steps if model.gradient_steps >= 0 else frequency * model.n_envs
+    return vector_steps // frequency * per_call

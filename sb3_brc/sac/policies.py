@@ -67,12 +67,19 @@ class StableSquashedDiagGaussianDistribution(SquashedDiagGaussianDistribution):
         return log_prob - tanh_log_det(gaussian_actions)
 
     def log_prob_from_params(self, mean_actions: th.Tensor, log_std: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """A sampled action and its log-prob ``log N(eps; 0, 1) - sum(log sigma) - log|d tanh(u) / du|``."""
+        """A sampled action and its log-prob (:func:`squashed_gaussian_sample` with fresh noise)."""
         noise = self.standard_noise(mean_actions)
         self.proba_distribution(mean_actions, log_std)
         self.gaussian_actions = mean_actions + log_std.exp() * noise
-        base_log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2.0 * math.pi)).sum(dim=-1)
-        return th.tanh(self.gaussian_actions), base_log_prob - tanh_log_det(self.gaussian_actions)
+        return squashed_gaussian_sample(mean_actions, log_std, noise)
+
+
+def squashed_gaussian_sample(mean_actions: th.Tensor, log_std: th.Tensor, noise: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """The action ``tanh(u)``, ``u = mu + sigma * eps``, drawn by the standard-normal ``noise`` eps, and its log-prob
+    ``log N(eps; 0, 1) - sum(log sigma) - log|d tanh(u) / du|``."""
+    gaussian_actions = mean_actions + log_std.exp() * noise
+    base_log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2.0 * math.pi)).sum(dim=-1)
+    return th.tanh(gaussian_actions), base_log_prob - tanh_log_det(gaussian_actions)
 
 
 def tanh_log_det(gaussian_actions: th.Tensor) -> th.Tensor:
@@ -144,6 +151,13 @@ class BroNetActor(Actor):
         data = super()._get_constructor_parameters()
         data.update(net_arch=self.net_arch, num_tasks=self.num_tasks, embedding_dim=self.embedding_dim)
         return data
+
+    def action_log_prob(self, obs: PyTorchObs, noise: th.Tensor | None = None) -> tuple[th.Tensor, th.Tensor]:
+        """A sampled action and its log-prob; ``noise``: the standard-normal noise that draws it (fresh when None)."""
+        if noise is None:
+            return super().action_log_prob(obs)
+        mean_actions, log_std, _ = self.get_action_dist_params(obs)
+        return squashed_gaussian_sample(mean_actions, log_std, noise)
 
     def get_action_dist_params(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor, dict[str, th.Tensor]]:
         observation, task_ids = split_task_observation(obs)

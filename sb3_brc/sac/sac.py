@@ -21,7 +21,8 @@ from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.policies import grow_task_embeddings
 from sb3_brc.common.task_layout import TaskLayout, num_tasks_of
-from sb3_brc.common.utils import native_bf16_matmul, no_weight_grads, select_rows
+from sb3_brc.common.utils import native_bf16_matmul, no_weight_grads, remaining_updates, select_rows
+from sb3_brc.sac.functional_update import FunctionalUpdate, compiles_by_default, unsupported_reason
 from sb3_brc.sac.policies import BRCPolicy, BroNetActor, CategoricalCritic, CnnPolicy, MlpPolicy, MultiInputPolicy
 
 # The reference's batch (train.py), single / multi-task; its per-task warm-up and replay capacity are class variables
@@ -91,8 +92,11 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         bf16 in hardware (CUDA compute capability 8.0+, CPUs with AVX512-BF16 or AMX); elsewhere it warns and runs
         float32, since emulated bf16 is many times slower. Losses, the target projection and the optimiser state
         stay float32
-    :param compile_update: ``torch.compile`` the critic and actor loss functions (first updates are slow
-        while it compiles)
+    :param compile_update: Compile the update (the same maths): ``True`` compiles each gradient update (critic,
+        target, actor, temperature) into one graph (:class:`~sb3_brc.sac.functional_update.FunctionalUpdate`), or
+        where that cannot run it (bf16, another optimiser, BatchNorm) the losses alone; ``False`` runs it eagerly;
+        ``"auto"`` compiles the whole update on a CPU for a ``learn()`` call of at least
+        :data:`~sb3_brc.sac.functional_update.COMPILE_MIN_UPDATES` updates, where the compile time is paid back
     :param cuda_graph: Capture each gradient update (critic, Polyak, actor and temperature steps) in a CUDA graph
         and replay it: the same update in a few launches instead of hundreds, for GPUs where small networks wait on
         kernel launches. The first 3 updates run eagerly, and the optimisers become ``capturable``. On a device other
@@ -148,7 +152,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         target_entropy: str | float = "auto",
         normalize_rewards: bool | ReturnNormalization = True,
         mixed_precision: bool = False,
-        compile_update: bool = False,
+        compile_update: bool | str = "auto",
         cuda_graph: bool = False,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
@@ -197,6 +201,8 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         )
         check_hyperparameters(self)
         self.mixed_precision = mixed_precision
+        if compile_update not in (True, False, "auto"):
+            raise ValueError(f"compile_update must be True, False or 'auto', got {compile_update!r}")
         self.compile_update = compile_update
         self.cuda_graph = cuda_graph
         self._init_task_state(env, normalize_rewards, new_model=_init_setup_model)
@@ -209,7 +215,8 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         return self.policy.num_tasks
 
     def _excluded_save_params(self) -> list[str]:
-        excluded = ["_critic_loss_fn", "_actor_loss_fn", "_autocast_bf16", "_capture_updates", "_captured_updates"]
+        excluded = ["_critic_loss_fn", "_actor_loss_fn", "_functional_update", "_autocast_bf16", "_capture_updates",
+                    "_captured_updates"]  # fmt: skip
         return [*super()._excluded_save_params(), *excluded]
 
     def _setup_model(self) -> None:
@@ -236,16 +243,30 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         self._capture_updates = self.cuda_graph and self.device.type == "cuda"
         if self.cuda_graph and not self._capture_updates:
             warnings.warn(f"cuda_graph=True ignored: {self.device} is not a CUDA device. Training eagerly.", stacklevel=3)
-        if self._capture_updates and self.compile_update:
+        if self._capture_updates and self.compile_update is True:
             # The compiled losses' backward fails inside a capture (torch 2.11: "dependency created on uncaptured work
             # in another stream"); on a GPU the graph is what pays, far more than compiling the losses (figures: the
             # performance guide)
             raise ValueError("cuda_graph=True and compile_update=True do not combine yet: choose cuda_graph=True on a GPU.")
         self._captured_updates: dict[tuple, CapturedStep] = {}
         self._critic_loss_fn, self._actor_loss_fn = self._critic_loss, self._actor_loss
-        if self.compile_update:
-            self._critic_loss_fn, self._actor_loss_fn = th.compile(self._critic_loss), th.compile(self._actor_loss)
+        self._functional_update: FunctionalUpdate | None = None
+        if self.compile_update is True:
+            if unsupported_reason(self) is None:
+                self._functional_update = FunctionalUpdate(self)
+            else:  # the losses alone compile
+                self._critic_loss_fn, self._actor_loss_fn = th.compile(self._critic_loss), th.compile(self._actor_loss)
         self._finish_setup_model()
+
+    def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> Any:
+        total_timesteps, callback = super()._setup_learn(total_timesteps, *args, **kwargs)
+        if (
+            self.compile_update == "auto"
+            and self._functional_update is None
+            and compiles_by_default(self, remaining_updates(self, total_timesteps))
+        ):
+            self._functional_update = FunctionalUpdate(self)
+        return total_timesteps, callback
 
     def _current_ent_coef(self) -> th.Tensor:
         return th.exp(self.log_ent_coef.detach()) if self.log_ent_coef is not None else self.ent_coef_tensor
@@ -257,11 +278,14 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             return th.ones(self.num_tasks, device=ent_coef.device)
         return self.return_normalizer.reward_scale(ent_coef, float(self.target_entropy), self.policy.v_max)
 
-    def _critic_loss(self, replay_data: Any, rewards: th.Tensor, ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    def _critic_loss(
+        self, replay_data: Any, rewards: th.Tensor, ent_coef: th.Tensor, next_noise: th.Tensor | None = None
+    ) -> tuple[th.Tensor, th.Tensor]:
         """BRC critic loss: cross-entropy of every critic head against the projected soft target of the mean target
-        distribution (the reference's ``update_critic``). Returns the loss and the online logits (for logging)."""
+        distribution (the reference's ``update_critic``). Returns the loss and the online logits (for logging).
+        ``next_noise``: the noise that draws the next actions (fresh when None)."""
         with th.no_grad():
-            next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations)
+            next_actions, next_log_prob = self.actor.action_log_prob(replay_data.next_observations, next_noise)
             # Mean (not min) of the target heads' probabilities
             next_logits = at_least_fp32(self.critic_target(replay_data.next_observations, next_actions))
             next_probs = th.softmax(next_logits, dim=-1).mean(1)
@@ -274,10 +298,12 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         logits = self.critic(replay_data.observations, replay_data.actions)
         return categorical_cross_entropy(logits, target_probs), logits
 
-    def _actor_loss(self, observations: th.Tensor | dict[str, th.Tensor], ent_coef: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    def _actor_loss(
+        self, observations: th.Tensor | dict[str, th.Tensor], ent_coef: th.Tensor, noise: th.Tensor | None = None
+    ) -> tuple[th.Tensor, th.Tensor]:
         """``mean(alpha * log pi(a|s) - Q(s, a))`` with Q the expected value under the freshly updated critic.
-        Returns the loss and ``log pi(a|s)`` (for the temperature)."""
-        actions_pi, log_prob = self.actor.action_log_prob(observations)
+        Returns the loss and ``log pi(a|s)`` (for the temperature). ``noise``: the noise that draws a (fresh when None)."""
+        actions_pi, log_prob = self.actor.action_log_prob(observations, noise)
         q_value = expected_value(self.critic(observations, actions_pi), self.critic.support)
         return (ent_coef * log_prob - q_value).mean(), log_prob
 
@@ -321,19 +347,27 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         entropy = -log_prob.detach()
         stats = dict(critic_loss=critic_loss.detach(), actor_loss=actor_loss.detach(), ent_coef=ent_coef.reshape(()))
         if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
-            # BRC temperature loss alpha * (H - H_target); its gradient wrt log(alpha) is alpha * (H - H_target)
-            target = float(self.target_entropy)  # SAC's "auto" was resolved in _setup_model
-            ent_coef_loss = (th.exp(self.log_ent_coef) * (entropy.mean() - target)).sum()
+            ent_coef_loss = self._temperature_loss(self.log_ent_coef, entropy)
             self.ent_coef_optimizer.zero_grad()
             ent_coef_loss.backward()
             self.ent_coef_optimizer.step()
             stats["ent_coef_loss"] = ent_coef_loss.detach()
-
         with th.no_grad():
-            probs = th.softmax(logits.detach(), dim=-1)
-            stats["q_mean"] = expected_value(logits.detach(), self.critic.support).mean()
-            stats["critic_entropy"] = -(probs * th.log(probs.clamp(min=1e-12))).sum(-1).mean()
+            stats.update(self._critic_statistics(logits.detach()))
         return stats, entropy
+
+    def _temperature_loss(self, log_ent_coef: th.Tensor, entropy: th.Tensor) -> th.Tensor:
+        """BRC temperature loss ``alpha * (H - H_target)``; its gradient wrt log(alpha) is ``alpha * (H - H_target)``."""
+        target = float(self.target_entropy)  # SAC's "auto" was resolved in _setup_model
+        return (th.exp(log_ent_coef) * (entropy.mean() - target)).sum()
+
+    def _critic_statistics(self, logits: th.Tensor) -> dict[str, th.Tensor]:
+        """The logged statistics of the online critic's logits: mean Q-value and mean entropy of its distributions."""
+        probs = th.softmax(logits, dim=-1)
+        return dict(
+            q_mean=expected_value(logits, self.critic.support).mean(),
+            critic_entropy=-(probs * th.log(probs.clamp(min=1e-12))).sum(-1).mean(),
+        )
 
     def _captured_update(self, batch_size: int, polyak: bool) -> CapturedStep:
         """The gradient update captured in a CUDA graph, one per kind of update (batch size, with or without Polyak,
@@ -393,7 +427,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         for step in range(gradient_steps):
             rows = slice(step * batch_size, (step + 1) * batch_size)
             polyak = (self._n_updates + step) % self.target_update_interval == 0
-            update: Callable[..., tuple[dict[str, th.Tensor], th.Tensor]] = self._gradient_update
+            update: Callable[..., tuple[dict[str, th.Tensor], th.Tensor]] = self._functional_update or self._gradient_update
             if self._capture_updates:
                 update = self._captured_update(batch_size, polyak)
             step_stats, entropy = update(select_rows(all_data, rows), all_rewards[rows], polyak, actor_trainable)

@@ -22,12 +22,11 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.type_aliases import TrainFreq
 from stable_baselines3.common.utils import configure_logger
 
 from sb3_brc.common.policies import SIZE_PRESETS
 from sb3_brc.common.task_layout import is_task_observation_space, observation_part, tag_observations
-from sb3_brc.common.utils import atomic_file
+from sb3_brc.common.utils import atomic_file, remaining_updates
 from sb3_brc.envs.vec_env import BaseMultiTaskVecEnv
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback, evaluate_tasks, write_eval_rows
 from sb3_brc.tools.report import read_eval_csv
@@ -144,15 +143,6 @@ def seconds_per_update(model: OffPolicyAlgorithm, updates: int = 2) -> float:
         np.random.set_state(numpy_rng)
         if cuda_rng is not None:
             th.cuda.set_rng_state_all(cuda_rng)
-
-
-def remaining_updates(model: OffPolicyAlgorithm, total_timesteps: int) -> int:
-    """Gradient updates ``model.learn()`` still does until ``total_timesteps`` env steps (all tasks together)."""
-    start = max(model.num_timesteps, model.learning_starts)
-    vector_steps = max(total_timesteps - start, 0) // model.n_envs
-    frequency = cast(TrainFreq, model.train_freq).frequency  # SB3 made it a TrainFreq
-    per_call = model.gradient_steps if model.gradient_steps >= 0 else frequency * model.n_envs
-    return vector_steps // frequency * per_call
 
 
 def training_estimate(model: OffPolicyAlgorithm, total_timesteps: int) -> str:

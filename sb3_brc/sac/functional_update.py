@@ -1,0 +1,238 @@
+"""BRCSAC's gradient update as one pure function of (parameters, optimiser state, batch, noise), compiled as one graph.
+
+The eager update (``BRCSAC._gradient_update``) calls ``backward()`` and ``Optimizer.step()``, where ``torch.compile``
+breaks its graph: compiling there only reaches the losses. Here the same losses (``BRCSAC._critic_loss`` and
+``BRCSAC._actor_loss``, run on the parameters given) are differentiated with ``torch.func.grad_and_value``, and AdamW,
+Polyak averaging and the temperature's Adam are plain tensor code, so that the whole update (critic, target, actor,
+temperature, logged statistics) compiles into one graph. The parameters and the torch optimisers' own state tensors
+are read as the graph's inputs and written back in place at its end: saving, loading and the eager update see the
+same state. The noise that samples actions is drawn outside the graph, in the eager update's order, so both paths
+compute the same numbers from the same seed.
+"""
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch as th
+from torch import nn
+
+if TYPE_CHECKING:
+    from sb3_brc.sac.sac import BRCSAC
+
+Tensors = dict[str, th.Tensor]
+# The settings of torch's Adam and AdamW that the update reads (the learning rate is an input of its own)
+ADAM_SETTINGS = ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
+
+
+class _Apply(nn.Module):
+    """Holds the policy so that ``torch.func.functional_call`` can run any of its methods on given parameters (the
+    actor reads the critic's task embedding through a reference, which the reparametrisation reaches too)."""
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, function: Callable[..., Any], *args: Any) -> Any:
+        return function(*args)
+
+
+#: Gradient updates of one ``learn()`` call from which ``compile_update="auto"`` compiles the update on a CPU: its
+#: compile time (paid once per process; inductor's cache shortens later ones) is then a small part of the run
+COMPILE_MIN_UPDATES = 20_000
+
+
+def compiles_by_default(model: "BRCSAC", updates: int) -> bool:
+    """``compile_update="auto"``'s rule: compile the whole update for ``updates`` gradient updates of ``model`` when
+    they are at least :data:`COMPILE_MIN_UPDATES`, on a CPU (on a GPU, ``cuda_graph=True`` is the fast path), with a
+    C++ compiler for inductor's kernels, and an update it can run (:func:`unsupported_reason`)."""
+    return (
+        updates >= COMPILE_MIN_UPDATES
+        and model.device.type == "cpu"
+        and unsupported_reason(model) is None
+        and _cpp_compiler_found()
+    )
+
+
+def _cpp_compiler_found() -> bool:
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception:  # no compiler (or an inductor without this helper): stay eager
+        return False
+    return True
+
+
+def unsupported_reason(model: "BRCSAC") -> str | None:
+    """Why the functional update cannot run ``model``'s update (None when it can): it implements AdamW for the
+    actor and critic (one parameter group each) and the temperature's Adam, in float32, without BatchNorm."""
+    optimizers = [model.actor.optimizer, model.critic.optimizer]
+    if any(type(optimizer) is not th.optim.AdamW for optimizer in optimizers):
+        return "the actor's and critic's optimiser is not AdamW"
+    if model.ent_coef_optimizer is not None and type(model.ent_coef_optimizer) not in (th.optim.Adam, th.optim.AdamW):
+        return "the temperature's optimiser is not Adam"
+    if any(len(optimizer.param_groups) != 1 for optimizer in optimizers):
+        return "an optimiser has several parameter groups"
+    if any(group.get("differentiable") for optimizer in optimizers for group in optimizer.param_groups):
+        return "a differentiable optimiser"
+    if model.batch_norm_stats:
+        return "the networks hold BatchNorm statistics"
+    if model._autocast_bf16:
+        return "mixed precision (bf16)"
+    if model._capture_updates:
+        return "updates captured in CUDA graphs"
+    return None
+
+
+def _adam_step(
+    params: list[th.Tensor], grads: list[th.Tensor], state: list[Tensors], group: dict[str, Any], lr: th.Tensor
+) -> tuple[list[th.Tensor], list[Tensors]]:
+    """One step of torch's Adam / AdamW (decoupled weight decay) with ``group``'s settings, as torch computes it:
+    the new parameters and the new state (moments, step count) of each."""
+    beta1, beta2 = group["betas"]
+    weight_decay, decoupled = group["weight_decay"], group.get("decoupled_weight_decay", True)  # AdamW: decoupled
+    new_params, new_state = [], []
+    for param, grad, slot in zip(params, grads, state, strict=True):
+        if group["maximize"]:
+            grad = -grad
+        if weight_decay and not decoupled:
+            grad = grad + weight_decay * param
+        if weight_decay and decoupled:
+            param = param * (1.0 - lr * weight_decay)
+        new = dict(step=slot["step"] + 1, exp_avg=slot["exp_avg"].lerp(grad, 1.0 - beta1))
+        new["exp_avg_sq"] = slot["exp_avg_sq"] * beta2 + (1.0 - beta2) * grad * grad
+        second_moment = new["exp_avg_sq"]
+        if group["amsgrad"]:
+            second_moment = new["max_exp_avg_sq"] = th.maximum(slot["max_exp_avg_sq"], new["exp_avg_sq"])
+        bias_correction1 = 1.0 - beta1 ** new["step"]
+        denom = second_moment.sqrt() / (1.0 - beta2 ** new["step"]).sqrt() + group["eps"]
+        new_params.append(param - (lr / bias_correction1) * new["exp_avg"] / denom)
+        new_state.append(new)
+    return new_params, new_state
+
+
+def _optimizer_state(optimizer: th.optim.Optimizer, params: list[th.Tensor]) -> list[Tensors]:
+    """The optimiser's state tensors of each parameter, created as torch creates them at its first step."""
+    group = optimizer.param_groups[0]
+    slots = []
+    for param in params:
+        state = optimizer.state[param]
+        if not state:
+            on_device = group.get("fused") or group.get("capturable")
+            state["step"] = th.zeros((), dtype=th.float32, device=param.device if on_device else "cpu")
+            state["exp_avg"] = th.zeros_like(param, memory_format=th.preserve_format)
+            state["exp_avg_sq"] = th.zeros_like(param, memory_format=th.preserve_format)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = th.zeros_like(param, memory_format=th.preserve_format)
+        slots.append(state)
+    return slots
+
+
+class FunctionalUpdate:
+    """Runs BRCSAC's gradient update as one pure function, compiled once (``fullgraph``) unless ``compile=False``.
+
+    Called like ``BRCSAC._gradient_update`` (same arguments, same returned statistics and entropies).
+
+    :param model: The BRCSAC whose update it runs (see :func:`unsupported_reason`)
+    :param compile: Compile the update with ``torch.compile(fullgraph=True)``; False runs the same function eagerly
+    """
+
+    def __init__(self, model: "BRCSAC", compile: bool = True):
+        reason = unsupported_reason(model)
+        if reason is not None:
+            raise ValueError(f"The functional update cannot run this model's update: {reason}.")
+        self.model = model
+        self.apply = _Apply(model.policy)
+        self.update = th.compile(self._update, fullgraph=True, dynamic=False) if compile else self._update
+
+    def __call__(self, replay_data: Any, rewards: th.Tensor, polyak: bool, actor_trainable: bool) -> tuple[Tensors, th.Tensor]:
+        model = self.model
+        # The eager update's random draws, in its order: the next actions' noise (critic target), then the actor's
+        action_shape = (rewards.shape[0], model.actor.action_dist.action_dim)
+        next_noise = th.randn(action_shape, device=model.device)
+        noise = th.randn(action_shape, device=model.device)
+        named = dict(self.apply.named_parameters())
+        optimizers = dict(critic=model.critic.optimizer, actor=model.actor.optimizer)
+        if model.ent_coef_optimizer is not None and model.log_ent_coef is not None:
+            named["log_ent_coef"] = model.log_ent_coef
+            optimizers["temperature"] = model.ent_coef_optimizer
+        trained, states, groups, lrs = {}, {}, {}, {}
+        for part, optimizer in optimizers.items():
+            group = optimizer.param_groups[0]
+            owned = {id(param) for param in group["params"]}
+            trainable = part != "actor" or actor_trainable  # a frozen actor's log_prob still drives alpha
+            trained[part] = [n for n, p in named.items() if id(p) in owned and p.requires_grad and trainable]
+            states[part] = _optimizer_state(optimizer, [named[name] for name in trained[part]])
+            groups[part] = {key: group[key] for key in ADAM_SETTINGS if key in group}
+            # The learning rate as a tensor input: a schedule changes it without recompiling
+            lrs[part] = th.tensor(float(group["lr"]), device=model.device)
+        # Detached aliases: the graph writes the new values into them in place
+        params = {name: param.detach() for name, param in named.items()}
+        return self.update(params, trained, states, groups, lrs, replay_data, rewards, next_noise, noise, polyak)
+
+    def _update(
+        self,
+        params: Tensors,
+        trained: dict[str, list[str]],
+        states: dict[str, list[Tensors]],
+        groups: dict[str, dict[str, Any]],
+        lrs: Tensors,
+        replay_data: Any,
+        rewards: th.Tensor,
+        next_noise: th.Tensor,
+        noise: th.Tensor,
+        polyak: bool,
+    ) -> tuple[Tensors, th.Tensor]:
+        model = self.model
+        new: Tensors = {}
+        log_ent_coef = params.get("log_ent_coef")
+        ent_coef = th.exp(log_ent_coef) if log_ent_coef is not None else model.ent_coef_tensor
+
+        def run(function: Callable[..., Any], values: Tensors, *args: Any) -> Any:
+            return th.func.functional_call(self.apply, {**params, **new, **values}, (function, *args))
+
+        def step(part: str, grads: Tensors) -> None:
+            names = trained[part]
+            updated, new_states[part] = _adam_step(
+                [params[n] for n in names], [grads[n] for n in names], states[part], groups[part], lrs[part]
+            )
+            new.update(zip(names, updated, strict=True))
+
+        def critic_loss(values: Tensors) -> tuple[th.Tensor, th.Tensor]:
+            return run(model._critic_loss, values, replay_data, rewards, ent_coef, next_noise)
+
+        new_states: dict[str, list[Tensors]] = {}
+        critic_params = {n: params[n] for n in trained["critic"]}
+        critic_grads, (loss, logits) = th.func.grad_and_value(critic_loss, has_aux=True)(critic_params)
+        step("critic", critic_grads)
+        if polyak:
+            # Polyak right after the critic step, as in the reference (the task embedding included)
+            for name in params:
+                if name.startswith("policy.critic_target."):
+                    online = name.replace("policy.critic_target.", "policy.critic.", 1)
+                    new[name] = params[name].lerp(new.get(online, params[online]), model.tau)
+
+        def actor_loss(values: Tensors) -> tuple[th.Tensor, th.Tensor]:
+            return run(model._actor_loss, values, replay_data.observations, ent_coef, noise)
+
+        actor_params = {n: params[n] for n in trained["actor"]}
+        if actor_params:
+            actor_grads, (actor_loss_value, log_prob) = th.func.grad_and_value(actor_loss, has_aux=True)(actor_params)
+            step("actor", actor_grads)
+        else:  # frozen after add_tasks(freeze=["actor"]): log_prob still drives alpha
+            actor_loss_value, log_prob = actor_loss({})
+        entropy = -log_prob
+        stats = dict(critic_loss=loss, actor_loss=actor_loss_value, ent_coef=ent_coef.reshape(()))
+        if log_ent_coef is not None:
+            temperature_grad, temperature_loss = th.func.grad_and_value(model._temperature_loss)(log_ent_coef, entropy)
+            step("temperature", {"log_ent_coef": temperature_grad})
+            stats["ent_coef_loss"] = temperature_loss
+        stats.update(model._critic_statistics(logits))
+        # Write the new values into the parameters and the optimisers' state, in the graph
+        for name, value in new.items():
+            params[name].copy_(value)
+        for part, slots in new_states.items():
+            for slot, original in zip(slots, states[part], strict=True):
+                for key, value in slot.items():
+                    original[key].copy_(value)
+        return stats, entropy
