@@ -108,7 +108,9 @@ def main() -> None:
     os.environ.setdefault("MUJOCO_GL", "disable")
     runs = claim_runs(args)
     os.makedirs(args.out, exist_ok=True)
-    statuses = [] if args.interim else run_runs(runs, RunnerSettings(workers=args.workers), args.threads)
+    # Eager updates for every method, so that the CPU times compare the algorithms, not compile settings
+    runner = RunnerSettings(workers=args.workers, compile_update=False)
+    statuses = [] if args.interim else run_runs(runs, runner, args.threads)
     data = load_grid(runs, unfinished=args.interim)
     result = aggregate(data, reference="brc_sac")
     result["plots"] = plot_aggregate(data, result, args.out)
