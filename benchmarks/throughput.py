@@ -10,6 +10,7 @@ measured in the same run.
     python benchmarks/throughput.py --threads 2 --widths 256 512 1024 2048 --batches 256 1024 --bf16
     python benchmarks/throughput.py --threads 2 --env-steps          # env steps/s of learn() on DMC
     python benchmarks/throughput.py --threads 2 --widths 128 256 --compile   # compile_update=True vs eager
+    python benchmarks/throughput.py --threads 2 --widths 256 512 --batches 1024 --tasks 10 --compile
 
 ``--bf16`` adds BRCSAC under bf16 autocast; its GFLOP/s can exceed the fp32 peak. On a device without native bf16
 matmuls ``mixed_precision=True`` trains in float32, so the script forces autocast there to measure the emulated
@@ -25,7 +26,7 @@ import torch as th
 from stable_baselines3 import SAC
 from torch.utils.flop_counter import FlopCounterMode
 
-from sb3_brc import BRCSAC
+from sb3_brc import BRCSAC, MultiTaskVecEnv
 from sb3_brc.common.utils import native_bf16_matmul
 
 
@@ -53,16 +54,17 @@ def peak_matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def make_model(algo: str, width: int, batch: int, device: str = "cpu", **brc_kwargs):
-    """``algo``: "brc", "brc-bf16" (BRCSAC with mixed_precision=True) or "sac"; ``brc_kwargs`` go to BRCSAC."""
-    env = RandomEnv()
+def make_model(algo: str, width: int, batch: int, device: str = "cpu", tasks: int = 1, **brc_kwargs):
+    """``algo``: "brc", "brc-bf16" (BRCSAC with mixed_precision=True) or "sac"; ``brc_kwargs`` go to BRCSAC; with
+    ``tasks`` > 1 BRCSAC learns that many RandomEnv tasks (task embeddings)."""
+    env = RandomEnv() if tasks == 1 else MultiTaskVecEnv([RandomEnv] * tasks)
     if algo.startswith("brc"):
         model = BRCSAC(
             "MlpPolicy",
             env,
             batch_size=batch,
-            learning_starts=2048,
-            buffer_size=10_000,
+            learning_starts=2048 * tasks,
+            buffer_size=10_000 * tasks,
             policy_kwargs=dict(net_arch=dict(pi=[256], qf=[width, width])),
             seed=0,
             mixed_precision=algo == "brc-bf16",
@@ -81,9 +83,9 @@ def make_model(algo: str, width: int, batch: int, device: str = "cpu", **brc_kwa
             seed=0,
             device=device,
         )
-    model.learn(2048)  # fills the buffer with random-action transitions, no update yet
+    model.learn(2048 * tasks)  # fills the buffer with random-action transitions, no update yet
     if algo == "brc-bf16":
-        model._autocast_bf16 = True  # measure bf16 autocast also where mixed_precision would fall back to float32
+        model._updates.autocast_bf16 = True  # measure bf16 autocast also where mixed_precision would fall back to float32
     return model
 
 
@@ -109,13 +111,15 @@ def updates_per_second(model, batch: int, seconds: float) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def compile_vs_eager(widths: list[int], batch: int, seconds: float, slices: int = 4) -> None:
-    """BRCSAC with ``compile_update=True`` against the eager update, alternating ``slices`` timing windows per
-    model so that machine drift hits both; the first compiled update's time is the compilation cost."""
-    print("| width | batch | eager upd/s | compiled upd/s | compiled / eager | first compiled update (s) |")
-    print("|---|---|---|---|---|---|")
+def compile_vs_eager(widths: list[int], batch: int, seconds: float, slices: int = 4, tasks: int = 1) -> None:
+    """BRCSAC with ``compile_update=True`` (the whole update in one graph) against the eager update, alternating
+    ``slices`` timing windows per model so that machine drift hits both; the first compiled update's time is the
+    compilation cost."""
+    print("| tasks | width | batch | eager upd/s | compiled upd/s | compiled / eager | first compiled update (s) |")
+    print("|---|---|---|---|---|---|---|")
     for width in widths:
-        eager, compiled = make_model("brc", width, batch), make_model("brc", width, batch, compile_update=True)
+        eager = make_model("brc", width, batch, tasks=tasks, compile_update=False)
+        compiled = make_model("brc", width, batch, tasks=tasks, compile_update=True)
         start = time.perf_counter()
         compiled.train(gradient_steps=2, batch_size=batch)
         compile_seconds = time.perf_counter() - start
@@ -126,7 +130,7 @@ def compile_vs_eager(widths: list[int], batch: int, seconds: float, slices: int 
                 rates[name].append(updates_per_second(model, batch, seconds / slices))
         eager_ups, compiled_ups = float(np.mean(rates["eager"])), float(np.mean(rates["compiled"]))
         print(
-            f"| {width} | {batch} | {eager_ups:.2f} | {compiled_ups:.2f} | {compiled_ups / eager_ups:.2f} "
+            f"| {tasks} | {width} | {batch} | {eager_ups:.2f} | {compiled_ups:.2f} | {compiled_ups / eager_ups:.2f} "
             f"| {compile_seconds:.0f} |",
             flush=True,
         )
@@ -162,6 +166,7 @@ def main() -> None:
     parser.add_argument("--env-steps", action="store_true", help="only time learn() on a DMC task")
     parser.add_argument("--task", default="dm_control/walker-walk-v0")
     parser.add_argument("--compile", action="store_true", help="only time compile_update=True against eager")
+    parser.add_argument("--tasks", type=int, default=1, help="--compile: tasks of the BRCSAC model (task embeddings)")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     if args.env_steps:
@@ -169,7 +174,7 @@ def main() -> None:
         return
     if args.compile:
         for batch in args.batches:
-            compile_vs_eager(args.widths, batch, args.seconds)
+            compile_vs_eager(args.widths, batch, args.seconds, tasks=args.tasks)
         return
     peak = peak_matmul_gflops()
     native = "native" if native_bf16_matmul(th.device("cpu")) else "emulated (mixed_precision=True trains in float32 here)"

@@ -250,14 +250,19 @@ class Replay:
         self.noise: list[th.Tensor] = []
         model.actor.action_dist.standard_noise = self._next_noise  # type: ignore[method-assign]
         self.captured: list[tuple[dict[str, th.Tensor], th.Tensor, th.Tensor]] = []
-        update = model._gradient_update
+        choose_update = model._updates.update
 
-        def capture(replay_data, rewards, polyak, actor_trainable):
-            stats, entropy = update(replay_data, rewards, polyak, actor_trainable)
-            self.captured.append((stats, entropy, rewards))
-            return stats, entropy
+        def capturing_update(batch_size: int, polyak: bool):
+            update = choose_update(batch_size, polyak)  # the way the model runs its update (eager, compiled, ...)
 
-        model._gradient_update = capture  # type: ignore[method-assign]
+            def capture(replay_data, rewards, polyak, actor_trainable):
+                stats, entropy = update(replay_data, rewards, polyak, actor_trainable)
+                self.captured.append((stats, entropy, rewards))
+                return stats, entropy
+
+            return capture
+
+        model._updates.update = capturing_update  # type: ignore[method-assign]
 
     def _next_noise(self, like: th.Tensor) -> th.Tensor:
         noise = self.noise.pop(0)

@@ -167,7 +167,7 @@ def test_compile_update_flag_compiles_the_brcsac_runs_only(tmp_path):
     env, sac_env = (spec.algo.make_env(spec.tasks.tasks, spec.tasks.task_names, 0, spec.tasks.suite) for spec in (brc, sac))
     try:
         compiled = build_model(brc, env)
-        assert compiled.compile_update is True and isinstance(compiled._functional_update, FunctionalUpdate)
+        assert compiled.compile_update is True and isinstance(compiled._updates.functional, FunctionalUpdate)
         assert build_model(eager_brc, env).compile_update == "auto"  # unset: BRCSAC's default
         assert build_model(dataclasses.replace(brc, compile_update=False), env).compile_update is False
         assert not hasattr(build_model(sac, sac_env), "compile_update")  # SAC is built as without the flag

@@ -86,7 +86,14 @@ def test_gradient_update_never_waits_on_the_device(frozen_actor):
         stats, entropy = model._gradient_update(data, data.rewards, polyak=True, actor_trainable=not frozen_actor)
     assert "mm" in recorder.ops or "addmm" in recorder.ops  # the recorder sees the update's ops
     assert not recorder.ops & HOST_SYNC_OPS
-    assert set(stats) == {"critic_loss", "actor_loss", "ent_coef", "ent_coef_loss", "q_mean", "critic_entropy"} and entropy.shape == (64,)
+    assert set(stats) == {
+        "critic_loss",
+        "actor_loss",
+        "ent_coef",
+        "ent_coef_loss",
+        "q_mean",
+        "critic_entropy",
+    } and entropy.shape == (64,)
 
 
 def test_cuda_graph_off_cuda_warns_and_trains_as_the_eager_model():
@@ -95,7 +102,7 @@ def test_cuda_graph_off_cuda_warns_and_trains_as_the_eager_model():
     eager = two_task_model(learning_rate=lambda progress: 3e-4 * progress)
     train_calls(graphed, 3)
     train_calls(eager, 3)
-    assert not graphed._captured_updates
+    assert not graphed._updates.captured
     for param, expected in zip(graphed.policy.parameters(), eager.policy.parameters(), strict=True):
         assert th.equal(param, expected)
 
@@ -105,10 +112,8 @@ def test_optimisers_of_a_captured_run_are_made_plain_again_where_updates_run_eag
     model.train(gradient_steps=2, batch_size=64)
     optimizers = [model.actor.optimizer, model.critic.optimizer, model.ent_coef_optimizer]
     # The optimisers as a captured run leaves and saves them: capturable, the learning rate a tensor
-    model._capture_updates = True
-    model._match_optimizers_to_update(optimizers)
-    model._current_progress_remaining = 0.5
-    model._update_learning_rate(optimizers)
+    model._updates.capture = True
+    model._updates.prepare(optimizers, model.lr_schedule(0.5))
     for optimizer in optimizers:
         assert optimizer.param_groups[0]["capturable"]
         assert isinstance(optimizer.param_groups[0]["lr"], th.Tensor)
@@ -134,7 +139,7 @@ def test_captured_updates_match_the_eager_updates_on_cuda():
     graphed, eager = two_task_model(cuda_graph=True, **kwargs), two_task_model(**kwargs)
     train_calls(graphed, 6)
     train_calls(eager, 6)
-    assert graphed._captured_updates and all(step.graph is not None for step in graphed._captured_updates.values())
+    assert graphed._updates.captured and all(step.graph is not None for step in graphed._updates.captured.values())
     for param, expected in zip(graphed.policy.parameters(), eager.policy.parameters(), strict=True):
         th.testing.assert_close(param, expected, rtol=1e-4, atol=1e-5)
     th.testing.assert_close(graphed.log_ent_coef, eager.log_ent_coef)
@@ -152,7 +157,7 @@ def test_captured_update_is_recaptured_for_another_batch_size_and_for_a_frozen_a
     actor_before = [param.clone() for param in model.actor.parameters()]
     for _ in range(3):
         model.train(gradient_steps=2, batch_size=32)
-    assert len(model._captured_updates) == 3
+    assert len(model._updates.captured) == 3
     assert all(th.equal(param, before) for param, before in zip(model.actor.parameters(), actor_before, strict=True))
 
 

@@ -14,7 +14,7 @@ from envs import TargetEnv
 
 from sb3_brc import BRCSAC
 from sb3_brc.common.utils import native_bf16_matmul
-from sb3_brc.sac import sac as sac_module
+from sb3_brc.sac import update_runner
 
 
 def filled_model(optimizer_class=th.optim.AdamW, **kwargs):
@@ -86,9 +86,9 @@ def test_bf16_losses_close_to_fp32():
 
 def test_mixed_precision_training_runs_and_keeps_fp32_state(monkeypatch):
     # bf16 on any CPU here (emulated where the CPU lacks it: slow, but the same numbers path)
-    monkeypatch.setattr(sac_module, "native_bf16_matmul", lambda device: True)
+    monkeypatch.setattr(update_runner, "native_bf16_matmul", lambda device: True)
     model = filled_model(mixed_precision=True)
-    assert model._autocast_bf16
+    assert model._updates.autocast_bf16
     model.train(gradient_steps=2, batch_size=32)
     assert all(p.dtype == th.float32 for p in model.policy.parameters())
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
@@ -103,7 +103,7 @@ def test_mixed_precision_only_where_bf16_is_native(monkeypatch, avx512_bf16, amx
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = BRCSAC("MlpPolicy", TargetEnv(), mixed_precision=True, policy_kwargs=dict(net_arch=[16]), device="cpu")
-    assert model.mixed_precision and model._autocast_bf16 is native
+    assert model.mixed_precision and model._updates.autocast_bf16 is native
     assert any("mixed_precision=True ignored" in str(w.message) for w in caught) is not native
     # CUDA: compute capability 8.0+ only, never counting PyTorch's emulation
     asked = []
@@ -123,7 +123,7 @@ def test_compiled_losses_match_eager(monkeypatch, backend):
     monkeypatch.setattr(th, "compile", lambda fn, **kwargs: compile_fn(fn, backend=backend, **kwargs))
     eager = filled_model(th.optim.Adam, compile_update=False)
     compiled = filled_model(th.optim.Adam, compile_update=True)
-    assert compiled._functional_update is None and compiled._critic_loss_fn is not compiled._critic_loss
+    assert compiled._updates.functional is None and compiled._updates.critic_loss is not compiled._critic_loss
     with torch._inductor.config.patch(fallback_random=True):  # eager's random numbers
         for model in (eager, compiled):
             th.manual_seed(1)

@@ -59,7 +59,7 @@ CASES = {
 def test_functional_update_equals_the_eager_update(case):
     # The same function uncompiled: differentiated with torch.func, AdamW and Adam as plain tensor code
     eager, functional = filled_model(**CASES[case]), filled_model(**CASES[case])
-    functional._functional_update = FunctionalUpdate(functional, compile=False)
+    functional._updates.functional = FunctionalUpdate(functional, compile=False)
     assert_same_training(eager, functional)
 
 
@@ -67,26 +67,28 @@ def test_functional_update_with_a_frozen_actor_trains_the_rest():
     eager, functional = filled_model(), filled_model()
     for model in (eager, functional):
         model.actor.requires_grad_(False)
-    functional._functional_update = FunctionalUpdate(functional, compile=False)
+    functional._updates.functional = FunctionalUpdate(functional, compile=False)
     actor_before = [p.clone() for p in functional.actor.parameters()]
     assert_same_training(eager, functional)
     assert all(th.equal(a, b) for a, b in zip(actor_before, functional.actor.parameters(), strict=True))
 
 
-def test_compiled_functional_update_equals_the_eager_update(monkeypatch):
-    # One graph (fullgraph=True: no break at backward or the optimiser steps). The "aot_eager" backend traces the
-    # forward and backward graphs as inductor gets them, without generating its kernels (minutes on a CPU)
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_functional_update_equals_the_eager_update(monkeypatch, backend):
+    # One graph (fullgraph=True: no break at backward or the optimiser steps). "aot_eager" traces the forward and
+    # backward graphs as inductor gets them, quickly; "inductor" (the default backend, a minute to compile on a CPU)
+    # also runs its generated kernels
     compile_fn = th.compile
-    monkeypatch.setattr(th, "compile", lambda fn, **kwargs: compile_fn(fn, **kwargs, backend="aot_eager"))
+    monkeypatch.setattr(th, "compile", lambda fn, **kwargs: compile_fn(fn, **kwargs, backend=backend))
     eager, compiled = filled_model(), filled_model(compile_update=True)
-    assert isinstance(compiled._functional_update, FunctionalUpdate)
+    assert isinstance(compiled._updates.functional, FunctionalUpdate)
     assert_same_training(eager, compiled, rtol=1e-4, atol=1e-5)
     th._dynamo.reset()
 
 
 def test_a_model_trained_by_the_functional_update_saves_and_resumes(tmp_path):
     model = filled_model()
-    model._functional_update = FunctionalUpdate(model, compile=False)
+    model._updates.functional = FunctionalUpdate(model, compile=False)
     model.train(gradient_steps=2, batch_size=32)
     model.save(tmp_path / "model")
     loaded = BRCSAC.load(tmp_path / "model", env=two_task_env())
@@ -96,23 +98,25 @@ def test_a_model_trained_by_the_functional_update_saves_and_resumes(tmp_path):
 
 def test_auto_compiles_long_cpu_runs_only(monkeypatch):
     model = filled_model()
-    assert model.compile_update is False and model._functional_update is None
+    assert model.compile_update is False and model._updates.functional is None
     auto = filled_model(compile_update="auto")
-    assert auto._functional_update is None  # learn(200): no update, nothing compiled
+    assert auto._updates.functional is None  # learn(200): no update, nothing compiled
     monkeypatch.setattr(functional_update, "_cpp_compiler_found", lambda: True)
-    assert compiles_by_default(auto, COMPILE_MIN_UPDATES) and not compiles_by_default(auto, COMPILE_MIN_UPDATES - 1)
+    runner = auto._updates
+    assert compiles_by_default(auto, runner, COMPILE_MIN_UPDATES)
+    assert not compiles_by_default(auto, runner, COMPILE_MIN_UPDATES - 1)
     # A learn() call long enough gets the compiled update (built here, compiled at its first update)
     updates_per_env_step = auto.gradient_steps // auto.train_freq.frequency
     auto._setup_learn(auto.num_timesteps + (COMPILE_MIN_UPDATES // updates_per_env_step + 1) * auto.n_envs, None, False)
-    assert isinstance(auto._functional_update, FunctionalUpdate)
+    assert isinstance(auto._updates.functional, FunctionalUpdate)
     # Not without a C++ compiler for inductor, nor for an update it cannot run, nor on another device
     monkeypatch.setattr(functional_update, "_cpp_compiler_found", lambda: False)
-    assert not compiles_by_default(auto, 10 * COMPILE_MIN_UPDATES)
+    assert not compiles_by_default(auto, runner, 10 * COMPILE_MIN_UPDATES)
     monkeypatch.setattr(functional_update, "_cpp_compiler_found", lambda: True)
     adam = filled_model(policy_kwargs=dict(optimizer_class=th.optim.Adam), compile_update="auto")
-    assert unsupported_reason(adam) == "the actor's and critic's optimiser is not AdamW"
-    assert not compiles_by_default(adam, 10 * COMPILE_MIN_UPDATES)
+    assert unsupported_reason(adam, adam._updates) == "the actor's and critic's optimiser is not AdamW"
+    assert not compiles_by_default(adam, adam._updates, 10 * COMPILE_MIN_UPDATES)
     monkeypatch.setattr(auto, "device", th.device("cuda"))
-    assert not compiles_by_default(auto, 10 * COMPILE_MIN_UPDATES)
+    assert not compiles_by_default(auto, runner, 10 * COMPILE_MIN_UPDATES)
     with pytest.raises(ValueError, match="compile_update must be True, False or 'auto', got 'yes'"):
         BRCSAC("MlpPolicy", TargetEnv(), compile_update="yes")

@@ -73,8 +73,9 @@ def test_updates_equal_the_reference(replay_module, setting):
 @pytest.mark.parametrize(
     "update_kwargs, tolerance",
     [
-        # The same maths traced by torch.compile ("aot_eager": its forward and backward graphs, quickly; the inductor
-        # kernels are compared with the eager update in test_fast_paths.py): float32 rounding, as eager
+        # The whole update as one graph traced by torch.compile (the functional update; "aot_eager": its forward and
+        # backward graphs, quickly; the inductor kernels are compared with the eager update in benchmarks): float32
+        # rounding, as eager
         (dict(compile_update=True), TOLERANCE),
         # bf16 autocast of the forward passes (emulated on CPUs without bf16 matmuls: the same numbers, slowly): bf16
         # keeps 8 bits of mantissa; measured: tensors within 2e-2 of the reference's after 8 updates
@@ -83,11 +84,11 @@ def test_updates_equal_the_reference(replay_module, setting):
     ids=["compiled", "bf16"],
 )
 def test_other_update_paths_follow_the_reference(replay_module, monkeypatch, update_kwargs, tolerance):
-    from sb3_brc.sac import sac as sac_module
+    from sb3_brc.sac import update_runner
 
-    monkeypatch.setattr(sac_module, "native_bf16_matmul", lambda device: True)
+    monkeypatch.setattr(update_runner, "native_bf16_matmul", lambda device: True)
     compile_fn = th.compile
-    monkeypatch.setattr(th, "compile", lambda fn: compile_fn(fn, backend="aot_eager"))
+    monkeypatch.setattr(th, "compile", lambda fn, **kwargs: compile_fn(fn, **kwargs, backend="aot_eager"))
     setting = recorded_settings()[1]  # 3 tasks: the task embedding too
     arrays = recorded_arrays(setting)
     replay = replay_module.Replay(prefixed(arrays, "setup/"), model_setting(setting), **update_kwargs)

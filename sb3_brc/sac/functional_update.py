@@ -18,6 +18,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from sb3_brc.sac.sac import BRCSAC
+    from sb3_brc.sac.update_runner import UpdateRunner
 
 Tensors = dict[str, th.Tensor]
 # The settings of torch's Adam and AdamW that the update reads (the learning rate is an input of its own)
@@ -41,14 +42,14 @@ class _Apply(nn.Module):
 COMPILE_MIN_UPDATES = 20_000
 
 
-def compiles_by_default(model: "BRCSAC", updates: int) -> bool:
+def compiles_by_default(model: "BRCSAC", runner: "UpdateRunner", updates: int) -> bool:
     """``compile_update="auto"``'s rule: compile the whole update for ``updates`` gradient updates of ``model`` when
     they are at least :data:`COMPILE_MIN_UPDATES`, on a CPU (on a GPU, ``cuda_graph=True`` is the fast path), with a
     C++ compiler for inductor's kernels, and an update it can run (:func:`unsupported_reason`)."""
     return (
         updates >= COMPILE_MIN_UPDATES
         and model.device.type == "cpu"
-        and unsupported_reason(model) is None
+        and unsupported_reason(model, runner) is None
         and _cpp_compiler_found()
     )
 
@@ -63,9 +64,10 @@ def _cpp_compiler_found() -> bool:
     return True
 
 
-def unsupported_reason(model: "BRCSAC") -> str | None:
-    """Why the functional update cannot run ``model``'s update (None when it can): it implements AdamW for the
-    actor and critic (one parameter group each) and the temperature's Adam, in float32, without BatchNorm."""
+def unsupported_reason(model: "BRCSAC", runner: "UpdateRunner") -> str | None:
+    """Why the functional update cannot run ``model``'s update as ``runner`` would (None when it can): it implements
+    AdamW for the actor and critic (one parameter group each) and the temperature's Adam, in float32, without
+    BatchNorm and without a CUDA-graph capture."""
     optimizers = [model.actor.optimizer, model.critic.optimizer]
     if any(type(optimizer) is not th.optim.AdamW for optimizer in optimizers):
         return "the actor's and critic's optimiser is not AdamW"
@@ -77,9 +79,9 @@ def unsupported_reason(model: "BRCSAC") -> str | None:
         return "a differentiable optimiser"
     if model.batch_norm_stats:
         return "the networks hold BatchNorm statistics"
-    if model._autocast_bf16:
+    if runner.autocast_bf16:
         return "mixed precision (bf16)"
-    if model._capture_updates:
+    if runner.capture:
         return "updates captured in CUDA graphs"
     return None
 
@@ -129,28 +131,27 @@ def _optimizer_state(optimizer: th.optim.Optimizer, params: list[th.Tensor]) -> 
 
 
 class FunctionalUpdate:
-    """Runs BRCSAC's gradient update as one pure function, compiled once (``fullgraph``) unless ``compile=False``.
+    """Runs BRCSAC's gradient update as one pure function, compiled once (``fullgraph``) unless ``compile=False``
+    (see :func:`unsupported_reason` for the updates it can run).
 
     Called like ``BRCSAC._gradient_update`` (same arguments, same returned statistics and entropies).
 
-    :param model: The BRCSAC whose update it runs (see :func:`unsupported_reason`)
+    :param model: The BRCSAC whose update it runs
     :param compile: Compile the update with ``torch.compile(fullgraph=True)``; False runs the same function eagerly
     """
 
     def __init__(self, model: "BRCSAC", compile: bool = True):
-        reason = unsupported_reason(model)
-        if reason is not None:
-            raise ValueError(f"The functional update cannot run this model's update: {reason}.")
         self.model = model
         self.apply = _Apply(model.policy)
         self.update = th.compile(self._update, fullgraph=True, dynamic=False) if compile else self._update
 
     def __call__(self, replay_data: Any, rewards: th.Tensor, polyak: bool, actor_trainable: bool) -> tuple[Tensors, th.Tensor]:
         model = self.model
-        # The eager update's random draws, in its order: the next actions' noise (critic target), then the actor's
-        action_shape = (rewards.shape[0], model.actor.action_dist.action_dim)
-        next_noise = th.randn(action_shape, device=model.device)
-        noise = th.randn(action_shape, device=model.device)
+        # The eager update's random draws, by the policy's own noise source and in its order: the next actions'
+        # (critic target), then the actor's
+        actions = th.empty((rewards.shape[0], model.actor.action_dist.action_dim), device=model.device)
+        next_noise = model.actor.action_dist.standard_noise(actions)
+        noise = model.actor.action_dist.standard_noise(actions)
         named = dict(self.apply.named_parameters())
         optimizers = dict(critic=model.critic.optimizer, actor=model.actor.optimizer)
         if model.ent_coef_optimizer is not None and model.log_ent_coef is not None:

@@ -1,7 +1,5 @@
 """BRCSAC: SAC with a BroNet actor, a categorical BroNet critic ensemble, task embeddings and return normalisation."""
 
-import warnings
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,16 +12,15 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_brc.common.buffers import TrimmedDictReplayBuffer, TrimmedReplayBuffer
-from sb3_brc.common.cuda_graphs import CapturedStep
 from sb3_brc.common.distributional import at_least_fp32, categorical_cross_entropy, categorical_projection, expected_value
 from sb3_brc.common.hyperparameters import check_hyperparameters
 from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.policies import grow_task_embeddings
 from sb3_brc.common.task_layout import TaskLayout, num_tasks_of
-from sb3_brc.common.utils import native_bf16_matmul, no_weight_grads, remaining_updates, select_rows
-from sb3_brc.sac.functional_update import FunctionalUpdate, compiles_by_default, unsupported_reason
+from sb3_brc.common.utils import no_weight_grads, remaining_updates, select_rows
 from sb3_brc.sac.policies import BRCPolicy, BroNetActor, CategoricalCritic, CnnPolicy, MlpPolicy, MultiInputPolicy
+from sb3_brc.sac.update_runner import UpdateRunner
 
 # The reference's batch (train.py), single / multi-task; its per-task warm-up and replay capacity are class variables
 BATCH_SIZE_SINGLE_TASK = 256
@@ -215,9 +212,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         return self.policy.num_tasks
 
     def _excluded_save_params(self) -> list[str]:
-        excluded = ["_critic_loss_fn", "_actor_loss_fn", "_functional_update", "_autocast_bf16", "_capture_updates",
-                    "_captured_updates"]  # fmt: skip
-        return [*super()._excluded_save_params(), *excluded]
+        return [*super()._excluded_save_params(), "_updates"]  # rebuilt where the model runs
 
     def _setup_model(self) -> None:
         if self.target_entropy == "auto":
@@ -231,41 +226,13 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         if self.log_ent_coef is not None:
             # BRC optimises the temperature with Adam(beta1=0.5)
             self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1), betas=(0.5, 0.999))
-        # Decided where the model runs (also after load() on another machine): emulated bf16 would be a trap
-        self._autocast_bf16 = self.mixed_precision and native_bf16_matmul(self.device)
-        if self.mixed_precision and not self._autocast_bf16:
-            warnings.warn(
-                f"mixed_precision=True ignored: {self.device} has no native bf16 matrix multiply (CUDA compute capability "
-                "8.0+, or a CPU with AVX512-BF16 or AMX), and emulated bf16 runs many times slower than float32. "
-                "Training in float32.",
-                stacklevel=3,  # the user's BRCSAC(...) line
-            )
-        self._capture_updates = self.cuda_graph and self.device.type == "cuda"
-        if self.cuda_graph and not self._capture_updates:
-            warnings.warn(f"cuda_graph=True ignored: {self.device} is not a CUDA device. Training eagerly.", stacklevel=3)
-        if self._capture_updates and self.compile_update is True:
-            # The compiled losses' backward fails inside a capture (torch 2.11: "dependency created on uncaptured work
-            # in another stream"); on a GPU the graph is what pays, far more than compiling the losses (figures: the
-            # performance guide)
-            raise ValueError("cuda_graph=True and compile_update=True do not combine yet: choose cuda_graph=True on a GPU.")
-        self._captured_updates: dict[tuple, CapturedStep] = {}
-        self._critic_loss_fn, self._actor_loss_fn = self._critic_loss, self._actor_loss
-        self._functional_update: FunctionalUpdate | None = None
-        if self.compile_update is True:
-            if unsupported_reason(self) is None:
-                self._functional_update = FunctionalUpdate(self)
-            else:  # the losses alone compile
-                self._critic_loss_fn, self._actor_loss_fn = th.compile(self._critic_loss), th.compile(self._actor_loss)
+        # How the updates run (eager, compiled, captured; bf16): decided where the model runs, also after load()
+        self._updates = UpdateRunner(self)
         self._finish_setup_model()
 
     def _setup_learn(self, total_timesteps: int, *args: Any, **kwargs: Any) -> Any:
         total_timesteps, callback = super()._setup_learn(total_timesteps, *args, **kwargs)
-        if (
-            self.compile_update == "auto"
-            and self._functional_update is None
-            and compiles_by_default(self, remaining_updates(self, total_timesteps))
-        ):
-            self._functional_update = FunctionalUpdate(self)
+        self._updates.start_learning(remaining_updates(self, total_timesteps))
         return total_timesteps, callback
 
     def _current_ent_coef(self) -> th.Tensor:
@@ -314,14 +281,10 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         batch. Returns the logged statistics (0-d tensors) and the per-sample policy entropy ``-log pi(a|s)``.
 
         It never synchronises with the host, so that it can run captured in a CUDA graph (``cuda_graph=True``)."""
-        # bf16 autocast's weight cache would outlive a graph capture: off when capturing (each weight is cast once
-        # per autocast block anyway)
-        autocast = th.autocast(
-            self.device.type, dtype=th.bfloat16, enabled=self._autocast_bf16, cache_enabled=not self._capture_updates
-        )
+        autocast = self._updates.autocast()
         ent_coef = self._current_ent_coef()
         with autocast:
-            critic_loss, logits = self._critic_loss_fn(replay_data, rewards, ent_coef)
+            critic_loss, logits = self._updates.critic_loss(replay_data, rewards, ent_coef)
         self.critic.optimizer.zero_grad()
         critic_loss.backward()
         self.critic.optimizer.step()
@@ -333,7 +296,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         # The actor loss must not train the critic: no critic weight gradients are computed at all. Switched off around
         # the (possibly compiled) loss, not inside it: the switch would split torch.compile's graph
         with autocast, th.set_grad_enabled(actor_trainable), no_weight_grads(self.critic):
-            actor_loss, log_prob = self._actor_loss_fn(replay_data.observations, ent_coef)
+            actor_loss, log_prob = self._updates.actor_loss(replay_data.observations, ent_coef)
         if actor_trainable:  # frozen after add_tasks(freeze=["actor"]): log_prob still drives alpha
             self.actor.optimizer.zero_grad()
             actor_loss.backward()
@@ -369,50 +332,14 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
             critic_entropy=-(probs * th.log(probs.clamp(min=1e-12))).sum(-1).mean(),
         )
 
-    def _captured_update(self, batch_size: int, polyak: bool) -> CapturedStep:
-        """The gradient update captured in a CUDA graph, one per kind of update (batch size, with or without Polyak,
-        which parameters train)."""
-        trainable = tuple(param.requires_grad for param in self.policy.parameters())
-        key = (batch_size, polyak, trainable)
-        if key not in self._captured_updates:
-            self._captured_updates[key] = CapturedStep(self._gradient_update)
-        return self._captured_updates[key]
-
-    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
-        learning_rate = self.lr_schedule(self._current_progress_remaining)
-        self.logger.record("train/learning_rate", learning_rate)
-        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
-            for group in optimizer.param_groups:
-                if isinstance(group["lr"], th.Tensor):
-                    group["lr"].fill_(learning_rate)  # read on the device by the captured update
-                else:
-                    group["lr"] = learning_rate
-
-    def _match_optimizers_to_update(self, optimizers: list[th.optim.Optimizer]) -> None:
-        """Captured updates need optimisers that step on the device alone (``capturable``, their step count and
-        learning rate as device tensors, the latter so that a schedule reaches the graph); eager ones plain ones,
-        also when a model saved by a captured run is loaded where it runs eagerly."""
-        capture = self._capture_updates
-        for optimizer in optimizers:
-            for group in optimizer.param_groups:
-                if group.get("capturable", False) == capture and isinstance(group["lr"], th.Tensor) == capture:
-                    continue
-                group["capturable"] = capture
-                group["lr"] = th.tensor(float(group["lr"]), device=self.device) if capture else float(group["lr"])
-                for param in group["params"]:
-                    state = optimizer.state.get(param, {})
-                    if "step" in state:  # where torch keeps it: with the parameter when capturable or fused
-                        on_device = capture or group.get("fused")
-                        state["step"] = state["step"].to(param.device if on_device else "cpu")
-                self._captured_updates.clear()
-
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
         optimizers = [self.actor.optimizer, self.critic.optimizer]
         if self.ent_coef_optimizer is not None:
             optimizers.append(self.ent_coef_optimizer)
-        self._match_optimizers_to_update(optimizers)
-        self._update_learning_rate(optimizers)
+        learning_rate = self.lr_schedule(self._current_progress_remaining)
+        self.logger.record("train/learning_rate", learning_rate)
+        self._updates.prepare(optimizers, learning_rate)
 
         # One replay sample for all gradient steps: the reference also draws every batch of an env step
         # before its first update, and uses one reward-normalisation denominator for all of them
@@ -427,9 +354,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         for step in range(gradient_steps):
             rows = slice(step * batch_size, (step + 1) * batch_size)
             polyak = (self._n_updates + step) % self.target_update_interval == 0
-            update: Callable[..., tuple[dict[str, th.Tensor], th.Tensor]] = self._functional_update or self._gradient_update
-            if self._capture_updates:
-                update = self._captured_update(batch_size, polyak)
+            update = self._updates.update(batch_size, polyak)
             step_stats, entropy = update(select_rows(all_data, rows), all_rewards[rows], polyak, actor_trainable)
             if self.return_normalizer is not None:
                 self.return_normalizer.update_entropy(all_task_ids[rows], entropy)
@@ -472,7 +397,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
 
     def set_parameters(self, *args: Any, **kwargs: Any) -> None:
         super().set_parameters(*args, **kwargs)
-        self._captured_updates.clear()  # the loaded optimiser state is in new tensors, which no captured update reads
+        self._updates.forget_captured()  # the loaded optimiser state is in new tensors, which no captured update reads
 
     # Hooks of the tools (diagnostics, transfer) ------------------------------------------------------------------
 
@@ -492,7 +417,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         self.policy.num_tasks = self.actor.num_tasks = self.critic.num_tasks
         self.policy_kwargs["num_tasks"] = self.critic.num_tasks
         # The embedding parameter was replaced: a new critic optimiser (its moments restart), and new captured updates
-        self._captured_updates.clear()
+        self._updates.forget_captured()
         self.critic.optimizer = self.policy.optimizer_class(
             self.critic.parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
         )  # type: ignore[call-arg]  # torch types Optimizer(params, defaults); its subclasses take lr
