@@ -190,7 +190,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser, jax_python_help: str) 
     )
     parser.add_argument("--setup-timeout", type=float, default=1800.0, help="seconds to wait for any worker answer")
     parser.add_argument(
-        "--compile-update", action="store_true", help="time BRCSAC(compile_update=True) (torch.compile of the losses)"
+        "--compile-update", action="store_true", help="time BRCSAC(compile_update=True) (the whole update compiled as one graph)"
     )
     parser.add_argument(
         "--mixed-precision",
@@ -201,13 +201,13 @@ def add_worker_arguments(parser: argparse.ArgumentParser, jax_python_help: str) 
 
 
 def our_update_kwargs(args: argparse.Namespace) -> dict[str, bool]:
-    """Our side's update options from the flags (``--compile-update``, ``--mixed-precision``)."""
+    """Our side's update options from the flags (``--compile-update``, ``--mixed-precision``; eager without them)."""
     return dict(compile_update=args.compile_update, mixed_precision=args.mixed_precision)
 
 
 def our_update_line(args: argparse.Namespace) -> str:
     """The header line naming how sb3-brc's update ran (``--compile-update``, ``--mixed-precision``)."""
-    kind = "torch.compile (compile_update=True)" if args.compile_update else "eager"
+    kind = "one compiled graph (compile_update=True)" if args.compile_update else "eager"
     if args.mixed_precision:
         native = native_bf16_matmul(th.device("cpu"))
         kind += ", mixed_precision=True (" + ("bf16 autocast" if native else "no native bf16 here: float32") + ")"
