@@ -152,7 +152,7 @@ class FunctionalUpdate:
         actions = th.empty((rewards.shape[0], model.actor.action_dist.action_dim), device=model.device)
         next_noise = model.actor.action_dist.standard_noise(actions)
         noise = model.actor.action_dist.standard_noise(actions)
-        named = dict(self.apply.named_parameters())
+        named: dict[str, th.Tensor] = dict(self.apply.named_parameters())
         optimizers = dict(critic=model.critic.optimizer, actor=model.actor.optimizer)
         if model.ent_coef_optimizer is not None and model.log_ent_coef is not None:
             named["log_ent_coef"] = model.log_ent_coef
