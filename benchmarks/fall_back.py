@@ -3,7 +3,7 @@ of the return normalisation, to tell what makes the toy task's return fall while
 
     MUJOCO_GL=disable python benchmarks/fall_back.py --variants default per_task frozen raw --seeds 0 1
 
-The toy task moves a point towards 0.5 (reward ``-|x - 0.5|`` summed over 2 coordinates, 20-step episodes, random
+The toy task moves a point towards 0.5 (reward ``-|x - 0.5|`` in its action coordinate, 20-step episodes, random
 policy about -17); InvertedPendulum-v5 learns to balance, and its largest discounted return grows from about 5 to 100
 while it does, so its reward scale ``v_max / (G + lambda)`` falls fourfold. Variants:
 
@@ -28,29 +28,29 @@ from gymnasium import spaces
 from sb3_brc import BRCSAC, MultiTaskVecEnv, ReturnNormalization
 from sb3_brc.tools.evaluation import evaluate_tasks
 
-PENDULUM = 1  # task id of InvertedPendulum-v5
+PENDULUM, TOY = 0, 1  # task ids
 
 
 class Toy(gym.Env):
-    """Move a point towards 0.5 in its 2 action coordinates (a third is a distractor); 20-step episodes."""
+    """Move a point towards 0.5 in its action coordinate (a second is a distractor); 20-step episodes."""
 
-    observation_space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
-    action_space = spaces.Box(-1, 1, (2,), np.float32)
+    observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = spaces.Box(-1, 1, (1,), np.float32)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.t = 0
-        self.x = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        self.x = self.np_random.uniform(-1, 1, 2).astype(np.float32)
         return self.x.copy(), {}
 
     def step(self, action):
         self.t += 1
-        self.x[:2] = np.clip(self.x[:2] + 0.5 * np.asarray(action), -2, 2)
-        return self.x.copy(), -float(np.abs(self.x[:2] - 0.5).sum()), False, self.t >= 20, {}
+        self.x[:1] = np.clip(self.x[:1] + 0.5 * np.asarray(action), -2, 2)
+        return self.x.copy(), -float(np.abs(self.x[:1] - 0.5).sum()), False, self.t >= 20, {}
 
 
 def make_env(seed: int) -> MultiTaskVecEnv:
-    return MultiTaskVecEnv([Toy, "InvertedPendulum-v5"], task_names=["toy", "InvertedPendulum"], seed=seed)
+    return MultiTaskVecEnv(["InvertedPendulum-v5", Toy], task_names=["InvertedPendulum", "toy"], seed=seed)
 
 
 def freeze_task_statistics(model: BRCSAC, task: int) -> None:
@@ -90,7 +90,7 @@ def run(variant: str, seed: int, steps: int, eval_every: int, warm_up: int) -> l
         model.learn(eval_every * env.num_tasks, reset_num_timesteps=False)
         returns = [row["mean_return"] for row in evaluate_tasks(model, eval_env, n_eval_episodes=10)]
         scale = model.reward_scale().tolist()
-        rows.append((returns[0], returns[1], scale[PENDULUM] / scale[0] if scale[0] else float("nan")))
+        rows.append((returns[TOY], returns[PENDULUM], scale[PENDULUM] / scale[TOY] if scale[TOY] else float("nan")))
     env.close()
     eval_env.close()
     return rows

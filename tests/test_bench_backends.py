@@ -272,3 +272,39 @@ def test_ray_driver_writes_back_results_from_another_filesystem(tmp_path, ray_se
     assert result["status"] == "done" and "files" not in result
     assert "was written on another filesystem" in capsys.readouterr().out
     assert is_complete(driver_spec) and _evaluation_steps(driver_spec) == [100]
+
+
+@requires_ray
+def test_a_killed_progress_relay_costs_no_run(tmp_path, ray_session, monkeypatch, capsys):
+    # The grid's own Ray actor (the progress relay) killed mid-grid: Ray restarts it, the driver carries on without
+    # the lost messages, every run finishes in its first attempt and the aggregate is written
+    pytest.importorskip("rliable")
+    backends = []
+    original_init = RayBackend.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        backends.append(self)
+
+    monkeypatch.setattr(RayBackend, "__init__", recording_init)
+    flags = dict(steps_per_task=400, **FAST)
+    runs = grid(str(tmp_path), ["sac"], ["InvertedPendulum-v5", "Pendulum-v1"], [0], BenchSettings(**flags))
+    killed = []
+
+    def kill_relay(_):
+        pid = ray_session.get(backends[0].relay.__ray_call__.remote(lambda relay: os.getpid()))
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    watcher = _after_first_checkpoint(runs[0], kill_relay, ready=lambda: bool(backends))
+    argv = ["bench", "--backend", "ray", "--workers", "2", "--algos", "sac", "--tasks", "InvertedPendulum-v5",
+            "Pendulum-v1", "--seeds", "0", "--out", str(tmp_path), "--reps", "100"]  # fmt: skip
+    for name, value in flags.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    cli.main(argv)
+    watcher.set()
+    assert killed
+    for spec in runs:
+        assert is_complete(spec) and len(_attempts(spec)) == 1, spec.key
+        assert _evaluation_steps(spec) == [100, 200, 300, 400]
+    assert "| sac | 1 |" in (tmp_path / "aggregate.md").read_text()

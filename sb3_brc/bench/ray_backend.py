@@ -9,6 +9,10 @@ node dies comes back as a ``WorkerCrashedError`` (or ``NodeDiedError``), one tha
 are submitted again up to ``--max-retries`` times, resuming from the run's checkpoint. One retry policy for both
 backends, an exact bound (``max_retries + 1`` attempts), and each failure shown with its cause.
 
+The progress relay (a Ray actor) is restarted by Ray when its process dies (``max_restarts=-1``): the messages it held
+are lost, the runs' later ones arrive, and the driver shows nothing new while it restarts. Progress is never worth a
+grid: no run waits on the relay, and the driver carries on without messages whenever it cannot reach it.
+
 Output: workers write their run directories under ``--out`` (made absolute on the driver). On a shared filesystem
 that is all. When a worker's filesystem is not the driver's, the driver writes the run's result files
 (:data:`sb3_brc.bench.grid.RESULT_FILES`, returned by the task) into its own ``--out``; checkpoints then stay on the
@@ -28,6 +32,8 @@ from rich.console import Console
 from sb3_brc.bench.grid import RunSpec, is_complete, run_files, write_run_files
 from sb3_brc.bench.runner import GridBackend, RunProgress, drive_grid, init_worker, run_one
 
+#: Seconds the driver waits for the progress relay's messages before carrying on without them
+RELAY_TIMEOUT_SECONDS = 5.0
 #: Seconds the runs get to stop on Ctrl-C (KeyboardInterrupt in each) before their workers are killed
 STOP_GRACE_SECONDS = 10.0
 
@@ -113,7 +119,8 @@ class RayBackend(GridBackend):
             else:
                 ray.init(address=address, log_to_driver=False)
         self._check_resources(cpus_per_run, gpus_per_run, strict=address is None and self.owns_session)
-        self.relay = ray.remote(ProgressRelay).options(num_cpus=0).remote()
+        # Restarted (empty) when its process dies, its calls retried meanwhile: a lost relay costs messages, not runs
+        self.relay = ray.remote(ProgressRelay).options(num_cpus=0, max_restarts=-1, max_task_retries=-1).remote()
         self.queue = RelayQueue(self.relay)
         self.task = ray.remote(run_on_ray_worker).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         self.wrote_back = False
@@ -153,7 +160,10 @@ class RayBackend(GridBackend):
         return result
 
     def messages(self) -> list[RunProgress]:
-        return self.ray.get(self.relay.take.remote())
+        try:
+            return self.ray.get(self.relay.take.remote(), timeout=RELAY_TIMEOUT_SECONDS)
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError):
+            return []  # the relay died (Ray restarts it) or is restarting: no news this time
 
     def stop(self, handles: list[Any], pids: Sequence[int]) -> None:
         for handle in handles:
