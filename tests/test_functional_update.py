@@ -86,6 +86,21 @@ def test_compiled_functional_update_equals_the_eager_update(monkeypatch, backend
     th._dynamo.reset()
 
 
+def test_every_model_of_a_process_gets_its_compiled_update(monkeypatch):
+    # torch.compile stops compiling a function after its recompile limit (8): the models of one process (trials of a
+    # search, runs of a worker) must not share one compiled function, or the ninth would run uncompiled
+    from torch._dynamo.utils import counters
+
+    compile_fn = th.compile
+    monkeypatch.setattr(th, "compile", lambda fn, **kwargs: compile_fn(fn, **kwargs, backend="eager"))
+    models = [filled_model(env_fn=lambda: TargetEnv(obs_dim=2, act_dim=1), compile_update=True) for _ in range(9)]
+    graphs_before = counters["stats"]["unique_graphs"]
+    for model in models:
+        model.train(gradient_steps=1, batch_size=32)
+    assert counters["stats"]["unique_graphs"] - graphs_before == 9
+    th._dynamo.reset()
+
+
 def test_a_model_trained_by_the_functional_update_saves_and_resumes(tmp_path):
     model = filled_model()
     model._updates.functional = FunctionalUpdate(model, compile=False)

@@ -10,6 +10,7 @@ same state. The noise that samples actions is drawn outside the graph, in the ea
 compute the same numbers from the same seed.
 """
 
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +144,15 @@ class FunctionalUpdate:
     def __init__(self, model: "BRCSAC", compile: bool = True):
         self.model = model
         self.apply = _Apply(model.policy)
-        self.update = th.compile(self._update, fullgraph=True, dynamic=False) if compile else self._update
+        self.update = th.compile(self._own_update(), fullgraph=True, dynamic=False) if compile else self._update
+
+    def _own_update(self) -> Callable[..., tuple[Tensors, th.Tensor]]:
+        """:meth:`_update` bound to this instance through a code object of its own. torch.compile keeps its compiled
+        graphs per code object: shared by every model of a process (hyperparameter trials, a grid's runs in one
+        worker), ``_update``'s would serve later models the first one's graph or, past the recompile limit, none."""
+        function = FunctionalUpdate._update
+        own = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__)
+        return types.MethodType(own, self)
 
     def __call__(self, replay_data: Any, rewards: th.Tensor, polyak: bool, actor_trainable: bool) -> tuple[Tensors, th.Tensor]:
         model = self.model
