@@ -190,7 +190,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser, jax_python_help: str) 
     )
     parser.add_argument("--setup-timeout", type=float, default=1800.0, help="seconds to wait for any worker answer")
     parser.add_argument(
-        "--compile-update", action="store_true", help="time BRCSAC(compile_update=True) (the whole update compiled as one graph)"
+        "--compile-update",
+        action="store_true",
+        help="time BRCSAC(compile_update=True) (the whole update compiled as one graph)",
     )
     parser.add_argument(
         "--mixed-precision",

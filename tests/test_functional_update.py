@@ -17,7 +17,7 @@ def two_task_env():
 
 def filled_model(env_fn=two_task_env, **kwargs):
     kwargs = dict(dict(learning_starts=200, batch_size=32, seed=0, compile_update=False), **kwargs)
-    policy_kwargs = dict(net_arch=dict(pi=[16], qf=[32, 32]), n_atoms=11, **kwargs.pop("policy_kwargs", {}))
+    policy_kwargs = dict(dict(net_arch=dict(pi=[16], qf=[32, 32]), n_atoms=11), **kwargs.pop("policy_kwargs", {}))
     model = BRCSAC("MlpPolicy", env_fn(), policy_kwargs=policy_kwargs, **kwargs)
     model.learn(200)  # fills the buffer, no update yet
     return model
@@ -88,12 +88,15 @@ def test_compiled_functional_update_equals_the_eager_update(monkeypatch, backend
 
 def test_every_model_of_a_process_gets_its_compiled_update(monkeypatch):
     # torch.compile stops compiling a function after its recompile limit (8): the models of one process (trials of a
-    # search, runs of a worker) must not share one compiled function, or the ninth would run uncompiled
+    # search over widths, runs of a worker) must not share one compiled function, or the ninth would run uncompiled
     from torch._dynamo.utils import counters
 
     compile_fn = th.compile
     monkeypatch.setattr(th, "compile", lambda fn, **kwargs: compile_fn(fn, **kwargs, backend="eager"))
-    models = [filled_model(env_fn=lambda: TargetEnv(obs_dim=2, act_dim=1), compile_update=True) for _ in range(9)]
+    models = [
+        filled_model(lambda: TargetEnv(obs_dim=2, act_dim=1), compile_update=True, policy_kwargs=dict(net_arch=[8 + i]))
+        for i in range(9)
+    ]
     graphs_before = counters["stats"]["unique_graphs"]
     for model in models:
         model.train(gradient_steps=1, batch_size=32)

@@ -148,8 +148,8 @@ class FunctionalUpdate:
 
     def _own_update(self) -> Callable[..., tuple[Tensors, th.Tensor]]:
         """:meth:`_update` bound to this instance through a code object of its own. torch.compile keeps its compiled
-        graphs per code object: shared by every model of a process (hyperparameter trials, a grid's runs in one
-        worker), ``_update``'s would serve later models the first one's graph or, past the recompile limit, none."""
+        graphs per code object, one per shape of model up to a recompile limit (8): shared by every model of a process
+        (hyperparameter trials over widths, a grid's runs in one worker), ``_update``'s would stop compiling there."""
         function = FunctionalUpdate._update
         own = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__)
         return types.MethodType(own, self)
