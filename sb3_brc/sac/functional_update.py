@@ -26,6 +26,20 @@ Tensors = dict[str, th.Tensor]
 ADAM_SETTINGS = ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
 
 
+def with_own_code(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A bound ``method`` whose function has a code object of its own, to be compiled for its object alone.
+
+    torch.compile keeps its compiled graphs per code object, one per shape of model up to a recompile limit (8):
+    shared by every model of a process (hyperparameter trials over widths, a grid's runs in one worker), a method's
+    code would stop compiling there (with ``fullgraph=True``: "Dynamo recompile limit exceeded")."""
+    function = method.__func__  # type: ignore[attr-defined]  # a bound method
+    own = types.FunctionType(
+        function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__, function.__closure__
+    )
+    own.__kwdefaults__ = function.__kwdefaults__
+    return types.MethodType(own, method.__self__)  # type: ignore[attr-defined]
+
+
 class _Apply(nn.Module):
     """Holds the policy so that ``torch.func.functional_call`` can run any of its methods on given parameters (the
     actor reads the critic's task embedding through a reference, which the reparametrisation reaches too)."""
@@ -144,15 +158,7 @@ class FunctionalUpdate:
     def __init__(self, model: "BRCSAC", compile: bool = True):
         self.model = model
         self.apply = _Apply(model.policy)
-        self.update = th.compile(self._own_update(), fullgraph=True, dynamic=False) if compile else self._update
-
-    def _own_update(self) -> Callable[..., tuple[Tensors, th.Tensor]]:
-        """:meth:`_update` bound to this instance through a code object of its own. torch.compile keeps its compiled
-        graphs per code object, one per shape of model up to a recompile limit (8): shared by every model of a process
-        (hyperparameter trials over widths, a grid's runs in one worker), ``_update``'s would stop compiling there."""
-        function = FunctionalUpdate._update
-        own = types.FunctionType(function.__code__.replace(), function.__globals__, function.__name__)
-        return types.MethodType(own, self)
+        self.update = th.compile(with_own_code(self._update), fullgraph=True, dynamic=False) if compile else self._update
 
     def __call__(self, replay_data: Any, rewards: th.Tensor, polyak: bool, actor_trainable: bool) -> tuple[Tensors, th.Tensor]:
         model = self.model

@@ -12,7 +12,7 @@ import torch as th
 
 from sb3_brc.common.cuda_graphs import CapturedStep
 from sb3_brc.common.utils import native_bf16_matmul
-from sb3_brc.sac.functional_update import FunctionalUpdate, compiles_by_default, unsupported_reason
+from sb3_brc.sac.functional_update import FunctionalUpdate, compiles_by_default, unsupported_reason, with_own_code
 
 if TYPE_CHECKING:
     from sb3_brc.sac.sac import BRCSAC
@@ -54,7 +54,8 @@ class UpdateRunner:
             if unsupported_reason(model, self) is None:
                 self.functional = FunctionalUpdate(model)
             else:
-                self.critic_loss, self.actor_loss = th.compile(model._critic_loss), th.compile(model._actor_loss)
+                self.critic_loss = th.compile(with_own_code(model._critic_loss))
+                self.actor_loss = th.compile(with_own_code(model._actor_loss))
 
     def start_learning(self, updates: int) -> None:
         """``compile_update="auto"``: compile the whole update for a ``learn()`` call of ``updates`` updates when the
