@@ -107,8 +107,10 @@ def new_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAl
     # Set flags only (unset: the algorithm's default); switching one on for another algorithm is refused
     options: dict[str, Any] = {name: getattr(args, name) for name in UPDATE_OPTIONS if getattr(args, name) is not None}
     if algorithm is not BRCSAC:
-        for name in (name for name, on in options.items() if on):
-            raise ValueError(f"--{name.replace('_', '-')} is a BRCSAC option; {algorithm.__name__} (discrete tasks) has none")
+        switched_on = [name for name, on in options.items() if on]
+        if switched_on:
+            flag = "--" + switched_on[0].replace("_", "-")
+            raise ValueError(f"{flag} is a BRCSAC option; {algorithm.__name__} (discrete tasks) has none")
         options = {}
     return algorithm(
         "MlpPolicy",

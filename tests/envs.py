@@ -64,7 +64,22 @@ class RecordActionEnv(gym.Env):
         return obs, 1.0, self.t >= self.terminate_at, False, {"success": float(self.t == 2)}
 
 
-class HangEnv(TargetEnv):
+class FaultEnv(TargetEnv):
+    """:class:`TargetEnv` that calls :meth:`_fault` with ``"reset"`` or ``"step"`` before each reset and step."""
+
+    def _fault(self, where: str) -> None:
+        raise NotImplementedError
+
+    def reset(self, *, seed=None, options=None):
+        self._fault("reset")
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self._fault("step")
+        return super().step(action)
+
+
+class HangEnv(FaultEnv):
     """:class:`TargetEnv` whose ``step()`` (``hang_in="step"``) or ``reset()`` (``hang_in="reset"``) never returns
     once it has taken ``hang_after`` steps: a stuck simulator."""
 
@@ -72,20 +87,12 @@ class HangEnv(TargetEnv):
         super().__init__(**kwargs)
         self.hang_after, self.hang_in = hang_after, hang_in
 
-    def _hang_if_due(self, where: str) -> None:
+    def _fault(self, where: str) -> None:
         while where == self.hang_in and self.steps >= self.hang_after:
             time.sleep(1)
 
-    def reset(self, *, seed=None, options=None):
-        self._hang_if_due("reset")
-        return super().reset(seed=seed, options=options)
 
-    def step(self, action):
-        self._hang_if_due("step")
-        return super().step(action)
-
-
-class FailEnv(TargetEnv):
+class FailEnv(FaultEnv):
     """:class:`TargetEnv` that fails once it has taken ``fail_after`` steps: its ``step()`` or ``reset()``
     (``fail_in``) raises, or its process exits (``fail_in="exit"``, from ``step()``)."""
 
@@ -93,16 +100,8 @@ class FailEnv(TargetEnv):
         super().__init__(**kwargs)
         self.fail_after, self.fail_in = fail_after, fail_in
 
-    def _fail_if_due(self, where: str) -> None:
+    def _fault(self, where: str) -> None:
         if self.steps >= self.fail_after and where == ("step" if self.fail_in == "exit" else self.fail_in):
             if self.fail_in == "exit":
                 os._exit(7)
             raise RuntimeError(f"simulator exploded in {where}")
-
-    def reset(self, *, seed=None, options=None):
-        self._fail_if_due("reset")
-        return super().reset(seed=seed, options=options)
-
-    def step(self, action):
-        self._fail_if_due("step")
-        return super().step(action)
