@@ -26,7 +26,7 @@ from datetime import datetime
 import ray
 
 from sb3_brc.bench import BenchSettings, grid, run_grid, run_grid_ray
-from sb3_brc.bench.runner import ATTEMPTS, CHECKPOINTS
+from sb3_brc.bench.grid import ATTEMPTS, CHECKPOINTS
 from sb3_brc.tools.checkpoint import checkpoint_timesteps, latest_checkpoint
 
 ALGOS, TASKS, SEEDS = ["brc_sac", "sac"], ["InvertedPendulum-v5", "InvertedDoublePendulum-v5"], [0, 1]

@@ -127,7 +127,7 @@ def run_reference(worker: Worker, spec, settings: BenchSettings, args: argparse.
     assert set(rows[0]) == set(CSV_FIELDS)
     write_eval_rows(os.path.join(spec.run_dir, "evaluations.csv"), rows, append=False)
     config = dict(spec.config(), status="complete", wall_s=round(reply["wall"], 1), cpu_s=round(reply["cpu"], 1))
-    write_run_files(spec, {"config.json": json.dumps(config)})
+    write_run_files(spec, {"config.json": json.dumps(config).encode()})
     print(f"  {spec.key}: {len(rows)} evaluations, {reply['wall'] / 60:.1f} min", file=sys.stderr, flush=True)
 
 

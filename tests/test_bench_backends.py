@@ -22,11 +22,11 @@ from envs import HangEnv
 
 from sb3_brc import cli
 from sb3_brc.bench import ALGOS, BenchSettings, RunSpec, RunTasks, aggregate, grid, load_grid, run_benchmark
-from sb3_brc.bench.grid import is_complete, run_files, saved_status, write_run_files
+from sb3_brc.bench.grid import ATTEMPTS, CHECKPOINTS, is_complete, run_files, saved_status, write_run_files
 from sb3_brc.bench.harness import run_runs
 from sb3_brc.bench.local_backend import run_grid
 from sb3_brc.bench.ray_backend import RayBackend, run_grid_ray
-from sb3_brc.bench.runner import ATTEMPTS, CHECKPOINTS, is_resumable
+from sb3_brc.bench.runner import drive_grid, is_resumable
 from sb3_brc.bench.settings import RunnerSettings, add_setting_flags, settings_from_args
 from sb3_brc.tools.checkpoint import checkpoint_timesteps
 from sb3_brc.tools.report import read_eval_csv
@@ -262,16 +262,17 @@ def test_ray_grid_matches_the_local_backend(tmp_path, ray_session):
 @requires_ray
 def test_ray_driver_writes_back_results_from_another_filesystem(tmp_path, ray_session, capsys):
     settings = BenchSettings(steps_per_task=100, **FAST)
-    (worker_spec,) = grid(str(tmp_path / "worker-disk"), ["sac"], ["InvertedPendulum-v5"], [0], settings)
-    driver_spec = dataclasses.replace(worker_spec, out=str(tmp_path / "driver-disk"))
-    with RayBackend(None, 1, 1.0, 0.0, threads=1) as backend:
-        handle = backend.submit(worker_spec)  # the worker writes where the driver does not look
-        while not backend.wait([handle], timeout=1.0):
-            pass
-        result = backend.result(handle, driver_spec)
+    (driver_spec,) = grid(str(tmp_path / "driver-disk"), ["sac"], ["InvertedPendulum-v5"], [0], settings)
+
+    class OtherDiskBackend(RayBackend):
+        def submit(self, spec):  # the worker writes where the driver does not look
+            return super().submit(dataclasses.replace(spec, out=str(tmp_path / "worker-disk")))
+
+    (result,) = drive_grid([driver_spec], lambda console: OtherDiskBackend(None, 1, 1.0, 0.0, threads=1), progress=False)
     assert result["status"] == "done" and "files" not in result
     assert "was written on another filesystem" in capsys.readouterr().out
     assert is_complete(driver_spec) and _evaluation_steps(driver_spec) == [100]
+    assert (tmp_path / "worker-disk").joinpath(*driver_spec.run_path, "config.json").exists()
 
 
 @requires_ray

@@ -16,8 +16,14 @@ from sb3_brc.envs.tasks import GOAL_OBSERVABLE
 from sb3_brc.envs.vec_env import TaskSpec
 from sb3_brc.tools.wandb_logging import WandbSettings
 
+#: A run's checkpoint directory (removed once the run is complete)
+CHECKPOINTS = "checkpoints"
+#: A run's log of attempts: one JSON line per start (pid, host, env steps per task it started at, time)
+ATTEMPTS = "attempts.jsonl"
+#: A run's W&B run id (with ``--wandb``), so that a resumed attempt continues the same W&B run
+WANDB_ID = "wandb_run.json"
 #: What a run leaves in its directory for the aggregation (small text files; checkpoints are not among them)
-RESULT_FILES = ("evaluations.csv", "random.json", "attempts.jsonl", "config.json")
+RESULT_FILES = ("evaluations.csv", "random.json", ATTEMPTS, "config.json")
 #: What ``config.json`` records besides the run's settings: its status and the wall and process CPU seconds it took
 RUN_TIMES = ("status", "wall_s", "cpu_s")
 #: Keys of :meth:`RunSpec.config` recorded since a later 0.2.0 development version: a saved config without them
@@ -122,7 +128,8 @@ def _suite_subset(suite_name: str, subset: str) -> RunTasks:
 class RunSpec:
     """One run of the grid: an algorithm on a task (or, multi-task, a suite) with one seed. ``wandb``: also log it to
     W&B; ``step_timeout``: seconds an env step may take (subprocess envs); ``compile_update`` / ``cuda_graph``: compile
-    the update / capture it in CUDA graphs, for an algorithm that has the option (BRCSAC). None is part of
+    the update / capture it in CUDA graphs, for an algorithm that has the option (BRCSAC); ``storage``: the URI of the
+    store that keeps the grid (:mod:`~sb3_brc.bench.storage`; ``out`` is then a local copy). None is part of
     :meth:`config`: changing them does not rerun finished runs."""
 
     algo_name: str
@@ -135,6 +142,7 @@ class RunSpec:
     step_timeout: float | None = None
     compile_update: bool | None = None
     cuda_graph: bool | None = None
+    storage: str | None = None
 
     @property
     def key(self) -> str:
@@ -142,10 +150,15 @@ class RunSpec:
         return f"{self.algo_name}/{self.tasks.label}/seed{self.seed}"
 
     @property
+    def run_path(self) -> tuple[str, str, str]:
+        """Where the run lies in its grid: ``(<algo>, <tasks>, seed<k>)``."""
+        label = self.tasks.label.replace("/", "_").replace(":", "_")  # ALE/..., atari:Boxing,Freeway
+        return self.algo_name, label, f"seed{self.seed}"
+
+    @property
     def run_dir(self) -> str:
         """The run's output directory, ``OUT/<algo>/<tasks>/seed<k>``."""
-        label = self.tasks.label.replace("/", "_").replace(":", "_")  # ALE/..., atari:Boxing,Freeway
-        return os.path.join(self.out, self.algo_name, label, f"seed{self.seed}")
+        return os.path.join(self.out, *self.run_path)
 
     def algo_kwargs(self) -> dict[str, Any]:
         """The constructor keyword arguments the run's algorithm gets from its registry entry and the ``--size`` /
@@ -199,9 +212,10 @@ def grid(
     seeds: Sequence[int],
     settings: BenchSettings,
     wandb: WandbSettings | None = None,
+    storage: str | None = None,
 ) -> list[RunSpec]:
     """The runs of a grid: multi-task algorithms take a suite as one run, the others one run per task (``wandb``: each
-    run also logs to W&B)."""
+    run also logs to W&B; ``storage``: the URI of the store that keeps the grid, ``out`` then being a local copy)."""
     settings.check()
     unknown = [name for name in algos if name not in ALGOS]
     if unknown:
@@ -212,7 +226,9 @@ def grid(
         algo = ALGOS[name]
         for entry in resolved:
             parts = [entry] if algo.multi_task or not entry.is_suite else entry.split()
-            runs += [RunSpec(name, algo, part, seed, settings, out, wandb) for part in parts for seed in seeds]
+            runs += [
+                RunSpec(name, algo, part, seed, settings, out, wandb, storage=storage) for part in parts for seed in seeds
+            ]
     # The aggregate scores (algorithm, seed, task) cells: two runs filling one cell would mix their scores
     first_run: dict[tuple[str, int, str], RunSpec] = {}
     for run in runs:
@@ -268,21 +284,21 @@ def is_complete(spec: RunSpec) -> bool:
     return saved_status(spec) == "complete"
 
 
-def run_files(spec: RunSpec) -> dict[str, str]:
-    """The text of a run's result files (:data:`RESULT_FILES`) that exist, by name."""
+def run_files(spec: RunSpec) -> dict[str, bytes]:
+    """The content of a run's result files (:data:`RESULT_FILES`) that exist, by name."""
     files = {}
     for name in RESULT_FILES:
         path = os.path.join(spec.run_dir, name)
         if os.path.exists(path):
-            with open(path) as file:
+            with open(path, "rb") as file:
                 files[name] = file.read()
     return files
 
 
-def write_run_files(spec: RunSpec, files: dict[str, str]) -> None:
+def write_run_files(spec: RunSpec, files: dict[str, bytes]) -> None:
     """Write a run's result files (from :func:`run_files` on another machine) into its directory here;
     ``config.json`` last, so that the run only counts as complete once the others are in place."""
     os.makedirs(spec.run_dir, exist_ok=True)
     for name in sorted(files, key=lambda name: name == "config.json"):
-        with atomic_file(os.path.join(spec.run_dir, name), "w") as file:
+        with atomic_file(os.path.join(spec.run_dir, name)) as file:
             file.write(files[name])

@@ -52,6 +52,7 @@ from sb3_brc.bench.settings import (
     parse_with_preset,
     settings_from_args,
 )
+from sb3_brc.bench.storage import GridStore, is_storage_uri, local_mirror
 from sb3_brc.tools.wandb_logging import WandbRun, WandbSettings, add_wandb_arguments, wandb_settings_from_args
 
 # The aggregate's W&B table: per algorithm, IQM, mean and median with their 95% CIs
@@ -90,7 +91,9 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run (or resume) a grid, aggregate it and write ``OUT/aggregate.md`` and the plots.
 
-    :param out: Output directory
+    :param out: Output directory, or the URI of a store that keeps the grid (``s3://bucket/grid``; see
+        :mod:`~sb3_brc.bench.storage`): the runs are pushed there, the aggregate is computed in a local mirror of the
+        result files (``"out"`` of the return value) and uploaded
     :param algos: Names in :data:`sb3_brc.bench.ALGOS`
     :param tasks: Tasks or suites (see :func:`sb3_brc.bench.resolve_tasks`)
     :param seeds: Seeds
@@ -109,7 +112,7 @@ def run_benchmark(
     :param interim: Train nothing: aggregate what the runs have evaluated so far, the unfinished ones (running
         elsewhere, or interrupted) included up to the last evaluation all runs have reached
     :return: ``{"runs": per-run status, "data": GridData, "aggregate": rliable results and the plot file names
-        (``"plots"``), "markdown": text}``
+        (``"plots"``), "markdown": text, "out": the local directory of the aggregate}``
     """
     runner = runner or RunnerSettings()
     if workers is not None:
@@ -117,8 +120,13 @@ def run_benchmark(
     runner.check()
     if reference is not None and reference not in algos:
         raise ValueError(f"--reference {reference!r} is not one of the grid's algorithms {list(algos)}")
-    runs = grid(out, algos, tasks, seeds, settings, wandb)
+    store = GridStore(out) if is_storage_uri(out) else None
+    if store is not None:  # the driver works in its local mirror of the store's result files
+        out = local_mirror(store.uri)
+    runs = grid(out, algos, tasks, seeds, settings, wandb, storage=None if store is None else store.uri)
     os.makedirs(out, exist_ok=True)
+    if store is not None:
+        store.pull_results(runs)
     statuses = [] if interim else run_runs(runs, runner, settings.threads, progress)
     failed = [s for s in statuses if s["status"] == "failed"]
     data = load_grid(runs, unfinished=interim)
@@ -130,6 +138,9 @@ def run_benchmark(
     body = results_section(command, data, result, settings, failed)
     with open(os.path.join(out, "aggregate.md"), "w") as file:
         file.write(f"# {title}\n\n{body}")
+    if store is not None:
+        for name in ("aggregate.md", *result["plots"]):
+            store.upload(os.path.join(out, name), name)
     if wandb is not None:
         config = dict(algos=list(algos), tasks=list(tasks), seeds=list(seeds), reference=reference, command=command)
         _log_aggregate(wandb, dict(config, **dataclasses.asdict(settings)), out, data.algos, result)
@@ -137,7 +148,7 @@ def run_benchmark(
         # Plot links relative to the Markdown file
         prefix = os.path.relpath(os.path.abspath(out), os.path.dirname(os.path.abspath(results_md))) + "/"
         replace_section(results_md, title, results_section(command, data, result, settings, failed, prefix))
-    return dict(runs=statuses, data=data, aggregate=result, markdown=body)
+    return dict(runs=statuses, data=data, aggregate=result, markdown=body, out=out)
 
 
 def run_runs(runs: list[RunSpec], runner: RunnerSettings, threads: int = 1, progress: bool = True) -> list[dict[str, Any]]:
@@ -170,7 +181,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or some tasks of a suite (mt10-paper:reach-v3,door-open-v3)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default="runs/bench", help="output directory (runs are resumed from it)")
+    parser.add_argument(
+        "--out",
+        default="runs/bench",
+        help="output directory (runs are resumed from it), or an object-store URI such as s3://bucket/grid (fsspec; "
+        "checkpoints go there, so a run retried on any node resumes from its last one)",
+    )
     add_setting_flags(parser, BenchSettings)
     add_setting_flags(parser, RunnerSettings)
     parser.add_argument(
@@ -211,7 +227,8 @@ def run_from_args(args: argparse.Namespace, command: str | None = None) -> dict[
         interim=args.interim,
     )
     print(result["markdown"])
-    print(f"Written: {os.path.join(args.out, 'aggregate.md')} and {', '.join(result['aggregate']['plots'])}")
+    stored = f" (uploaded to {args.out})" if is_storage_uri(args.out) else ""
+    print(f"Written: {os.path.join(result['out'], 'aggregate.md')} and {', '.join(result['aggregate']['plots'])}{stored}")
     return result
 
 

@@ -14,9 +14,10 @@ are lost, the runs' later ones arrive, and the driver shows nothing new while it
 grid: no run waits on the relay, and the driver carries on without messages whenever it cannot reach it.
 
 Output: workers write their run directories under ``--out`` (made absolute on the driver). On a shared filesystem
-that is all. When a worker's filesystem is not the driver's, the driver writes the run's result files
-(:data:`sb3_brc.bench.grid.RESULT_FILES`, returned by the task) into its own ``--out``; checkpoints then stay on the
-worker's node, so a run retried on another node starts over.
+that is all. When a worker's filesystem is not the driver's, the driver writes the run's result files (returned by the
+task) into its own ``--out``; checkpoints then stay on the worker's node, so a run retried on another node starts
+over. With ``--out`` an object-store URI (:mod:`~sb3_brc.bench.storage`) each run's checkpoints are pushed to the store
+and a retry on any node resumes from its last one.
 
 Ray is an optional dependency (``pip install sb3-brc[ray]``), imported when the backend is created.
 """
@@ -29,7 +30,7 @@ from typing import Any
 
 from rich.console import Console
 
-from sb3_brc.bench.grid import RunSpec, is_complete, run_files, write_run_files
+from sb3_brc.bench.grid import RunSpec
 from sb3_brc.bench.runner import GridBackend, RunProgress, drive_grid, init_worker, run_one
 
 #: Seconds the driver waits for the progress relay's messages before carrying on without them
@@ -77,12 +78,9 @@ class RelayQueue:
 
 
 def run_on_ray_worker(spec: RunSpec, queue: Any, threads: int, checkpoint_every: int | None) -> dict[str, Any]:
-    """The Ray task of one run: :func:`~sb3_brc.bench.runner.run_one`, plus the run's result files (``"files"``)
-    for a driver that does not share the worker's filesystem."""
+    """The Ray task of one run: :func:`~sb3_brc.bench.runner.run_one` in a worker set up for it."""
     init_worker(threads)
-    result = run_one(spec, queue, checkpoint_every)
-    result["files"] = run_files(spec)
-    return result
+    return run_one(spec, queue, checkpoint_every)
 
 
 class RayBackend(GridBackend):
@@ -95,7 +93,7 @@ class RayBackend(GridBackend):
     :param gpus_per_run: GPUs Ray reserves per run
     :param threads: Torch threads per run
     :param checkpoint_every: Env steps per task between checkpoints (see :func:`~sb3_brc.bench.runner.run_one`)
-    :param console: Where to print notes (resources, write-back)
+    :param console: Where to print notes (resources)
     """
 
     def __init__(
@@ -123,7 +121,6 @@ class RayBackend(GridBackend):
         self.relay = ray.remote(ProgressRelay).options(num_cpus=0, max_restarts=-1, max_task_retries=-1).remote()
         self.queue = RelayQueue(self.relay)
         self.task = ray.remote(run_on_ray_worker).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
-        self.wrote_back = False
 
     def _check_resources(self, cpus: float, gpus: float, strict: bool) -> None:
         nodes = [node["Resources"] for node in self.ray.nodes() if node["Alive"]]
@@ -145,19 +142,9 @@ class RayBackend(GridBackend):
 
     def result(self, handle: Any, spec: RunSpec) -> dict[str, Any]:
         try:
-            result = self.ray.get(handle)
+            return self.ray.get(handle)
         except self.ray.exceptions.RayTaskError as error:  # the run's own exception, without Ray's wrapping
             raise (error.cause if isinstance(error.cause, Exception) else error) from None
-        files = result.pop("files")
-        if not is_complete(spec):  # the worker wrote the run elsewhere: --out is not shared with this machine
-            write_run_files(spec, files)
-            if not self.wrote_back:
-                self.console.print(
-                    f"{spec.run_dir} was written on another filesystem: the driver writes each run's results into its "
-                    "--out (checkpoints stay on the workers' nodes; --out should be shared, see docs/guide/scaling.md).",
-                )
-                self.wrote_back = True
-        return result
 
     def messages(self) -> list[RunProgress]:
         try:

@@ -9,12 +9,14 @@ resumable run directories.
 """
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -29,18 +31,23 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_brc.bench.grid import RunSpec, is_complete, read_json, saved_status
+from sb3_brc.bench.grid import (
+    ATTEMPTS,
+    CHECKPOINTS,
+    WANDB_ID,
+    RunSpec,
+    is_complete,
+    read_json,
+    run_files,
+    saved_status,
+    write_run_files,
+)
+from sb3_brc.bench.storage import StoredRun
 from sb3_brc.envs.vec_env import MultiTaskVecEnv
 from sb3_brc.tools.checkpoint import CheckpointCallback, checkpoint_timesteps, load_checkpoint
 from sb3_brc.tools.training import per_task_budget, train_and_evaluate, write_json_atomic
 from sb3_brc.tools.wandb_logging import open_wandb_run, run_name
 
-#: A run's checkpoint directory (removed once the run is complete)
-CHECKPOINTS = "checkpoints"
-#: A run's log of attempts: one JSON line per start (pid, host, env steps per task it started at, time)
-ATTEMPTS = "attempts.jsonl"
-#: A run's W&B run id (with ``--wandb``), so that a resumed attempt continues the same W&B run
-WANDB_ID = "wandb_run.json"
 #: Seconds between a running run's step-count reports to the progress display
 REPORT_SECONDS = 1.0
 
@@ -135,15 +142,34 @@ def _log_attempt(spec: RunSpec, start_steps: int, fresh: bool) -> None:
 
 def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = None) -> dict[str, Any]:
     """Train and evaluate one run, writing its directory; an unfinished run with the same settings resumes from its
-    last checkpoint. Returns ``{"key", "status", "wall_s", "start_steps"}`` (``wall_s``: this attempt's; the run's
-    ``config.json`` keeps the wall time of all its attempts up to their last evaluation; ``start_steps``: env steps per task
-    it resumed at, 0 for a fresh start).
+    last checkpoint. A run of a stored grid (``spec.storage``) trains in a local staging directory that starts as the
+    store's copy of the run and is pushed back as it goes (:class:`~sb3_brc.bench.storage.StoredRun`).
+
+    Returns ``{"key", "status", "wall_s", "start_steps", "files"}`` (``wall_s``: this attempt's; the run's
+    ``config.json`` keeps the wall time of all its attempts up to their last evaluation; ``start_steps``: env steps per
+    task it resumed at, 0 for a fresh start; ``files``: the run's result files, :func:`~sb3_brc.bench.grid.run_files`,
+    for a driver that does not see the worker's directory).
 
     :param spec: The run
     :param queue: Optional queue receiving :class:`RunProgress` messages: one when the run starts (with the
         worker's pid), then its step count every :data:`REPORT_SECONDS` and after each evaluation
     :param checkpoint_every: Env steps per task between checkpoints (``None``: at each evaluation; 0: none)
     """
+    if spec.storage is None:
+        result = _run_attempt(spec, queue, checkpoint_every)
+        return dict(result, files=run_files(spec))
+    staging = tempfile.mkdtemp(prefix="sb3-brc-run-")
+    try:
+        stored = StoredRun(dataclasses.replace(spec, out=staging))
+        stored.pull()
+        result = _run_attempt(stored.spec, queue, checkpoint_every, stored)
+        return dict(result, files=run_files(stored.spec))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run_attempt(spec: RunSpec, queue: Any, checkpoint_every: int | None, stored: StoredRun | None = None) -> dict[str, Any]:
+    """:func:`run_one` in the run's directory (``stored``: a staging directory, pushed to the grid's store)."""
     if is_complete(spec):
         return dict(key=spec.key, status="skipped", wall_s=0.0, start_steps=0)
     start = time.time()
@@ -171,12 +197,16 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
 
     def on_evaluation(rows: list[dict[str, Any]]) -> None:
         write_config("running")  # the wall time up to this evaluation, for a later attempt
+        if stored is not None:
+            stored.push_results()
         if queue is not None:
             _report_evaluation(queue, spec.key, rows)
 
     write_config("running")
     start_steps = checkpoint_timesteps(checkpoints) // len(tasks.task_names) if resume else 0
     _log_attempt(spec, start_steps, fresh=not same_run)
+    if stored is not None:
+        stored.push_results()
     if queue is not None:
         queue.put(RunProgress(spec.key, start_steps, f"resumed at {start_steps}" if resume else "starting", os.getpid(), True))
     # Only with a timeout: env builders registered without a step_timeout parameter keep working
@@ -184,7 +214,8 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
     make_env = functools.partial(spec.algo.make_env, tasks.tasks, tasks.task_names, **timeout)
     callbacks: list[BaseCallback] = [make_callback() for make_callback in spec.algo.callbacks]
     if checkpoint_every != 0:
-        callbacks.append(CheckpointCallback(checkpoints, checkpoint_every or settings.eval_every))
+        on_save = None if stored is None else stored.push_checkpoint
+        callbacks.append(CheckpointCallback(checkpoints, checkpoint_every or settings.eval_every, on_save=on_save))
     if queue is not None:
         callbacks.append(_ReportSteps(queue, spec.key))
     # The envs are closed however the run ends: a worker process lives on for the grid's next runs and retries
@@ -214,6 +245,9 @@ def run_one(spec: RunSpec, queue: Any = None, checkpoint_every: int | None = Non
         )
     write_config("complete")
     shutil.rmtree(checkpoints, ignore_errors=True)  # a complete run is never resumed
+    if stored is not None:
+        stored.push_results()
+        stored.remove_checkpoints()
     return dict(key=spec.key, status="done", wall_s=time.time() - start, start_steps=start_steps)
 
 
@@ -403,6 +437,19 @@ def drive_grid(
         for result in results:
             display.skipped(result["key"])
         in_flight: dict[Any, RunSpec] = {}
+        elsewhere: list[str] = []  # the runs whose worker wrote on another filesystem
+
+        def keep_files(spec: RunSpec, files: dict[str, bytes]) -> None:
+            if is_complete(spec):  # the worker wrote into this run directory: a shared filesystem
+                return
+            write_run_files(spec, files)  # a store's run (here a mirror), or a worker's disk this machine does not see
+            if spec.storage is None and not elsewhere:
+                display.bar.console.print(
+                    f"{spec.run_dir} was written on another filesystem: the driver writes each run's results into its "
+                    "--out (checkpoints stay on the workers' nodes: make --out shared or a store URI, see "
+                    "docs/guide/scaling.md).",
+                )
+            elsewhere.append(spec.key)
 
         def submit(spec: RunSpec) -> None:
             ledger.attempts[spec.key] += 1
@@ -418,6 +465,7 @@ def drive_grid(
                     spec = in_flight.pop(handle)
                     try:
                         result = grid_backend.result(handle, spec)
+                        keep_files(spec, result.pop("files"))
                     except Exception as error:  # report; start it again or go on with the grid
                         if isinstance(error, BrokenProcessPool) and spec.key not in ledger.pids and ledger.any_started:
                             # It waited in a pool that another run's dying worker broke: it never started, so this

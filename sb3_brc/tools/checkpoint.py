@@ -2,8 +2,9 @@
 
 A checkpoint is a directory ``<root>/step-<N>`` written under a temporary name and renamed into place when
 complete; ``<root>/latest`` (replaced atomically) names the newest one. Its ``checkpoint.json`` records the step
-count, the algorithm and the sb3-brc version that wrote it (as does its ``model.zip``). A crash while saving leaves the
-previous checkpoint untouched, so a run can always resume from the last complete checkpoint.
+count, the algorithm and the sb3-brc version that wrote it (as does its ``model.zip``), and marks it complete: a
+directory without one is never loaded. A crash while saving leaves the previous checkpoint untouched, so a run can
+always resume from the last complete checkpoint.
 """
 
 import contextlib
@@ -13,7 +14,7 @@ import pickle
 import random
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -30,7 +31,30 @@ from sb3_brc.sac.sac import BRCSAC
 
 ALGORITHMS: dict[str, type[MultiTaskAlgorithm]] = {"BRCSAC": BRCSAC, "BRCDQN": BRCDQN}
 
+#: The file naming the newest complete checkpoint of a root
 LATEST = "latest"
+#: A checkpoint directory's metadata, written last: its presence marks the checkpoint complete
+CHECKPOINT_META = "checkpoint.json"
+#: Checkpoint directories are ``step-<num_timesteps>``
+STEP_PREFIX = "step-"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """``N`` of a checkpoint directory named ``step-N``, else ``None``."""
+    digits = name[len(STEP_PREFIX) :]
+    return int(digits) if name.startswith(STEP_PREFIX) and digits.isdigit() else None
+
+
+def by_step(names: Iterable[str]) -> list[str]:
+    """The checkpoint directory names (``step-N``) among ``names``, oldest first."""
+    steps = {name: step for name in names if (step := checkpoint_step(name)) is not None}
+    return sorted(steps, key=steps.__getitem__)
+
+
+def set_latest(root: str, name: str) -> None:
+    """Name the checkpoint ``name`` (a directory under ``root``) the newest one (an atomic write)."""
+    with atomic_file(os.path.join(root, LATEST)) as file:
+        file.write(name.encode())
 
 
 def rng_state() -> dict[str, Any]:
@@ -61,7 +85,7 @@ def save_checkpoint(model: MultiTaskAlgorithm, root: str, replay_buffer: bool = 
     if keep < 1:
         raise ValueError(f"keep counts the checkpoints left after this one is written: >= 1, got {keep}")
     os.makedirs(root, exist_ok=True)
-    name = f"step-{model.num_timesteps}"
+    name = f"{STEP_PREFIX}{model.num_timesteps}"
     final_dir = os.path.join(root, name)
     tmp_dir = os.path.join(root, f".{name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -79,16 +103,14 @@ def save_checkpoint(model: MultiTaskAlgorithm, root: str, replay_buffer: bool = 
             format=1,
             sb3_brc_version=SB3_BRC_VERSION,
         )
-        with open(os.path.join(tmp_dir, "checkpoint.json"), "w") as file:
+        with open(os.path.join(tmp_dir, CHECKPOINT_META), "w") as file:
             json.dump(meta, file)
         shutil.rmtree(final_dir, ignore_errors=True)
         os.replace(tmp_dir, final_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    with atomic_file(os.path.join(root, LATEST)) as file:
-        file.write(name.encode())
-    complete = sorted((d for d in os.listdir(root) if d.startswith("step-")), key=lambda d: int(d.split("-")[1]))
-    for old in complete[:-keep]:
+    set_latest(root, name)
+    for old in by_step(os.listdir(root))[:-keep]:
         shutil.rmtree(os.path.join(root, old), ignore_errors=True)
     return final_dir
 
@@ -99,7 +121,7 @@ def latest_checkpoint(root: str) -> str | None:
     is used, with a warning."""
 
     def complete(name: str) -> bool:
-        return os.path.exists(os.path.join(root, name, "checkpoint.json"))
+        return checkpoint_step(name) is not None and os.path.exists(os.path.join(root, name, CHECKPOINT_META))
 
     pointer = os.path.join(root, LATEST)
     try:
@@ -107,13 +129,12 @@ def latest_checkpoint(root: str) -> str | None:
             named = file.read().strip()
     except (OSError, UnicodeDecodeError):
         named = ""
-    if named.startswith("step-") and os.sep not in named and complete(named):
+    if complete(named):
         return os.path.join(root, named)
-    steps = [name for name in os.listdir(root) if name.startswith("step-") and complete(name)] if os.path.isdir(root) else []
-    steps = [name for name in steps if name[len("step-") :].isdigit()]
+    steps = by_step(name for name in os.listdir(root) if complete(name)) if os.path.isdir(root) else []
     if not steps:
         return None
-    newest = max(steps, key=lambda name: int(name[len("step-") :]))
+    newest = steps[-1]
     problem = "is missing" if not os.path.exists(pointer) else f"names {named!r}, not a complete checkpoint"
     warnings.warn(f"{pointer} {problem}: using the newest complete checkpoint, {newest}.", stacklevel=2)
     return os.path.join(root, newest)
@@ -124,7 +145,7 @@ def checkpoint_timesteps(root: str) -> int:
     path = latest_checkpoint(root)
     if path is None:
         return 0
-    with open(os.path.join(path, "checkpoint.json")) as file:
+    with open(os.path.join(path, CHECKPOINT_META)) as file:
         return int(json.load(file)["num_timesteps"])
 
 
@@ -146,7 +167,7 @@ def load_checkpoint(
     path = latest_checkpoint(root)
     if path is None:
         raise FileNotFoundError(f"No complete checkpoint under {root!r}: nothing to resume from.")
-    with open(os.path.join(path, "checkpoint.json")) as file:
+    with open(os.path.join(path, CHECKPOINT_META)) as file:
         meta = json.load(file)
     if algorithm is None:
         algorithm = ALGORITHMS[meta.get("algorithm", "BRCSAC")]  # checkpoints before BRCDQN: BRCSAC
@@ -192,13 +213,21 @@ class CheckpointCallback(BaseCallback):
     :param save_freq: Env steps per task between checkpoints
     :param replay_buffer: Include the replay buffer
     :param verbose: Print a line per checkpoint when 1
+    :param on_save: Called with each checkpoint's directory once it is complete (to copy it elsewhere, say)
     """
 
-    def __init__(self, root: str, save_freq: int, replay_buffer: bool = True, verbose: int = 0):
+    def __init__(
+        self,
+        root: str,
+        save_freq: int,
+        replay_buffer: bool = True,
+        verbose: int = 0,
+        on_save: Callable[[str], None] | None = None,
+    ):
         super().__init__(verbose)
         if save_freq < 1:
             raise ValueError(f"save_freq counts env steps per task between checkpoints: >= 1, got {save_freq}")
-        self.root, self.save_freq, self.replay_buffer = root, save_freq, replay_buffer
+        self.root, self.save_freq, self.replay_buffer, self.on_save = root, save_freq, replay_buffer, on_save
         self.saved_at: int | None = None
         self.due = False
 
@@ -222,3 +251,5 @@ class CheckpointCallback(BaseCallback):
         self.saved_at, self.due = self.model.num_timesteps, False
         if self.verbose:
             print(f"checkpoint: {path}")
+        if self.on_save is not None:
+            self.on_save(path)
