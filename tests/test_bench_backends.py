@@ -21,12 +21,12 @@ import pytest
 from envs import HangEnv
 
 from sb3_brc import cli
-from sb3_brc.bench import ALGOS, BenchSettings, RunSpec, RunTasks, aggregate, grid, load_grid, run_benchmark
+from sb3_brc.bench import ALGOS, BenchSettings, RunSpec, RunTasks, aggregate, grid, load_grid, ray_backend, run_benchmark
 from sb3_brc.bench.grid import ATTEMPTS, CHECKPOINTS, is_complete, run_files, saved_status, write_run_files
 from sb3_brc.bench.harness import run_runs
 from sb3_brc.bench.local_backend import run_grid
 from sb3_brc.bench.ray_backend import RayBackend, run_grid_ray
-from sb3_brc.bench.runner import drive_grid, is_resumable
+from sb3_brc.bench.runner import RunProgress, drive_grid, is_resumable
 from sb3_brc.bench.settings import RunnerSettings, add_setting_flags, settings_from_args
 from sb3_brc.tools.checkpoint import checkpoint_timesteps
 from sb3_brc.tools.report import read_eval_csv
@@ -309,3 +309,16 @@ def test_a_killed_progress_relay_costs_no_run(tmp_path, ray_session, monkeypatch
         assert is_complete(spec) and len(_attempts(spec)) == 1, spec.key
         assert _evaluation_steps(spec) == [100, 200, 300, 400]
     assert "| sac | 1 |" in (tmp_path / "aggregate.md").read_text()
+
+
+@requires_ray
+def test_a_relay_call_the_driver_stopped_waiting_for_still_delivers_its_messages(ray_session, monkeypatch):
+    # While the relay is busy or restarting, the driver's wait for its messages times out; the same call must be waited
+    # for next time, or the messages it takes when the relay answers are lost
+    monkeypatch.setattr(ray_backend, "RELAY_TIMEOUT_SECONDS", 0.05)
+    with RayBackend(None, 1, 1.0, 0.0, threads=1) as backend:
+        ray_session.get(backend.relay.put.remote(RunProgress("sac/Pendulum-v1/seed0", 100)))
+        busy = backend.relay.__ray_call__.remote(lambda relay: time.sleep(1.0))  # an actor runs one call at a time
+        assert backend.messages() == []
+        ray_session.get(busy)
+        assert [(message.key, message.steps) for message in backend.messages()] == [("sac/Pendulum-v1/seed0", 100)]

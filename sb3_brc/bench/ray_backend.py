@@ -33,8 +33,8 @@ from rich.console import Console
 from sb3_brc.bench.grid import RunSpec
 from sb3_brc.bench.runner import GridBackend, RunProgress, drive_grid, init_worker, run_one
 
-#: Seconds the driver waits for the progress relay's messages before carrying on without them
-RELAY_TIMEOUT_SECONDS = 5.0
+#: Seconds the driver waits for the progress relay's messages before carrying on without them (and asking again)
+RELAY_TIMEOUT_SECONDS = 1.0
 #: Seconds the runs get to stop on Ctrl-C (KeyboardInterrupt in each) before their workers are killed
 STOP_GRACE_SECONDS = 10.0
 
@@ -120,6 +120,7 @@ class RayBackend(GridBackend):
         # Restarted (empty) when its process dies, its calls retried meanwhile: a lost relay costs messages, not runs
         self.relay = ray.remote(ProgressRelay).options(num_cpus=0, max_restarts=-1, max_task_retries=-1).remote()
         self.queue = RelayQueue(self.relay)
+        self.taking: Any = None  # the driver's call to the relay's take() in flight
         self.task = ray.remote(run_on_ray_worker).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
 
     def _check_resources(self, cpus: float, gpus: float, strict: bool) -> None:
@@ -147,10 +148,18 @@ class RayBackend(GridBackend):
             raise (error.cause if isinstance(error.cause, Exception) else error) from None
 
     def messages(self) -> list[RunProgress]:
+        # One call to the relay at a time, waited for until it answers: a call given up on would still take the
+        # messages it finds once the relay is back (Ray retries it), and they would be lost
+        if self.taking is None:
+            self.taking = self.relay.take.remote()
         try:
-            return self.ray.get(self.relay.take.remote(), timeout=RELAY_TIMEOUT_SECONDS)
-        except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError):
-            return []  # the relay died (Ray restarts it) or is restarting: no news this time
+            messages = self.ray.get(self.taking, timeout=RELAY_TIMEOUT_SECONDS)
+        except self.ray.exceptions.GetTimeoutError:
+            return []  # the relay is restarting (its process or node died): no news this time
+        except self.ray.exceptions.RayActorError:
+            messages = []  # the relay is gone for good: a new call finds its restarted instance, if any
+        self.taking = None
+        return messages
 
     def stop(self, handles: list[Any], pids: Sequence[int]) -> None:
         for handle in handles:
