@@ -2,6 +2,7 @@
 
 import argparse
 import functools
+import inspect
 import os
 import shlex
 import shutil
@@ -104,14 +105,14 @@ def new_model(args: argparse.Namespace, env: BaseMultiTaskVecEnv) -> MultiTaskAl
     learning_starts = args.learning_starts
     if learning_starts is None:
         learning_starts = algorithm.learning_starts_per_task
-    # Set flags only (unset: the algorithm's default); switching one on for another algorithm is refused
+    # Set flags only (unset: the algorithm's default); switching one on that the algorithm lacks is refused
     options: dict[str, Any] = {name: getattr(args, name) for name in UPDATE_OPTIONS if getattr(args, name) is not None}
-    if algorithm is not BRCSAC:
-        switched_on = [name for name, on in options.items() if on]
-        if switched_on:
-            flag = "--" + switched_on[0].replace("_", "-")
-            raise ValueError(f"{flag} is a BRCSAC option; {algorithm.__name__} (discrete tasks) has none")
-        options = {}
+    parameters = inspect.signature(algorithm).parameters
+    switched_on = [name for name, on in options.items() if on and name not in parameters]
+    if switched_on:
+        flag = "--" + switched_on[0].replace("_", "-")
+        raise ValueError(f"{flag} is a BRCSAC option; {algorithm.__name__} (discrete tasks) has none")
+    options = {name: value for name, value in options.items() if name in parameters}
     return algorithm(
         "MlpPolicy",
         env,

@@ -178,14 +178,14 @@ def test_compile_update_flag_compiles_the_brcsac_runs_only(tmp_path):
     finally:
         env.close()
         sac_env.close()
-    with pytest.raises(ValueError, match=r"--compile-update is a BRCSAC option; none of the grid's algorithms \['sac'\]"):
+    with pytest.raises(ValueError, match=r"--compile-update is an option of none of the grid's algorithms \['sac'\]"):
         run_runs([eager_sac], runner, progress=False)
     # Likewise --cuda-graph (on a machine without CUDA the model warns and updates eagerly)
     graphed = dataclasses.replace(eager_brc, cuda_graph=True)
     assert graphed.config() == eager_brc.config() and graphed.update_kwargs() == dict(compile_update="auto", cuda_graph=True)
     assert sac.update_kwargs() == {}
     cuda_runner = settings_from_args(RunnerSettings, parser.parse_args(["--cuda-graph"]))
-    with pytest.raises(ValueError, match=r"--cuda-graph is a BRCSAC option; none of the grid's algorithms \['sac'\]"):
+    with pytest.raises(ValueError, match=r"--cuda-graph is an option of none of the grid's algorithms \['sac'\]"):
         run_runs([eager_sac], cuda_runner, progress=False)
 
 

@@ -159,7 +159,7 @@ def run_runs(runs: list[RunSpec], runner: RunnerSettings, threads: int = 1, prog
     for name, on in update_options.items():
         if on and not any(spec.has_option(name) for spec in runs):
             names = sorted({spec.algo_name for spec in runs})
-            raise ValueError(f"--{name.replace('_', '-')} is a BRCSAC option; none of the grid's algorithms {names} has it")
+            raise ValueError(f"--{name.replace('_', '-')} is an option of none of the grid's algorithms {names}")
     runs = [dataclasses.replace(spec, step_timeout=runner.step_timeout, **update_options) for spec in runs]
     common: dict[str, Any] = dict(
         threads=threads, progress=progress, max_retries=runner.max_retries, checkpoint_every=runner.checkpoint_every

@@ -117,9 +117,9 @@ class RunnerSettings:
     step_timeout: float | None = setting(None, "seconds a task's step or reset may take (each task in its own process); "
                                          "a slower one fails the run, naming the task, and the retry resumes from its "
                                          "checkpoint", metavar="SECONDS")  # fmt: skip
-    compile_update: bool | None = setting(None, "BRCSAC: compile each update into one graph (the same maths), or "
-                                          "--no-compile-update to run it eagerly; unset, BRCSAC compiles CPU runs long "
-                                          "enough to pay its compile time back")  # fmt: skip
+    compile_update: bool | None = setting(None, "BRCSAC, BRCDQN: compile each update into one graph (the same maths), "
+                                          "or --no-compile-update to run it eagerly; unset, BRCSAC compiles CPU runs "
+                                          "long enough to pay its compile time back, BRCDQN runs eagerly")  # fmt: skip
     cuda_graph: bool | None = setting(None, "BRCSAC on a CUDA GPU: capture each update in one CUDA graph (the same "
                                       "maths; 2-4x fp32 updates/s at widths 512-2048 on an H200, 5-8x with TF32)")  # fmt: skip
 

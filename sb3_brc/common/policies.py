@@ -5,6 +5,7 @@ from typing import Any
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BaseModel
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 
@@ -91,10 +92,21 @@ class TaskConditionedNetwork(BaseModel):
             normalize_images=normalize_images,
         )
         self.n_atoms, self.num_tasks = n_atoms, num_tasks
+        # SB3's preprocessing of a Box: /255 for images. Decided here once: SB3's image test reads the space's bounds
+        # with NumPy at every call, which a compiled update cannot trace
+        part = self.observation_space
+        self.scaled_box = normalize_images and is_image_space(part) if isinstance(part, spaces.Box) else None
         self.register_buffer("support", th.linspace(v_min, v_max, n_atoms))
         self.task_embedding = TaskEmbedding(num_tasks, embedding_dim, embedding_norm) if num_tasks > 1 else None
         # Input size of the BroNet without the subclass's own extra inputs (e.g. the critic's action)
         self.task_input_dim = features_extractor.features_dim + (embedding_dim if num_tasks > 1 else 0)
+
+    def extract_features(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> th.Tensor:
+        """SB3's ``extract_features``, with the preprocessing of a Box (float, /255 for images) decided at construction."""
+        if self.scaled_box is None:
+            return super().extract_features(obs, features_extractor)
+        assert isinstance(obs, th.Tensor)  # a Box's observation
+        return features_extractor(obs.float() / 255.0 if self.scaled_box else obs.float())
 
     def task_inputs(self, obs: PyTorchObs, *extra: th.Tensor) -> th.Tensor:
         """``concat(features, *extra, task embedding)``: the BroNet input (the reference's order for the critic)."""

@@ -13,7 +13,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from stable_baselines3.common.utils import polyak_update
 
-from sb3_brc.common.augmentation import random_shift
+from sb3_brc.common.augmentation import shift, shift_offsets
 from sb3_brc.common.buffers import CompactNStepReplayBuffer
 from sb3_brc.common.distributional import (
     at_least_fp32,
@@ -26,6 +26,7 @@ from sb3_brc.common.multitask import MultiTaskAlgorithm
 from sb3_brc.common.normalizer import ReturnNormalization
 from sb3_brc.common.policies import grow_task_embeddings
 from sb3_brc.common.task_layout import TaskLayout, map_observation_part, num_tasks_of, observation_part
+from sb3_brc.dqn.functional_update import FunctionalUpdate
 from sb3_brc.dqn.policies import BRCDQNPolicy, CategoricalQNetwork, CnnPolicy, MlpPolicy, MultiInputPolicy
 
 # DrQ(eps)'s minibatch per task (dopamine atari_100k DrQ_eps.gin); its warm-up and replay capacity are class variables
@@ -75,6 +76,10 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
     :param max_grad_norm: Gradient clipping norm (``None``: off)
     :param normalize_rewards: BRC per-task return normalisation: ``True``, ``False`` or its options as a
         :class:`~sb3_brc.common.normalizer.ReturnNormalization`
+    :param compile_update: Compile each gradient update (augmentation, target, loss, gradient clipping, Adam) into one
+        graph (:class:`~sb3_brc.dqn.functional_update.FunctionalUpdate`: the same maths). Off by default: on the CPUs
+        measured it was no faster than the eager update, whose time goes to convolutions and matrix products
+        (``benchmarks/RESULTS.md``)
     :param stats_window_size: Window size for the rollout logging
     :param tensorboard_log: The log location for tensorboard (if None, no logging)
     :param policy_kwargs: Additional arguments for the policy (``net_arch``, ``n_atoms``, ``features_extractor_class``, ...)
@@ -125,6 +130,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         augment_pad: int = 4,
         max_grad_norm: float | None = 10.0,
         normalize_rewards: bool | ReturnNormalization = True,
+        compile_update: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -170,6 +176,9 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         self.exploration_decay_steps = exploration_decay_steps
         self.eval_exploration_rate = eval_exploration_rate
         self.augment, self.augment_pad = augment, augment_pad
+        if not isinstance(compile_update, bool):
+            raise ValueError(f"compile_update must be True or False, got {compile_update!r}")
+        self.compile_update = compile_update
         self._target_is_online = False  # the target network equals the online one (set after a hard copy)
         self._init_task_state(env, normalize_rewards, new_model=_init_setup_model)
         if self.return_normalizer is not None and self.return_normalizer.entropy_term != "fixed":
@@ -204,7 +213,12 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
                 f"augment=True shifts image observations (channels, height, width); this env's observations have shape "
                 f"{shape}. Leave augment=None (on for images only) or set False."
             )
+        # The compiled update, built where the model runs (also after load())
+        self._functional_update = FunctionalUpdate(self) if self.compile_update else None
         self._finish_setup_model()
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_functional_update"]
 
     def reward_scale(self) -> th.Tensor:
         """Per-task reward multiplier ``v_max / G_i`` (no entropy term without a temperature); ones when off."""
@@ -230,14 +244,17 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         target_atoms = rewards + discounts * (1.0 - replay_data.dones) * self.q_net.support
         return categorical_projection(next_probs, target_atoms, self.q_net.support)
 
-    def _q_loss(self, replay_data: Any, reward_scale: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    def _q_loss(
+        self, replay_data: Any, reward_scale: th.Tensor, shifts: tuple[th.Tensor, th.Tensor] | None
+    ) -> tuple[th.Tensor, th.Tensor]:
         """Categorical cross-entropy of the taken actions' logits against the projected target (BRC's critic loss
-        with DrQ(eps)'s n-step double-Q target). Returns the loss and those logits (for logging)."""
+        with DrQ(eps)'s n-step double-Q target), the observations shifted by ``shifts`` (:meth:`_augmentation_shifts`).
+        Returns the loss and those logits (for logging)."""
         obs, next_obs = replay_data.observations, replay_data.next_observations
         task_ids = self.task_ids(obs)
-        if self.augment:
-            shift = functools.partial(random_shift, pad=self.augment_pad)
-            obs, next_obs = map_observation_part(obs, shift), map_observation_part(next_obs, shift)
+        if shifts is not None:
+            obs = map_observation_part(obs, functools.partial(shift, offsets=shifts[0]))
+            next_obs = map_observation_part(next_obs, functools.partial(shift, offsets=shifts[1]))
         with th.no_grad():
             rewards = replay_data.rewards * reward_scale[task_ids].unsqueeze(-1)
             target_probs = self._target_distribution(replay_data, next_obs, rewards)
@@ -245,22 +262,37 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         logits = self.q_net(obs)[rows, replay_data.actions.long().reshape(-1)]
         return categorical_cross_entropy(logits.unsqueeze(1), target_probs), logits
 
+    def _augmentation_shifts(self, batch_size: int) -> tuple[th.Tensor, th.Tensor] | None:
+        """DrQ's random shifts of a batch's observations and next observations (``None`` without augmentation)."""
+        if not self.augment:
+            return None
+        return shift_offsets(batch_size, self.augment_pad, self.device), shift_offsets(
+            batch_size, self.augment_pad, self.device
+        )
+
+    def _gradient_update(
+        self, replay_data: Any, reward_scale: th.Tensor, shifts: tuple[th.Tensor, th.Tensor] | None
+    ) -> th.Tensor:
+        """One gradient step of the Q-network (eager); returns the loss."""
+        loss, _ = self._q_loss(replay_data, reward_scale, shifts)
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        if self.max_grad_norm is not None:
+            th.nn.utils.clip_grad_norm_(self.policy.q_net.parameters(), self.max_grad_norm)
+        self.policy.optimizer.step()
+        return loss.detach()
+
     def train(self, gradient_steps: int, batch_size: int = 32) -> None:
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         reward_scale = self.reward_scale()
+        update = self._functional_update or self._gradient_update
         losses = []
         for _ in range(gradient_steps):
             assert self.replay_buffer is not None  # made by _setup_model
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            loss, _ = self._q_loss(replay_data, reward_scale)
-            self.policy.optimizer.zero_grad()
-            loss.backward()
-            if self.max_grad_norm is not None:
-                th.nn.utils.clip_grad_norm_(self.policy.q_net.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
+            losses.append(update(replay_data, reward_scale, self._augmentation_shifts(batch_size)))
             self._target_is_online = False
-            losses.append(loss.detach())
         self._n_updates += gradient_steps
         loss_values = th.stack(losses).cpu()  # one host sync per call
         if not th.isfinite(loss_values).all():
@@ -344,7 +376,7 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         return self.q_net
 
     def value_loss(self, replay_data: Any) -> th.Tensor:
-        return self._q_loss(replay_data, self.reward_scale())[0]
+        return self._q_loss(replay_data, self.reward_scale(), self._augmentation_shifts(len(replay_data.rewards)))[0]
 
     def policy_entropy(self, observations: PyTorchObs) -> None:
         return None  # epsilon-greedy: no entropy estimate to report

@@ -10,46 +10,23 @@ same state. The noise that samples actions is drawn outside the graph, in the ea
 compute the same numbers from the same seed.
 """
 
-import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch as th
-from torch import nn
+
+from sb3_brc.common.functional import (
+    ADAM_SETTINGS,
+    ParametersCall,
+    Tensors,
+    adam_step,
+    optimizer_state,
+    with_own_code,
+)
 
 if TYPE_CHECKING:
     from sb3_brc.sac.sac import BRCSAC
     from sb3_brc.sac.update_runner import UpdateRunner
-
-Tensors = dict[str, th.Tensor]
-# The settings of torch's Adam and AdamW that the update reads (the learning rate is an input of its own)
-ADAM_SETTINGS = ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
-
-
-def with_own_code(method: Callable[..., Any]) -> Callable[..., Any]:
-    """A bound ``method`` whose function has a code object of its own, to be compiled for its object alone.
-
-    torch.compile keeps its compiled graphs per code object, one per shape of model up to a recompile limit (8):
-    shared by every model of a process (hyperparameter trials over widths, a grid's runs in one worker), a method's
-    code would stop compiling there (with ``fullgraph=True``: "Dynamo recompile limit exceeded")."""
-    function = method.__func__  # type: ignore[attr-defined]  # a bound method
-    own = types.FunctionType(
-        function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__, function.__closure__
-    )
-    own.__kwdefaults__ = function.__kwdefaults__
-    return types.MethodType(own, method.__self__)  # type: ignore[attr-defined]
-
-
-class _Apply(nn.Module):
-    """Holds the policy so that ``torch.func.functional_call`` can run any of its methods on given parameters (the
-    actor reads the critic's task embedding through a reference, which the reparametrisation reaches too)."""
-
-    def __init__(self, policy: nn.Module):
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, function: Callable[..., Any], *args: Any) -> Any:
-        return function(*args)
 
 
 #: Gradient updates of one ``learn()`` call from which ``compile_update="auto"`` compiles the update on a CPU: its
@@ -101,50 +78,6 @@ def unsupported_reason(model: "BRCSAC", runner: "UpdateRunner") -> str | None:
     return None
 
 
-def _adam_step(
-    params: list[th.Tensor], grads: list[th.Tensor], state: list[Tensors], group: dict[str, Any], lr: th.Tensor
-) -> tuple[list[th.Tensor], list[Tensors]]:
-    """One step of torch's Adam / AdamW (decoupled weight decay) with ``group``'s settings, as torch computes it:
-    the new parameters and the new state (moments, step count) of each."""
-    beta1, beta2 = group["betas"]
-    weight_decay, decoupled = group["weight_decay"], group.get("decoupled_weight_decay", True)  # AdamW: decoupled
-    new_params, new_state = [], []
-    for param, grad, slot in zip(params, grads, state, strict=True):
-        if group["maximize"]:
-            grad = -grad
-        if weight_decay and not decoupled:
-            grad = grad + weight_decay * param
-        if weight_decay and decoupled:
-            param = param * (1.0 - lr * weight_decay)
-        new = dict(step=slot["step"] + 1, exp_avg=slot["exp_avg"].lerp(grad, 1.0 - beta1))
-        new["exp_avg_sq"] = slot["exp_avg_sq"] * beta2 + (1.0 - beta2) * grad * grad
-        second_moment = new["exp_avg_sq"]
-        if group["amsgrad"]:
-            second_moment = new["max_exp_avg_sq"] = th.maximum(slot["max_exp_avg_sq"], new["exp_avg_sq"])
-        bias_correction1 = 1.0 - beta1 ** new["step"]
-        denom = second_moment.sqrt() / (1.0 - beta2 ** new["step"]).sqrt() + group["eps"]
-        new_params.append(param - (lr / bias_correction1) * new["exp_avg"] / denom)
-        new_state.append(new)
-    return new_params, new_state
-
-
-def _optimizer_state(optimizer: th.optim.Optimizer, params: list[th.Tensor]) -> list[Tensors]:
-    """The optimiser's state tensors of each parameter, created as torch creates them at its first step."""
-    group = optimizer.param_groups[0]
-    slots = []
-    for param in params:
-        state = optimizer.state[param]
-        if not state:
-            on_device = group.get("fused") or group.get("capturable")
-            state["step"] = th.zeros((), dtype=th.float32, device=param.device if on_device else "cpu")
-            state["exp_avg"] = th.zeros_like(param, memory_format=th.preserve_format)
-            state["exp_avg_sq"] = th.zeros_like(param, memory_format=th.preserve_format)
-            if group["amsgrad"]:
-                state["max_exp_avg_sq"] = th.zeros_like(param, memory_format=th.preserve_format)
-        slots.append(state)
-    return slots
-
-
 class FunctionalUpdate:
     """Runs BRCSAC's gradient update as one pure function, compiled once (``fullgraph``) unless ``compile=False``
     (see :func:`unsupported_reason` for the updates it can run).
@@ -157,7 +90,7 @@ class FunctionalUpdate:
 
     def __init__(self, model: "BRCSAC", compile: bool = True):
         self.model = model
-        self.apply = _Apply(model.policy)
+        self.apply = ParametersCall(model.policy)
         self.update = th.compile(with_own_code(self._update), fullgraph=True, dynamic=False) if compile else self._update
 
     def __call__(self, replay_data: Any, rewards: th.Tensor, polyak: bool, actor_trainable: bool) -> tuple[Tensors, th.Tensor]:
@@ -178,7 +111,7 @@ class FunctionalUpdate:
             owned = {id(param) for param in group["params"]}
             trainable = part != "actor" or actor_trainable  # a frozen actor's log_prob still drives alpha
             trained[part] = [n for n, p in named.items() if id(p) in owned and p.requires_grad and trainable]
-            states[part] = _optimizer_state(optimizer, [named[name] for name in trained[part]])
+            states[part] = optimizer_state(optimizer, [named[name] for name in trained[part]])
             groups[part] = {key: group[key] for key in ADAM_SETTINGS if key in group}
             # The learning rate as a tensor input: a schedule changes it without recompiling
             lrs[part] = th.tensor(float(group["lr"]), device=model.device)
@@ -209,7 +142,7 @@ class FunctionalUpdate:
 
         def step(part: str, grads: Tensors) -> None:
             names = trained[part]
-            updated, new_states[part] = _adam_step(
+            updated, new_states[part] = adam_step(
                 [params[n] for n in names], [grads[n] for n in names], states[part], groups[part], lrs[part]
             )
             new.update(zip(names, updated, strict=True))

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import torch as th
 
 from sb3_brc.common.cuda_graphs import CapturedStep
+from sb3_brc.common.functional import with_own_code
 from sb3_brc.common.utils import native_bf16_matmul
-from sb3_brc.sac.functional_update import FunctionalUpdate, compiles_by_default, unsupported_reason, with_own_code
+from sb3_brc.sac.functional_update import FunctionalUpdate, compiles_by_default, unsupported_reason
 
 if TYPE_CHECKING:
     from sb3_brc.sac.sac import BRCSAC

@@ -1,0 +1,94 @@
+"""Pieces of a gradient update written as one pure function, to be compiled as one graph (``torch.compile`` breaks
+its graph at ``backward()`` and ``Optimizer.step()``): running a module's methods on given parameters, torch's Adam /
+AdamW and gradient-norm clipping as plain tensor code, and the optimisers' state tensors. BRCSAC's and BRCDQN's
+functional updates (``sac/functional_update.py``, ``dqn/functional_update.py``) are built
+from them."""
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+import torch as th
+from torch import nn
+
+Tensors = dict[str, th.Tensor]
+# The settings of torch's Adam and AdamW that the update reads (the learning rate is an input of its own)
+ADAM_SETTINGS = ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
+
+
+def with_own_code(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A bound ``method`` whose function has a code object of its own, to be compiled for its object alone.
+
+    torch.compile keeps its compiled graphs per code object, one per shape of model up to a recompile limit (8):
+    shared by every model of a process (hyperparameter trials over widths, a grid's runs in one worker), a method's
+    code would stop compiling there (with ``fullgraph=True``: "Dynamo recompile limit exceeded")."""
+    function = method.__func__  # type: ignore[attr-defined]  # a bound method
+    own = types.FunctionType(
+        function.__code__.replace(), function.__globals__, function.__name__, function.__defaults__, function.__closure__
+    )
+    own.__kwdefaults__ = function.__kwdefaults__
+    return types.MethodType(own, method.__self__)  # type: ignore[attr-defined]
+
+
+class ParametersCall(nn.Module):
+    """Holds a policy so that ``torch.func.functional_call`` can run any of its methods on given parameters (BRCSAC's
+    actor reads the critic's task embedding through a reference, which the reparametrisation reaches too)."""
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, function: Callable[..., Any], *args: Any) -> Any:
+        return function(*args)
+
+
+def adam_step(
+    params: list[th.Tensor], grads: list[th.Tensor], state: list[Tensors], group: dict[str, Any], lr: th.Tensor
+) -> tuple[list[th.Tensor], list[Tensors]]:
+    """One step of torch's Adam / AdamW (decoupled weight decay) with ``group``'s settings, as torch computes it:
+    the new parameters and the new state (moments, step count) of each."""
+    beta1, beta2 = group["betas"]
+    weight_decay, decoupled = group["weight_decay"], group.get("decoupled_weight_decay", True)  # AdamW: decoupled
+    new_params, new_state = [], []
+    for param, grad, slot in zip(params, grads, state, strict=True):
+        if group["maximize"]:
+            grad = -grad
+        if weight_decay and not decoupled:
+            grad = grad + weight_decay * param
+        if weight_decay and decoupled:
+            param = param * (1.0 - lr * weight_decay)
+        new = dict(step=slot["step"] + 1, exp_avg=slot["exp_avg"].lerp(grad, 1.0 - beta1))
+        new["exp_avg_sq"] = slot["exp_avg_sq"] * beta2 + (1.0 - beta2) * grad * grad
+        second_moment = new["exp_avg_sq"]
+        if group["amsgrad"]:
+            second_moment = new["max_exp_avg_sq"] = th.maximum(slot["max_exp_avg_sq"], new["exp_avg_sq"])
+        bias_correction1 = 1.0 - beta1 ** new["step"]
+        denom = second_moment.sqrt() / (1.0 - beta2 ** new["step"]).sqrt() + group["eps"]
+        new_params.append(param - (lr / bias_correction1) * new["exp_avg"] / denom)
+        new_state.append(new)
+    return new_params, new_state
+
+
+def optimizer_state(optimizer: th.optim.Optimizer, params: list[th.Tensor]) -> list[Tensors]:
+    """The optimiser's state tensors of each parameter, created as torch creates them at its first step."""
+    group = optimizer.param_groups[0]
+    slots = []
+    for param in params:
+        state = optimizer.state[param]
+        if not state:
+            on_device = group.get("fused") or group.get("capturable")
+            state["step"] = th.zeros((), dtype=th.float32, device=param.device if on_device else "cpu")
+            state["exp_avg"] = th.zeros_like(param, memory_format=th.preserve_format)
+            state["exp_avg_sq"] = th.zeros_like(param, memory_format=th.preserve_format)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = th.zeros_like(param, memory_format=th.preserve_format)
+        slots.append(state)
+    return slots
+
+
+def clip_grad_norm(grads: list[th.Tensor], max_norm: float) -> list[th.Tensor]:
+    """``grads`` scaled as ``torch.nn.utils.clip_grad_norm_`` scales them: by ``max_norm / (total 2-norm + 1e-6)``
+    where that is below 1."""
+    total_norm = th.linalg.vector_norm(th.stack([th.linalg.vector_norm(grad) for grad in grads]))
+    scale = (max_norm / (total_norm + 1e-6)).clamp(max=1.0)
+    return [grad * scale for grad in grads]
