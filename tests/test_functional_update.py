@@ -73,6 +73,21 @@ def test_functional_update_with_a_frozen_actor_trains_the_rest():
     assert all(th.equal(a, b) for a, b in zip(actor_before, functional.actor.parameters(), strict=True))
 
 
+def test_the_functional_update_follows_frozen_parameters_and_loaded_states(tmp_path):
+    # It keeps its inputs (parameters, optimiser states) from update to update: freezing a part, or a load that puts
+    # the optimisers' state into new tensors, must reach it
+    eager, functional = filled_model(), filled_model()
+    functional._updates.functional = FunctionalUpdate(functional, compile=False)
+    assert_same_training(eager, functional, calls=1)
+    for model in (eager, functional):
+        model.actor.requires_grad_(False)
+    assert_same_training(eager, functional, calls=1)
+    eager.save(tmp_path / "eager")
+    for model in (eager, functional):
+        model.set_parameters(str(tmp_path / "eager.zip"))
+    assert_same_training(eager, functional, calls=1)
+
+
 @pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
 def test_compiled_functional_update_equals_the_eager_update(monkeypatch, backend):
     # One graph (fullgraph=True: no break at backward or the optimiser steps). "aot_eager" traces the forward and

@@ -91,6 +91,8 @@ class FunctionalUpdate:
     def __init__(self, model: "BRCSAC", compile: bool = True):
         self.model = model
         self.apply = ParametersCall(model.policy)
+        self._named: dict[str, th.Tensor] | None = None
+        self._inputs: tuple[Any, Tensors, dict[str, list[str]], dict[str, list[Tensors]]] | None = None
         self.update = th.compile(with_own_code(self._update), fullgraph=True, dynamic=False) if compile else self._update
 
     def __call__(self, replay_data: Any, rewards: th.Tensor, polyak: bool, actor_trainable: bool) -> tuple[Tensors, th.Tensor]:
@@ -100,24 +102,46 @@ class FunctionalUpdate:
         actions = th.empty((rewards.shape[0], model.actor.action_dist.action_dim), device=model.device)
         next_noise = model.actor.action_dist.standard_noise(actions)
         noise = model.actor.action_dist.standard_noise(actions)
-        named: dict[str, th.Tensor] = dict(self.apply.named_parameters())
         optimizers = dict(critic=model.critic.optimizer, actor=model.actor.optimizer)
         if model.ent_coef_optimizer is not None and model.log_ent_coef is not None:
-            named["log_ent_coef"] = model.log_ent_coef
             optimizers["temperature"] = model.ent_coef_optimizer
-        trained, states, groups, lrs = {}, {}, {}, {}
+        params, trained, states = self._tensors(optimizers, actor_trainable)
+        groups, lrs = {}, {}
         for part, optimizer in optimizers.items():
             group = optimizer.param_groups[0]
-            owned = {id(param) for param in group["params"]}
-            trainable = part != "actor" or actor_trainable  # a frozen actor's log_prob still drives alpha
-            trained[part] = [n for n, p in named.items() if id(p) in owned and p.requires_grad and trainable]
-            states[part] = optimizer_state(optimizer, [named[name] for name in trained[part]])
             groups[part] = {key: group[key] for key in ADAM_SETTINGS if key in group}
             # The learning rate as a tensor input: a schedule changes it without recompiling
             lrs[part] = th.tensor(float(group["lr"]), device=model.device)
-        # Detached aliases: the graph writes the new values into them in place
-        params = {name: param.detach() for name, param in named.items()}
         return self.update(params, trained, states, groups, lrs, replay_data, rewards, next_noise, noise, polyak)
+
+    def _tensors(
+        self, optimizers: dict[str, th.optim.Optimizer], actor_trainable: bool
+    ) -> tuple[Tensors, dict[str, list[str]], dict[str, list[Tensors]]]:
+        """The update's tensor inputs: detached aliases of the parameters (the graph writes the new values into them in
+        place), the names each optimiser trains, and its state of each. Kept from call to call (collecting them costs
+        as much as a small update's own work) until the optimisers or the trainable parameters change, or
+        :meth:`forget` is called because tensors were replaced."""
+        if self._named is None:
+            self._named = dict(self.apply.named_parameters())
+            if "temperature" in optimizers:
+                assert self.model.log_ent_coef is not None  # a learned temperature has its optimiser
+                self._named["log_ent_coef"] = self.model.log_ent_coef
+        key = (actor_trainable, *map(id, optimizers.values()), *(param.requires_grad for param in self._named.values()))
+        if self._inputs is None or self._inputs[0] != key:
+            trained, states = {}, {}
+            for part, optimizer in optimizers.items():
+                owned = {id(param) for param in optimizer.param_groups[0]["params"]}
+                trainable = part != "actor" or actor_trainable  # a frozen actor's log_prob still drives alpha
+                trained[part] = [n for n, p in self._named.items() if id(p) in owned and p.requires_grad and trainable]
+                states[part] = optimizer_state(optimizer, [self._named[name] for name in trained[part]])
+            params = {name: param.detach() for name, param in self._named.items()}
+            self._inputs = (key, params, trained, states)
+        return self._inputs[1:]
+
+    def forget(self) -> None:
+        """Collect the tensor inputs anew at the next update: parameters or optimiser states were replaced (a load, a
+        new optimiser, new task embeddings)."""
+        self._named, self._inputs = None, None
 
     def _update(
         self,

@@ -397,7 +397,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
 
     def set_parameters(self, *args: Any, **kwargs: Any) -> None:
         super().set_parameters(*args, **kwargs)
-        self._updates.forget_captured()  # the loaded optimiser state is in new tensors, which no captured update reads
+        self._updates.forget_tensors()  # the loaded optimiser state is in new tensors, which no captured update reads
 
     # Hooks of the tools (diagnostics, transfer) ------------------------------------------------------------------
 
@@ -417,7 +417,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         self.policy.num_tasks = self.actor.num_tasks = self.critic.num_tasks
         self.policy_kwargs["num_tasks"] = self.critic.num_tasks
         # The embedding parameter was replaced: a new critic optimiser (its moments restart), and new captured updates
-        self._updates.forget_captured()
+        self._updates.forget_tensors()
         self.critic.optimizer = self.policy.optimizer_class(
             self.critic.parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
         )  # type: ignore[call-arg]  # torch types Optimizer(params, defaults); its subclasses take lr

@@ -105,6 +105,9 @@ class UpdateRunner:
                 else:
                     group["lr"] = learning_rate
 
-    def forget_captured(self) -> None:
-        """Drop the captured updates: the tensors they read were replaced (loaded parameters, a new optimiser)."""
+    def forget_tensors(self) -> None:
+        """Drop the captured updates and the compiled update's kept inputs: the tensors they read were replaced (loaded
+        parameters, a new optimiser)."""
         self.captured.clear()
+        if self.functional is not None:
+            self.functional.forget()
