@@ -53,6 +53,16 @@ def test_task_diagnostics_leave_the_model_untouched_and_log(tmp_path):
     assert coords.shape == (3, 2) and (tmp_path / "emb.png").stat().st_size > 0
 
 
+def test_a_run_with_diagnostics_trains_exactly_as_one_without():
+    # The diagnostics draw their own replay samples and actions: the run's random streams must not see them
+    plain = multi_task_model()  # (built and trained in turn: building a model seeds the global generators)
+    plain.learn(180)
+    watched = multi_task_model()
+    watched.learn(180, callback=DiagnosticsCallback(every_n_updates=10, samples_per_task=32))
+    for expected, actual in zip(plain.policy.parameters(), watched.policy.parameters(), strict=True):
+        assert th.equal(expected, actual)
+
+
 def test_diagnostics_serve_brcdqn():
     env = DiscreteMultiTaskVecEnv(["CartPole-v1", "Acrobot-v1"], seed=0)
     model = BRCDQN("MlpPolicy", env, learning_starts=100, policy_kwargs=TINY_DQN, seed=0)

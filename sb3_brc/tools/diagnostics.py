@@ -34,14 +34,24 @@ def gradient_conflict_rate(gradients: list[th.Tensor]) -> tuple[float, np.ndarra
 
 def task_diagnostics(model: MultiTaskAlgorithm, samples_per_task: int = 256) -> dict[str, Any]:
     """Per-task value loss (BRCSAC's critic loss, BRCDQN's Q loss), its gradient norm and the policy entropy on fresh
-    replay samples, and the gradient-conflict rate between the tasks' value-network gradients. Parameters and
-    ``.grad`` are left untouched.
+    replay samples, and the gradient-conflict rate between the tasks' value-network gradients. Parameters, ``.grad``
+    and the random generators (NumPy's, which samples the replay buffer, and torch's) are left untouched, so a run
+    with diagnostics trains exactly as one without.
 
     :param model: A trained ``BRCSAC`` or ``BRCDQN`` with data in its replay buffer
     :param samples_per_task: Transitions per task (drawn from a larger uniform sample)
     :return: ``{"tasks", "critic_loss", "grad_norm", "entropy", "conflict_rate", "cosines"}``; per-task values are
         lists in task order (``nan`` for a task without samples, and for the entropy of a policy without one)
     """
+    numpy_state = np.random.get_state()
+    try:
+        with th.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+            return _task_diagnostics(model, samples_per_task)
+    finally:
+        np.random.set_state(numpy_state)
+
+
+def _task_diagnostics(model: MultiTaskAlgorithm, samples_per_task: int) -> dict[str, Any]:
     assert model.replay_buffer is not None  # made by the model's _setup_model
     data = model.replay_buffer.sample(samples_per_task * model.num_tasks * 2, env=model._vec_normalize_env)
     task_ids = model.task_ids(data.observations)
