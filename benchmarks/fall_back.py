@@ -2,6 +2,7 @@
 of the return normalisation, to tell what makes the toy task's return fall while the pendulum learns.
 
     MUJOCO_GL=disable python benchmarks/fall_back.py --variants default per_task frozen raw --seeds 0 1
+    MUJOCO_GL=disable python benchmarks/fall_back.py --variants default --seeds 0 --diagnostics
 
 The toy task moves a point towards 0.5 (reward ``-|x - 0.5|`` in its action coordinate, 20-step episodes, random
 policy about -17); InvertedPendulum-v5 learns to balance, and its largest discounted return grows from about 5 to 100
@@ -26,6 +27,7 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv, ReturnNormalization
+from sb3_brc.tools.diagnostics import DiagnosticsCallback
 from sb3_brc.tools.evaluation import evaluate_tasks
 
 PENDULUM, TOY = 0, 1  # task ids
@@ -66,8 +68,13 @@ def freeze_task_statistics(model: BRCSAC, task: int) -> None:
     normalizer._finish_episode = finish_other_tasks  # type: ignore[method-assign]
 
 
-def run(variant: str, seed: int, steps: int, eval_every: int, warm_up: int) -> list[tuple[float, float, float]]:
-    """(toy return, pendulum return, pendulum's reward scale / toy's) at each evaluation."""
+def run(
+    variant: str, seed: int, steps: int, eval_every: int, warm_up: int, diagnostics: bool = False
+) -> list[tuple[float, float, float]]:
+    """(toy return, pendulum return, pendulum's reward scale / toy's) at each evaluation; with ``diagnostics``, a line
+    per evaluation of the toy's and the pendulum's critic loss, critic gradient norm and policy entropy, the conflict
+    rate of their critic gradients and the temperature (diagnostics every 250 updates, averaged over the interval;
+    they do not change the run)."""
     normalization: bool | ReturnNormalization = {"raw": False, "per_task": ReturnNormalization(entropy_term="per_task")}.get(
         variant, True
     )
@@ -86,11 +93,27 @@ def run(variant: str, seed: int, steps: int, eval_every: int, warm_up: int) -> l
     if variant == "frozen":
         freeze_task_statistics(model, PENDULUM)
     rows = []
+    callback = DiagnosticsCallback(every_n_updates=250, samples_per_task=256) if diagnostics else None
     for _ in range(steps // eval_every):
-        model.learn(eval_every * env.num_tasks, reset_num_timesteps=False)
+        seen = len(callback.history) if callback is not None else 0
+        model.learn(eval_every * env.num_tasks, reset_num_timesteps=False, callback=callback)
         returns = [row["mean_return"] for row in evaluate_tasks(model, eval_env, n_eval_episodes=10)]
         scale = model.reward_scale().tolist()
         rows.append((returns[TOY], returns[PENDULUM], scale[PENDULUM] / scale[TOY] if scale[TOY] else float("nan")))
+        if callback is not None:
+            history = callback.history[seen:]
+            means = {
+                key: np.nanmean([entry[key] for entry in history], axis=0) for key in ("critic_loss", "grad_norm", "entropy")
+            }
+            conflicts = np.mean([entry["conflict_rate"] for entry in history])
+            print(
+                f"  {model.num_timesteps // env.num_tasks} steps/task: toy return {returns[TOY]:.1f}; critic loss "
+                f"toy {means['critic_loss'][TOY]:.3f} pendulum {means['critic_loss'][PENDULUM]:.3f}; grad norm toy "
+                f"{means['grad_norm'][TOY]:.3f} pendulum {means['grad_norm'][PENDULUM]:.3f}; entropy toy "
+                f"{means['entropy'][TOY]:.2f} pendulum {means['entropy'][PENDULUM]:.2f}; conflict rate {conflicts:.2f}; "
+                f"alpha {float(model._current_ent_coef()):.4f}",
+                flush=True,
+            )
     env.close()
     eval_env.close()
     return rows
@@ -103,6 +126,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000, help="env steps per task")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--warm-up", type=int, default=300, help="random env steps per task")
+    parser.add_argument("--diagnostics", action="store_true", help="also print the per-task diagnostics at each evaluation")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "disable")
     th.set_num_threads(1)
@@ -110,7 +134,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for variant in args.variants:
         for seed in args.seeds:
-            rows = run(variant, seed, args.steps, args.eval_every, args.warm_up)
+            rows = run(variant, seed, args.steps, args.eval_every, args.warm_up, args.diagnostics)
             toy, pendulum, ratio = zip(*rows, strict=True)
             print(
                 f"| {variant} | {seed} | {' '.join(f'{x:.1f}' for x in toy)} | {' '.join(f'{x:.0f}' for x in pendulum)} "

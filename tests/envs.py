@@ -41,6 +41,27 @@ class TargetEnv(gym.Env):
         return obs, reward, False, self.t >= 20, {}
 
 
+class FramesEnv(gym.Env):
+    """Random uint8 frame stacks (from the env's seeded generator), 3 actions, reward 1 for action 1, 10-step
+    episodes."""
+
+    def __init__(self, shape: tuple[int, ...] = (2, 36, 36)):
+        self.observation_space = spaces.Box(0, 255, shape, np.uint8)
+        self.action_space = spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.frame(), {}
+
+    def frame(self) -> np.ndarray:
+        return self.np_random.integers(0, 256, self.observation_space.shape, dtype=np.uint8)
+
+    def step(self, action):
+        self.t += 1
+        return self.frame(), float(action == 1), self.t >= 10, False, {}
+
+
 class RecordActionEnv(gym.Env):
     """Records the action it receives; asymmetric action bounds; terminates after ``terminate_at`` steps."""
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch as th
 from conftest import TINY_DQN
+from envs import FramesEnv
 from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -283,22 +284,9 @@ def test_clear_errors():
 
 
 def test_impala_encoder_on_images():
-    class Frames(gym.Env):
-        observation_space = spaces.Box(0, 255, (4, 36, 36), np.uint8)
-        action_space = spaces.Discrete(3)
-
-        def reset(self, *, seed=None, options=None):
-            super().reset(seed=seed)
-            self.t = 0
-            return self.observation_space.sample(), {}
-
-        def step(self, action):
-            self.t += 1
-            return self.observation_space.sample(), float(action == 1), self.t >= 10, False, {}
-
     model = BRCDQN(
         "CnnPolicy",
-        DummyVecEnv([Frames]),
+        DummyVecEnv([lambda: FramesEnv((4, 36, 36))]),
         learning_starts=20,
         batch_size=4,
         policy_kwargs=dict(TINY_DQN, features_extractor_class=ImpalaCNN, features_extractor_kwargs=dict(features_dim=32)),

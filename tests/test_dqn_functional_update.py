@@ -1,12 +1,11 @@
 """BRCDQN's whole update as one pure function (``compile_update``): the same parameters, optimiser state and loss as
 the eager update (DrQ's shifts, the double-Q target, clipping and Adam included), and when it runs."""
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from conftest import TINY_DQN
-from gymnasium import spaces
+from envs import FramesEnv
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_brc import BRCDQN
@@ -14,27 +13,8 @@ from sb3_brc.dqn.functional_update import FunctionalUpdate, unsupported_reason
 from sb3_brc.envs.vec_env import DiscreteMultiTaskVecEnv
 
 
-class Frames(gym.Env):
-    """Small random frame stacks (seeded), 3 actions, reward for action 1."""
-
-    observation_space = spaces.Box(0, 255, (2, 36, 36), np.uint8)
-    action_space = spaces.Discrete(3)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self.frame(), {}
-
-    def frame(self):
-        return self.np_random.integers(0, 256, self.observation_space.shape, dtype=np.uint8)
-
-    def step(self, action):
-        self.t += 1
-        return self.frame(), float(action == 1), self.t >= 10, False, {}
-
-
 def frames_env():
-    return DummyVecEnv([Frames])
+    return DummyVecEnv([FramesEnv])
 
 
 def two_tasks():
