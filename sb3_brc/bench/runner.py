@@ -437,19 +437,20 @@ def drive_grid(
         for result in results:
             display.skipped(result["key"])
         in_flight: dict[Any, RunSpec] = {}
-        elsewhere: list[str] = []  # the runs whose worker wrote on another filesystem
+        noted_elsewhere = False  # the note on runs written on another filesystem, shown once
 
         def keep_files(spec: RunSpec, files: dict[str, bytes]) -> None:
+            nonlocal noted_elsewhere
             if is_complete(spec):  # the worker wrote into this run directory: a shared filesystem
                 return
             write_run_files(spec, files)  # a store's run (here a mirror), or a worker's disk this machine does not see
-            if spec.storage is None and not elsewhere:
+            if spec.storage is None and not noted_elsewhere:
                 display.bar.console.print(
                     f"{spec.run_dir} was written on another filesystem: the driver writes each run's results into its "
                     "--out (checkpoints stay on the workers' nodes: make --out shared or a store URI, see "
                     "docs/guide/scaling.md).",
                 )
-            elsewhere.append(spec.key)
+                noted_elsewhere = True
 
         def submit(spec: RunSpec) -> None:
             ledger.attempts[spec.key] += 1
