@@ -14,8 +14,9 @@ while it does, so its reward scale ``v_max / (G + lambda)`` falls fourfold. Vari
   at the random policy's);
 - ``raw``: no normalisation (``normalize_rewards=False``).
 
-Settings: actor 32, critic 64 x 2 blocks, 51 atoms, batch 64, 300 random steps per task, 2 updates per env step,
-evaluation of 10 deterministic episodes per task on envs seeded 42 every ``--eval-every`` steps per task; 1 thread.
+Settings: actor 32, critic 64 x 2 blocks (``--critic-width``), 51 atoms, batch 64, 300 random steps per task, 2 updates
+per env step, evaluation of 10 deterministic episodes per task on envs seeded 42 every ``--eval-every`` steps per task;
+1 thread.
 """
 
 import argparse
@@ -69,7 +70,7 @@ def freeze_task_statistics(model: BRCSAC, task: int) -> None:
 
 
 def run(
-    variant: str, seed: int, steps: int, eval_every: int, warm_up: int, diagnostics: bool = False
+    variant: str, seed: int, steps: int, eval_every: int, warm_up: int, diagnostics: bool = False, critic_width: int = 64
 ) -> list[tuple[float, float, float]]:
     """(toy return, pendulum return, pendulum's reward scale / toy's) at each evaluation; with ``diagnostics``, a line
     per evaluation of the toy's and the pendulum's critic loss, critic gradient norm and policy entropy, the conflict
@@ -84,7 +85,7 @@ def run(
         env,
         learning_starts=warm_up * env.num_tasks,
         batch_size=64,
-        policy_kwargs=dict(net_arch=dict(pi=[32], qf=[64, 64]), n_atoms=51),
+        policy_kwargs=dict(net_arch=dict(pi=[32], qf=[critic_width, critic_width]), n_atoms=51),
         normalize_rewards=normalization,
         compile_update=False,
         seed=seed,
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--warm-up", type=int, default=300, help="random env steps per task")
     parser.add_argument("--diagnostics", action="store_true", help="also print the per-task diagnostics at each evaluation")
+    parser.add_argument("--critic-width", type=int, default=64, help="width of the critic's 2 blocks")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "disable")
     th.set_num_threads(1)
@@ -134,7 +136,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for variant in args.variants:
         for seed in args.seeds:
-            rows = run(variant, seed, args.steps, args.eval_every, args.warm_up, args.diagnostics)
+            rows = run(variant, seed, args.steps, args.eval_every, args.warm_up, args.diagnostics, args.critic_width)
             toy, pendulum, ratio = zip(*rows, strict=True)
             print(
                 f"| {variant} | {seed} | {' '.join(f'{x:.1f}' for x in toy)} | {' '.join(f'{x:.0f}' for x in pendulum)} "
