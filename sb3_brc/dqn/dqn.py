@@ -266,9 +266,8 @@ class BRCDQN(MultiTaskAlgorithm, DQN):
         """DrQ's random shifts of a batch's observations and next observations (``None`` without augmentation)."""
         if not self.augment:
             return None
-        return shift_offsets(batch_size, self.augment_pad, self.device), shift_offsets(
-            batch_size, self.augment_pad, self.device
-        )
+        observations = shift_offsets(batch_size, self.augment_pad, self.device)
+        return observations, shift_offsets(batch_size, self.augment_pad, self.device)
 
     def _gradient_update(
         self, replay_data: Any, reward_scale: th.Tensor, shifts: tuple[th.Tensor, th.Tensor] | None
