@@ -1,8 +1,7 @@
 """Pieces of a gradient update written as one pure function, to be compiled as one graph (``torch.compile`` breaks
 its graph at ``backward()`` and ``Optimizer.step()``): running a module's methods on given parameters, torch's Adam /
 AdamW and gradient-norm clipping as plain tensor code, and the optimisers' state tensors. BRCSAC's and BRCDQN's
-functional updates (``sac/functional_update.py``, ``dqn/functional_update.py``) are built
-from them."""
+functional updates (``sac/functional_update.py``, ``dqn/functional_update.py``) are built from them."""
 
 import types
 from collections.abc import Callable
