@@ -28,24 +28,23 @@ from sb3_brc.bench.harness import run_runs
 from sb3_brc.bench.markdown import replace_section, results_section
 from sb3_brc.bench.plots import plot_aggregate
 from sb3_brc.bench.scoring import GridData, aggregate, load_grid
+from sb3_brc.bench.settings import add_setting_flags
 
 SUITE = "mt10-paper"
 PER_TASK = ("brc_sac_st", "sac", "crossq")
 # Chosen from the pilot (benchmarks/RESULTS.md): the tasks where a CPU-sized run moved its return off the random
 # policy's within 30k steps
 SUBSET = ("reach-v3", "drawer-close-v3", "door-open-v3", "button-press-topdown-v3", "window-close-v3")
+# The claim's protocol, where it differs from the harness's defaults: 30k steps per task, 10 evaluation episodes every
+# 3k, 5k random steps per task
+CLAIM = dict(steps_per_task=30_000, eval_every=3_000, eval_episodes=10, learning_starts=5_000)
+#: The harness settings the claim's flags set (the others keep the harness's defaults)
+CLAIM_SETTINGS = (*CLAIM, "size", "threads")
 
 
 def claim_runs(args: argparse.Namespace) -> list:
     """The grid: the multi-task model on the whole suite, the per-task methods on the subset."""
-    settings = BenchSettings(
-        steps_per_task=args.steps_per_task,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        learning_starts=args.learning_starts,
-        size=args.size,
-        threads=args.threads,
-    )
+    settings = BenchSettings(**{name: getattr(args, name) for name in CLAIM_SETTINGS})
     subset = f"{SUITE}:{','.join(args.subset)}"
     runs = grid(args.out, ["brc_sac"], [SUITE], args.seeds, settings)
     runs += grid(args.out, [name for name in args.per_task if name != "crossq"], [subset], args.seeds, settings)
@@ -94,14 +93,9 @@ def main() -> None:
     parser.add_argument("--subset", nargs="+", default=list(SUBSET), help="tasks of the per-task baselines")
     parser.add_argument("--per-task", nargs="+", default=list(PER_TASK), choices=PER_TASK, help="per-task methods")
     parser.add_argument("--out", default="runs/mt10")
-    parser.add_argument("--steps-per-task", type=int, default=30_000)
-    parser.add_argument("--eval-every", type=int, default=3_000)
-    parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument("--learning-starts", type=int, default=5_000, help="random steps per task")
-    parser.add_argument("--size", default="tiny", help="BRC size preset (multi- and per-task BRC)")
+    add_setting_flags(parser, BenchSettings, CLAIM_SETTINGS, {name: dict(default=value) for name, value in CLAIM.items()})
     parser.add_argument("--crossq-width", type=int, default=256, help="CrossQ's actor and critic width")
-    parser.add_argument("--workers", type=int, default=1, help="runs in parallel (one core each)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    add_setting_flags(parser, RunnerSettings, ["workers"])
     parser.add_argument("--interim", action="store_true", help="train nothing: aggregate what the runs have so far")
     parser.add_argument("--results-md", help="Markdown file in which to write (or replace) the results section")
     args = parser.parse_args()
