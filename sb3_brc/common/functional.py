@@ -4,7 +4,7 @@ AdamW and gradient-norm clipping as plain tensor code, and the optimisers' state
 functional updates (``sac/functional_update.py``, ``dqn/functional_update.py``) are built from them."""
 
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch as th
@@ -66,6 +66,20 @@ def adam_step(
         new_params.append(param - (lr / bias_correction1) * new["exp_avg"] / denom)
         new_state.append(new)
     return new_params, new_state
+
+
+def trained_names(named: Mapping[str, th.Tensor], optimizer: th.optim.Optimizer) -> list[str]:
+    """The names among ``named`` of the parameters ``optimizer`` trains: those of its one parameter group that require
+    gradients."""
+    owned = {id(param) for param in optimizer.param_groups[0]["params"]}
+    return [name for name, param in named.items() if id(param) in owned and param.requires_grad]
+
+
+def adam_inputs(optimizer: th.optim.Optimizer, device: th.device) -> tuple[dict[str, Any], th.Tensor]:
+    """The settings of the optimiser's one parameter group that :func:`adam_step` reads, and its learning rate as a
+    tensor input (a schedule then changes it without recompiling)."""
+    group = optimizer.param_groups[0]
+    return {key: group[key] for key in ADAM_SETTINGS if key in group}, th.tensor(float(group["lr"]), device=device)
 
 
 def optimizer_state(optimizer: th.optim.Optimizer, params: list[th.Tensor]) -> list[Tensors]:

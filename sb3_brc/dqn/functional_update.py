@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 import torch as th
 
 from sb3_brc.common.functional import (
-    ADAM_SETTINGS,
     ParametersCall,
     Tensors,
+    adam_inputs,
     adam_step,
     clip_grad_norm,
     optimizer_state,
+    trained_names,
     with_own_code,
 )
 
@@ -61,14 +62,10 @@ class FunctionalUpdate:
 
     def __call__(self, replay_data: Any, reward_scale: th.Tensor, shifts: tuple[th.Tensor, th.Tensor] | None) -> th.Tensor:
         optimizer = self.model.policy.optimizer
-        group = optimizer.param_groups[0]
         named = dict(self.call.named_parameters())
-        owned = {id(param) for param in group["params"]}
-        trained = [name for name, param in named.items() if id(param) in owned and param.requires_grad]
+        trained = trained_names(named, optimizer)
         state = optimizer_state(optimizer, [named[name] for name in trained])
-        settings = {key: group[key] for key in ADAM_SETTINGS if key in group}
-        # The learning rate as a tensor input: a schedule changes it without recompiling
-        lr = th.tensor(float(group["lr"]), device=self.model.device)
+        settings, lr = adam_inputs(optimizer, self.model.device)
         # Detached aliases: the graph writes the new values into them in place
         params = {name: param.detach() for name, param in named.items()}
         return self.update(params, trained, state, settings, lr, replay_data, reward_scale, shifts)

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import torch as th
 
 from sb3_brc.common.functional import (
-    ADAM_SETTINGS,
     ParametersCall,
     Tensors,
+    adam_inputs,
     adam_step,
     optimizer_state,
+    trained_names,
     with_own_code,
 )
 
@@ -108,10 +109,7 @@ class FunctionalUpdate:
         params, trained, states = self._tensors(optimizers, actor_trainable)
         groups, lrs = {}, {}
         for part, optimizer in optimizers.items():
-            group = optimizer.param_groups[0]
-            groups[part] = {key: group[key] for key in ADAM_SETTINGS if key in group}
-            # The learning rate as a tensor input: a schedule changes it without recompiling
-            lrs[part] = th.tensor(float(group["lr"]), device=model.device)
+            groups[part], lrs[part] = adam_inputs(optimizer, model.device)
         return self.update(params, trained, states, groups, lrs, replay_data, rewards, next_noise, noise, polyak)
 
     def _tensors(
@@ -130,9 +128,8 @@ class FunctionalUpdate:
         if self._inputs is None or self._inputs[0] != key:
             trained, states = {}, {}
             for part, optimizer in optimizers.items():
-                owned = {id(param) for param in optimizer.param_groups[0]["params"]}
                 trainable = part != "actor" or actor_trainable  # a frozen actor's log_prob still drives alpha
-                trained[part] = [n for n, p in self._named.items() if id(p) in owned and p.requires_grad and trainable]
+                trained[part] = trained_names(self._named, optimizer) if trainable else []
                 states[part] = optimizer_state(optimizer, [self._named[name] for name in trained[part]])
             params = {name: param.detach() for name, param in self._named.items()}
             self._inputs = (key, params, trained, states)
