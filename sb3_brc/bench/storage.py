@@ -25,6 +25,8 @@ import os
 import re
 import shutil
 
+import fsspec
+
 from sb3_brc.bench.grid import CHECKPOINTS, RESULT_FILES, WANDB_ID, RunSpec, write_run_files
 from sb3_brc.tools.checkpoint import CHECKPOINT_META, by_step, set_latest
 
@@ -52,8 +54,6 @@ class GridStore:
     """
 
     def __init__(self, uri: str):
-        import fsspec
-
         try:
             self.fs, root = fsspec.core.url_to_fs(uri)
         except (ImportError, ValueError) as error:  # fsspec names the package a protocol needs, or an unknown protocol
