@@ -8,6 +8,11 @@ task. One thread per process; run two at once on two cores:
 
     MUJOCO_GL=disable python benchmarks/demo_check.py --tasks InvertedPendulum-v5 --seeds 0 1 2
     MUJOCO_GL=disable python benchmarks/demo_check.py --tasks InvertedPendulum-v5 --copies 2 --gradient-steps 4
+
+The demo suite's tasks with a wider critic (does a task that falls back in the demo do so with more capacity?):
+
+    MUJOCO_GL=disable python benchmarks/demo_check.py --tasks InvertedPendulum-v5 Reacher-v5 \
+        InvertedDoublePendulum-v5 --eval-freq 600 --eval-episodes 10 --critic-width 256
 """
 
 import argparse
@@ -19,6 +24,14 @@ import torch as th
 from sb3_brc import BRCSAC, MultiTaskVecEnv, evaluate_tasks
 from sb3_brc.common.policies import SIZE_PRESETS
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback
+
+
+def net_arch(args: argparse.Namespace) -> dict:
+    """The size preset's widths, its critic blocks ``--critic-width`` wide when given."""
+    arch = dict(SIZE_PRESETS[args.size])
+    if args.critic_width is not None:
+        arch["qf"] = [args.critic_width] * len(arch["qf"])
+    return arch
 
 
 def run(args: argparse.Namespace, seed: int) -> dict:
@@ -34,7 +47,7 @@ def run(args: argparse.Namespace, seed: int) -> dict:
         gradient_steps=args.gradient_steps,
         learning_starts=args.learning_starts * len(tasks),
         buffer_size=args.steps_per_task * len(tasks),
-        policy_kwargs=dict(net_arch=SIZE_PRESETS[args.size]),
+        policy_kwargs=dict(net_arch=net_arch(args)),
         seed=seed,
     )
     evaluation = MultiTaskEvalCallback(eval_env, args.eval_freq, args.eval_episodes)
@@ -57,6 +70,7 @@ def main() -> None:
     parser.add_argument("--gradient-steps", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--size", default="tiny", choices=sorted(SIZE_PRESETS))
+    parser.add_argument("--critic-width", type=int, help="width of the critic's blocks (default: the size preset's)")
     parser.add_argument("--eval-freq", type=int, default=1000, help="env steps per task")
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--out", help="append one JSON line per seed to this file")

@@ -7,8 +7,10 @@ import torch as th
 from envs import TargetEnv
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
+from sb3_brc.common.functional import compile_update
 from sb3_brc.sac import functional_update
 from sb3_brc.sac.functional_update import COMPILE_MIN_UPDATES, FunctionalUpdate, compiles_by_default, unsupported_reason
+from sb3_brc.tools.transfer import add_tasks, new_task_env
 
 
 def two_task_env():
@@ -98,6 +100,44 @@ def test_compiled_functional_update_equals_the_eager_update(monkeypatch, backend
     eager, compiled = filled_model(), filled_model(compile_update=True)
     assert isinstance(compiled._updates.functional, FunctionalUpdate)
     assert_same_training(eager, compiled, rtol=1e-4, atol=1e-5)
+    th._dynamo.reset()
+
+
+def test_a_compiled_update_is_compiled_anew_when_the_parameters_change_shape(monkeypatch):
+    # The graph does not guard the parameters and optimiser states (compile_update's ``unguarded``): new task
+    # embeddings must reach a graph compiled for them, not one traced for fewer rows
+    compile_fn = th.compile
+    monkeypatch.setattr(th, "compile", lambda fn, **kwargs: compile_fn(fn, **kwargs, backend="aot_eager"))
+    eager, compiled = filled_model(), filled_model(compile_update=True)
+    assert_same_training(eager, compiled, calls=1, rtol=1e-4, atol=1e-5)
+    first_graph = compiled._updates.functional.update
+    for model in (eager, compiled):
+        new_env = new_task_env(model, [lambda: TargetEnv(obs_dim=2, act_dim=2)], task_names=["new"])
+        add_tasks(model, new_env, keep_replay=True)
+    assert_same_training(eager, compiled, calls=1, rtol=1e-4, atol=1e-5)
+    assert compiled._updates.functional.update is not first_graph
+    th._dynamo.reset()
+
+
+def test_compile_update_does_not_guard_the_tensors_its_caller_keeps(monkeypatch):
+    # What the caller's layout check stands in for: a kept tensor of another shape reuses the graph (backend "eager"
+    # replays it at any shape), any other argument's does not
+    from torch._dynamo.utils import counters
+
+    compile_fn = th.compile
+    monkeypatch.setattr(th, "compile", lambda fn, **kwargs: compile_fn(fn, **kwargs, backend="eager"))
+
+    class Update:
+        def run(self, params, states, batch):
+            return (batch @ params["weight"]).sum() + states[0]["moment"].sum()
+
+    update = compile_update(Update().run, unguarded=("params", "states"))
+    graphs_before = counters["stats"]["unique_graphs"]
+    update({"weight": th.ones(3, 2)}, [{"moment": th.ones(2)}], th.ones(4, 3))
+    update({"weight": th.ones(3, 5)}, [{"moment": th.ones(7)}], th.ones(4, 3))
+    assert counters["stats"]["unique_graphs"] - graphs_before == 1
+    update({"weight": th.ones(3, 5)}, [{"moment": th.ones(7)}], th.ones(6, 3))
+    assert counters["stats"]["unique_graphs"] - graphs_before == 2
     th._dynamo.reset()
 
 

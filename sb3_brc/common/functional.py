@@ -4,7 +4,7 @@ AdamW and gradient-norm clipping as plain tensor code, and the optimisers' state
 functional updates (``sac/functional_update.py``, ``dqn/functional_update.py``) are built from them."""
 
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch as th
@@ -13,6 +13,30 @@ from torch import nn
 Tensors = dict[str, th.Tensor]
 # The settings of torch's Adam and AdamW that the update reads (the learning rate is an input of its own)
 ADAM_SETTINGS = ("betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
+
+
+def compile_update(update: Callable[..., Any], unguarded: tuple[str, ...] = ()) -> Callable[..., Any]:
+    """``torch.compile`` of a pure update method as one graph (``fullgraph``, static shapes) whose kernels inductor
+    calls from C++ (``cpp_wrapper``) instead of Python.
+
+    :param update: A bound method, compiled for its object alone (:func:`with_own_code`)
+    :param unguarded: Arguments (dicts or lists of tensors) whose tensors dynamo does not check at each call: for the
+        hundred-odd parameters and optimiser states of an update those checks cost a few percent of a small update.
+        The graph is then only valid for tensors laid out as at its compilation: the caller keeps their
+        :func:`layout` and compiles anew when it changes.
+    """
+
+    def keep_guard(guards: list[Any]) -> list[bool]:
+        names = tuple(f"{argument}[" for argument in unguarded)
+        return [not (guard.guard_type == "TENSOR_MATCH" and guard.name.startswith(names)) for guard in guards]
+
+    options = {"cpp_wrapper": True, "guard_filter_fn": keep_guard}
+    return th.compile(with_own_code(update), fullgraph=True, dynamic=False, options=options)
+
+
+def layout(tensors: Iterable[th.Tensor]) -> tuple[Any, ...]:
+    """What a compiled graph assumes of tensors it does not guard: shape, strides, dtype and device of each."""
+    return tuple((tensor.shape, tensor.stride(), tensor.dtype, tensor.device) for tensor in tensors)
 
 
 def with_own_code(method: Callable[..., Any]) -> Callable[..., Any]:

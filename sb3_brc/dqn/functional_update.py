@@ -19,9 +19,9 @@ from sb3_brc.common.functional import (
     adam_inputs,
     adam_step,
     clip_grad_norm,
+    compile_update,
     optimizer_state,
     trained_names,
-    with_own_code,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class FunctionalUpdate:
             raise ValueError(f"compile_update=True cannot run this BRCDQN's update: {reason}. Use compile_update=False.")
         self.model = model
         self.call = ParametersCall(model.policy)
-        self.update = th.compile(with_own_code(self._update), fullgraph=True, dynamic=False) if compile else self._update
+        self.update = compile_update(self._update) if compile else self._update
 
     def __call__(self, replay_data: Any, reward_scale: th.Tensor, shifts: tuple[th.Tensor, th.Tensor] | None) -> th.Tensor:
         optimizer = self.model.policy.optimizer

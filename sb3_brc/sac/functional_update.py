@@ -20,9 +20,10 @@ from sb3_brc.common.functional import (
     Tensors,
     adam_inputs,
     adam_step,
+    compile_update,
+    layout,
     optimizer_state,
     trained_names,
-    with_own_code,
 )
 
 if TYPE_CHECKING:
@@ -94,7 +95,9 @@ class FunctionalUpdate:
         self.apply = ParametersCall(model.policy)
         self._named: dict[str, th.Tensor] | None = None
         self._inputs: tuple[Any, Tensors, dict[str, list[str]], dict[str, list[Tensors]]] | None = None
-        self.update = th.compile(with_own_code(self._update), fullgraph=True, dynamic=False) if compile else self._update
+        self.compile = compile
+        self.update: Callable[..., tuple[Tensors, th.Tensor]] = self._update
+        self._compiled_layout: tuple[Any, ...] | None = None
 
     def __call__(self, replay_data: Any, rewards: th.Tensor, polyak: bool, actor_trainable: bool) -> tuple[Tensors, th.Tensor]:
         model = self.model
@@ -133,6 +136,14 @@ class FunctionalUpdate:
                 states[part] = optimizer_state(optimizer, [self._named[name] for name in trained[part]])
             params = {name: param.detach() for name, param in self._named.items()}
             self._inputs = (key, params, trained, states)
+            if self.compile:
+                # The graph does not check the parameters and states it is given (compile_update's ``unguarded``):
+                # compiled anew when their shapes change (new task embeddings, another device)
+                state_tensors = [t for slots in states.values() for slot in slots for t in slot.values()]
+                kept = layout([*params.values(), *state_tensors])
+                if kept != self._compiled_layout:
+                    self.update = compile_update(self._update, unguarded=("params", "states"))
+                    self._compiled_layout = kept
         return self._inputs[1:]
 
     def forget(self) -> None:
