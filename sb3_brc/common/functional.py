@@ -30,7 +30,7 @@ def compile_update(update: Callable[..., Any], unguarded: tuple[str, ...] = ()) 
         names = tuple(f"{argument}[" for argument in unguarded)
         return [not (guard.guard_type == "TENSOR_MATCH" and guard.name.startswith(names)) for guard in guards]
 
-    options = {"cpp_wrapper": True, "guard_filter_fn": keep_guard}
+    options: dict[str, str | int | bool | Callable[..., Any]] = {"cpp_wrapper": True, "guard_filter_fn": keep_guard}
     return th.compile(with_own_code(update), fullgraph=True, dynamic=False, options=options)
 
 
