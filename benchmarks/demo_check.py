@@ -13,6 +13,9 @@ The demo suite's tasks with a wider critic (does a task that falls back in the d
 
     MUJOCO_GL=disable python benchmarks/demo_check.py --tasks InvertedPendulum-v5 Reacher-v5 \
         InvertedDoublePendulum-v5 --eval-freq 600 --eval-episodes 10 --critic-width 256
+
+``--diagnostics`` adds, every 250 updates, each task's critic loss, critic gradient norm and policy entropy, the
+temperature and the reward scales to the JSON line (they do not change the run).
 """
 
 import argparse
@@ -20,10 +23,30 @@ import json
 import time
 
 import torch as th
+from stable_baselines3.common.callbacks import CallbackList
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv, evaluate_tasks
 from sb3_brc.common.policies import SIZE_PRESETS
+from sb3_brc.tools.diagnostics import DiagnosticsCallback
 from sb3_brc.tools.evaluation import MultiTaskEvalCallback
+
+
+class TrainingState(DiagnosticsCallback):
+    """Diagnostics (per-task critic loss, gradient norm, policy entropy; they do not change the run) with the
+    temperature and each task's reward scale at the same moments."""
+
+    def _on_step(self) -> bool:
+        seen = len(self.history)
+        super()._on_step()
+        if len(self.history) > seen:
+            model = self.model
+            self.history[-1].update(
+                steps_per_task=model.num_timesteps // model.num_tasks,
+                alpha=float(model._current_ent_coef()),
+                reward_scale=model.reward_scale().tolist(),
+            )
+            del self.history[-1]["cosines"]
+        return True
 
 
 def net_arch(args: argparse.Namespace) -> dict:
@@ -51,13 +74,17 @@ def run(args: argparse.Namespace, seed: int) -> dict:
         seed=seed,
     )
     evaluation = MultiTaskEvalCallback(eval_env, args.eval_freq, args.eval_episodes)
+    state = TrainingState(every_n_updates=250) if args.diagnostics else None
     start = time.time()
-    model.learn(args.steps_per_task * len(tasks), callback=evaluation)
+    model.learn(args.steps_per_task * len(tasks), callback=CallbackList([evaluation, *([state] if state else [])]))
     minutes = (time.time() - start) / 60
     curves: dict[str, list[float]] = {}
     for row in evaluation.history:
         curves.setdefault(row["task"], []).append(round(row["mean_return"], 1))
-    return {"seed": seed, "minutes": round(minutes, 2), "random": random, "curves": curves}
+    result = {"seed": seed, "minutes": round(minutes, 2), "random": random, "curves": curves}
+    if state is not None:
+        result["diagnostics"] = state.history
+    return result
 
 
 def main() -> None:
@@ -73,6 +100,7 @@ def main() -> None:
     parser.add_argument("--critic-width", type=int, help="width of the critic's blocks (default: the size preset's)")
     parser.add_argument("--eval-freq", type=int, default=1000, help="env steps per task")
     parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--diagnostics", action="store_true", help="also record diagnostics every 250 updates")
     parser.add_argument("--out", help="append one JSON line per seed to this file")
     args = parser.parse_args()
     th.set_num_threads(1)
