@@ -138,7 +138,8 @@ class FunctionalUpdate:
             self._inputs = (key, params, trained, states)
             if self.compile:
                 # The graph does not check the parameters and states it is given (compile_update's ``unguarded``):
-                # compiled anew when their shapes change (new task embeddings, another device)
+                # compiled anew when their layout changes, which can only happen where they are collected anew (new
+                # task embeddings call forget())
                 state_tensors = [t for slots in states.values() for slot in slots for t in slot.values()]
                 kept = layout([*params.values(), *state_tensors])
                 if kept != self._compiled_layout:
