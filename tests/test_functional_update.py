@@ -76,8 +76,8 @@ def test_functional_update_with_a_frozen_actor_trains_the_rest():
 
 
 def test_the_functional_update_follows_frozen_parameters_and_loaded_states(tmp_path):
-    # It keeps its inputs (parameters, optimiser states) from update to update: freezing a part, or a load that puts
-    # the optimisers' state into new tensors, must reach it
+    # It keeps its inputs (parameters, optimiser states) from update to update: freezing a part, a load that puts the
+    # optimisers' state into new tensors, or parameters moved to new storage must reach it
     eager, functional = filled_model(), filled_model()
     functional._updates.functional = FunctionalUpdate(functional, compile=False)
     assert_same_training(eager, functional, calls=1)
@@ -87,6 +87,10 @@ def test_the_functional_update_follows_frozen_parameters_and_loaded_states(tmp_p
     eager.save(tmp_path / "eager")
     for model in (eager, functional):
         model.set_parameters(str(tmp_path / "eager.zip"))
+    assert_same_training(eager, functional, calls=1)
+    for model in (eager, functional):
+        for param in model.policy.parameters():
+            param.data = param.data.clone()  # what Module.to() does to each parameter on a change of device
     assert_same_training(eager, functional, calls=1)
 
 

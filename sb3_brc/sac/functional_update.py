@@ -120,14 +120,17 @@ class FunctionalUpdate:
     ) -> tuple[Tensors, dict[str, list[str]], dict[str, list[Tensors]]]:
         """The update's tensor inputs: detached aliases of the parameters (the graph writes the new values into them in
         place), the names each optimiser trains, and its state of each. Kept from call to call (collecting them costs
-        as much as a small update's own work) until the optimisers or the trainable parameters change, or
-        :meth:`forget` is called because tensors were replaced."""
+        as much as a small update's own work) until the optimisers, the trainable parameters or the parameters' storage
+        change, or :meth:`forget` is called because tensors were replaced."""
         if self._named is None:
             self._named = dict(self.apply.named_parameters())
             if "temperature" in optimizers:
                 assert self.model.log_ent_coef is not None  # a learned temperature has its optimiser
                 self._named["log_ent_coef"] = self.model.log_ent_coef
-        key = (actor_trainable, *map(id, optimizers.values()), *(param.requires_grad for param in self._named.values()))
+        # A parameter's storage is part of the key: Module.to() and ``param.data = ...`` replace it in place of the
+        # Parameter, which the detached aliases would not follow
+        params_key = ((param.requires_grad, param.data_ptr()) for param in self._named.values())
+        key = (actor_trainable, *map(id, optimizers.values()), *params_key)
         if self._inputs is None or self._inputs[0] != key:
             trained, states = {}, {}
             for part, optimizer in optimizers.items():
@@ -138,8 +141,7 @@ class FunctionalUpdate:
             self._inputs = (key, params, trained, states)
             if self.compile:
                 # The graph does not check the parameters and states it is given (compile_update's ``unguarded``):
-                # compiled anew when their layout changes, which can only happen where they are collected anew (new
-                # task embeddings call forget())
+                # compiled anew when their layout changes (new task embeddings, another device)
                 state_tensors = [t for slots in states.values() for slot in slots for t in slot.values()]
                 kept = layout([*params.values(), *state_tensors])
                 if kept != self._compiled_layout:
