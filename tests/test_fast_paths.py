@@ -3,6 +3,7 @@
 (The batched critic ensemble against separate networks: ``test_networks.py``.)
 """
 
+import copy
 import importlib
 import os
 import warnings
@@ -13,7 +14,7 @@ import torch as th
 from envs import TargetEnv
 
 from sb3_brc import BRCSAC
-from sb3_brc.common.utils import native_bf16_matmul
+from sb3_brc.common.utils import native_bf16_matmul, set_training_flags
 from sb3_brc.sac import update_runner
 
 
@@ -157,3 +158,32 @@ def test_matmul_ceiling_benchmark_replays_exactly_the_updates_matmuls(monkeypatc
     replay()  # runs again on its own tensors
     broadcast = ceiling.random_strided(th.Size([4, 3]), (0, 1), th.float32)
     assert th.equal(broadcast[0], broadcast[3])  # stride 0 repeats one row, as an expanded bias does
+
+
+def test_the_policies_switch_training_mode_as_module_train_does():
+    """The cheaper walk of ``set_training_mode`` sets the flags ``Module.train`` sets, the target's excepted as in SAC,
+    and leaves a module with its own ``train`` to it (here one that keeps its BatchNorm in eval mode)."""
+
+    class FrozenStatistics(th.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm, self.linear = th.nn.BatchNorm1d(4), th.nn.Linear(4, 4)
+
+        def train(self, mode=True):
+            super().train(mode)
+            self.norm.eval()
+            return self
+
+    tree = th.nn.Sequential(th.nn.Linear(4, 4), th.nn.Sequential(th.nn.Dropout(), FrozenStatistics()))
+    tree.register_module("absent", None)
+    expected = copy.deepcopy(tree).train(True)
+    set_training_flags(tree.eval(), True)
+    assert [m.training for m in tree.modules()] == [m.training for m in expected.modules()]
+    assert not tree[1][1].norm.training and tree[1][1].linear.training and tree[1][0].training
+
+    policy = filled_model().policy
+    for mode in (True, False, True):
+        policy.set_training_mode(mode)
+        assert policy.training is mode
+        assert all(m.training is mode for part in (policy.actor, policy.critic) for m in part.modules())
+        assert not any(m.training for m in policy.critic_target.modules())

@@ -5,6 +5,7 @@ from conftest import TINY_POLICY
 from envs import TargetEnv
 
 from sb3_brc import BRCSAC, MultiTaskVecEnv
+from sb3_brc.sac.functional_update import FunctionalUpdate
 
 
 def trained(env=None, seed=0, steps=80):
@@ -33,11 +34,14 @@ def test_non_finite_loss_is_reported_with_update_and_tasks():
     assert "left" in str(info.value) and "reward scales" in str(info.value) and "Lower the learning rate" in str(info.value)
 
 
-def test_non_finite_parameter_is_reported():
+@pytest.mark.parametrize("functional", [False, True], ids=["eager", "functional"])
+def test_non_finite_parameter_is_reported(functional):
     model = trained()
+    if functional:  # its graph computes the parameter norm the check reads (run eagerly here)
+        model._updates.functional = FunctionalUpdate(model, compile=False)
     with th.no_grad():
         model.actor.log_std.bias[0] = float("inf")  # losses stay finite through the tanh squashing
-    with pytest.raises(FloatingPointError, match="Non-finite"):
+    with pytest.raises(FloatingPointError, match=r"Non-finite parameter actor\.log_std\.bias at gradient update"):
         model.train(gradient_steps=1, batch_size=16)
 
 

@@ -60,6 +60,19 @@ def concat_samples(first: Samples, second: Samples) -> Samples:
     return _map_fields(lambda a, b: th.cat([a, b]), first, second)
 
 
+def set_training_flags(module: th.nn.Module, mode: bool) -> None:
+    """``module.train(mode)``: the same flags set, by a cheaper walk. ``Module.train`` goes through ``children()`` and
+    ``Module.__setattr__`` for each submodule, and SB3 switches a policy's mode twice per env step (collecting, then
+    ``train()``); a module whose class has its own ``train`` is left to it."""
+    if type(module).train is not th.nn.Module.train:
+        module.train(mode)
+        return
+    module.__dict__["training"] = mode  # where Module.__setattr__ puts a plain attribute
+    for child in module._modules.values():
+        if child is not None:
+            set_training_flags(child, mode)
+
+
 def native_bf16_matmul(device: th.device) -> bool:
     """Whether ``device`` multiplies bf16 matrices in hardware: a CUDA GPU of compute capability 8.0 or newer, or a
     CPU with AVX512-BF16 or AMX. Elsewhere PyTorch emulates bf16 matmuls, far slower than float32 (about 70x for a

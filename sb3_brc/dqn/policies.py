@@ -14,6 +14,7 @@ from sb3_brc.common.distributional import categorical_mean
 from sb3_brc.common.policies import TaskConditionedNetwork, check_categorical_support, optimizer_kwargs_over_defaults
 from sb3_brc.common.task_layout import check_task_ids, check_task_observation, legal_action_masks, observation_part
 from sb3_brc.common.torch_layers import BroNet
+from sb3_brc.common.utils import set_training_flags
 
 
 class CategoricalQNetwork(TaskConditionedNetwork):
@@ -200,7 +201,7 @@ class BRCDQNPolicy(BasePolicy):
         return self.act(observation)
 
     def set_training_mode(self, mode: bool) -> None:
-        self.q_net.set_training_mode(mode)
+        set_training_flags(self.q_net, mode)  # the target stays in eval mode
         self.training = mode
 
     def _get_constructor_parameters(self) -> dict[str, Any]:

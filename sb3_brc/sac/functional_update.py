@@ -96,7 +96,9 @@ class FunctionalUpdate:
         self._named: dict[str, th.Tensor] | None = None
         self._inputs: tuple[Any, Tensors, dict[str, list[str]], dict[str, list[Tensors]]] | None = None
         self.compile = compile
-        self.update: Callable[..., tuple[Tensors, th.Tensor]] = self._update
+        self.update: Callable[..., tuple[Tensors, th.Tensor, th.Tensor]] = self._update
+        #: The sum of the parameters' norms after the last update (``train()``'s health check), from the graph
+        self.parameter_norm: th.Tensor | None = None
         self._compiled_layout: tuple[Any, ...] | None = None
 
     def __call__(self, replay_data: Any, rewards: th.Tensor, polyak: bool, actor_trainable: bool) -> tuple[Tensors, th.Tensor]:
@@ -113,7 +115,10 @@ class FunctionalUpdate:
         groups, lrs = {}, {}
         for part, optimizer in optimizers.items():
             groups[part], lrs[part] = adam_inputs(optimizer, model.device)
-        return self.update(params, trained, states, groups, lrs, replay_data, rewards, next_noise, noise, polyak)
+        stats, entropy, self.parameter_norm = self.update(
+            params, trained, states, groups, lrs, replay_data, rewards, next_noise, noise, polyak
+        )
+        return stats, entropy
 
     def _tensors(
         self, optimizers: dict[str, th.optim.Optimizer], actor_trainable: bool
@@ -166,7 +171,7 @@ class FunctionalUpdate:
         next_noise: th.Tensor,
         noise: th.Tensor,
         polyak: bool,
-    ) -> tuple[Tensors, th.Tensor]:
+    ) -> tuple[Tensors, th.Tensor, th.Tensor]:
         model = self.model
         new: Tensors = {}
         log_ent_coef = params.get("log_ent_coef")
@@ -219,4 +224,6 @@ class FunctionalUpdate:
             for slot, original in zip(slots, states[part], strict=True):
                 for key, value in slot.items():
                     original[key].copy_(value)
-        return stats, entropy
+        # The norm train()'s health check reads, computed here while the new values are at hand
+        parameter_norm = th.stack([value.norm() for value in {**params, **new}.values()]).sum()
+        return stats, entropy, parameter_norm

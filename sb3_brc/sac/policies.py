@@ -30,6 +30,7 @@ from sb3_brc.common.task_layout import (
     split_task_observation,
 )
 from sb3_brc.common.torch_layers import BroNet, TaskEmbedding, orthogonal_init_
+from sb3_brc.common.utils import set_training_flags
 
 # The reference squashes the raw log-std with tanh into [-10, 2] (SB3 clips to [-20, 2])
 LOG_STD_MIN = -10.0
@@ -334,6 +335,12 @@ class BRCPolicy(SACPolicy):
     def _build(self, lr_schedule: Schedule) -> None:
         super()._build(lr_schedule)
         self.actor.use_task_embedding(self.critic.task_embedding)
+
+    def set_training_mode(self, mode: bool) -> None:
+        # SACPolicy's (the actor and critic switched, the target left in eval mode), by the cheaper walk
+        set_training_flags(self.actor, mode)
+        set_training_flags(self.critic, mode)
+        self.training = mode
 
     def make_features_extractor(self) -> BaseFeaturesExtractor:
         # The extractor encodes the observation part; the task id goes through the embedding instead

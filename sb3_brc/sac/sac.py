@@ -365,7 +365,7 @@ class BRCSAC(MultiTaskAlgorithm, SAC):
         # One host sync, after the updates, for the logged values and the numerical health check
         keys = list(stats)
         per_step = th.stack([th.stack(stats[key]) for key in keys])
-        param_norm = th.stack(th._foreach_norm([p.detach() for p in self.policy.parameters()])).sum()
+        param_norm = self._updates.parameter_norm()
         per_step_cpu, param_norm_cpu = per_step.cpu(), param_norm.cpu()
         if not (th.isfinite(per_step_cpu).all() and th.isfinite(param_norm_cpu)):
             self._raise_non_finite(keys, per_step_cpu, all_task_ids, reward_scale, batch_size)

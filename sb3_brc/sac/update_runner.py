@@ -82,6 +82,14 @@ class UpdateRunner:
             return self.captured[key]
         return self.functional or self.model._gradient_update
 
+    def parameter_norm(self) -> th.Tensor:
+        """The sum of the parameters' norms after the last update, for ``train()``'s health check: the compiled
+        update's, computed in its graph (a walk over the parameters outside it costs a small update several per
+        cent), else by a walk."""
+        if self.functional is not None and not self.capture and self.functional.parameter_norm is not None:
+            return self.functional.parameter_norm
+        return th.stack(th._foreach_norm([param.detach() for param in self.model.policy.parameters()])).sum()
+
     def prepare(self, optimizers: list[th.optim.Optimizer], learning_rate: float) -> None:
         """Give ``optimizers`` the form the update needs and the learning rate of this ``train()`` call.
 
