@@ -62,8 +62,8 @@ def concat_samples(first: Samples, second: Samples) -> Samples:
 
 def set_training_flags(module: th.nn.Module, mode: bool) -> None:
     """``module.train(mode)``: the same flags set, by a cheaper walk. ``Module.train`` goes through ``children()`` and
-    ``Module.__setattr__`` for each submodule, and SB3 switches a policy's mode twice per env step (collecting, then
-    ``train()``); a module whose class has its own ``train`` is left to it."""
+    ``Module.__setattr__`` for each submodule, and SB3 switches a policy's mode three times per env step (``predict``,
+    ``collect_rollouts``, ``train()``); a module whose class has its own ``train`` is left to it."""
     if type(module).train is not th.nn.Module.train:
         module.train(mode)
         return

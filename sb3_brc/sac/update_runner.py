@@ -84,7 +84,7 @@ class UpdateRunner:
 
     def parameter_norm(self) -> th.Tensor:
         """The sum of the parameters' norms after the last update, for ``train()``'s health check: the compiled
-        update's, computed in its graph (a walk over the parameters outside it costs a small update several per
+        update's, computed in its graph (a walk over the parameters outside it costs a small update a few per
         cent), else by a walk."""
         if self.functional is not None and not self.capture and self.functional.parameter_norm is not None:
             return self.functional.parameter_norm
