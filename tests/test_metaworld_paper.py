@@ -150,8 +150,7 @@ def test_every_mt10_paper_task_can_be_solved_through_our_env():
     assert solved.all(), [task for task, ok in zip(env.task_names, solved, strict=True) if not ok]
 
 
-def test_the_mt10_claim_grid_trains_the_multi_task_model_on_all_ten_and_the_baselines_on_the_subset():
-    import argparse
+def load_claim():
     import importlib.util
     import pathlib
 
@@ -159,6 +158,13 @@ def test_the_mt10_claim_grid_trains_the_multi_task_model_on_all_ten_and_the_base
     spec = importlib.util.spec_from_file_location("mt10_claim", path)
     claim = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(claim)
+    return claim
+
+
+def test_the_mt10_claim_grid_trains_the_multi_task_model_on_all_ten_and_the_baselines_on_the_subset():
+    import argparse
+
+    claim = load_claim()
     args = argparse.Namespace(
         seeds=[0], subset=["reach-v3", "door-open-v3"], per_task=list(claim.PER_TASK), out="out", steps_per_task=3000,
         eval_every=1000, eval_episodes=1, learning_starts=500, size="tiny", crossq_width=256, threads=1,
@@ -171,3 +177,23 @@ def test_the_mt10_claim_grid_trains_the_multi_task_model_on_all_ten_and_the_base
     assert runs["crossq/reach-v3/seed0"].settings.width == 256 and runs["sac/reach-v3/seed0"].settings.width is None
     # The per-task runs are the suite's own (goal-observable) single tasks
     assert runs["sac/reach-v3/seed0"].tasks.tasks == ("reach-v3-goal-observable",)
+
+
+def test_the_mt10_claims_late_success_averages_each_runs_last_evaluations():
+    from sb3_brc.bench.scoring import GridData
+
+    claim = load_claim()
+    # 2 seeds x 2 tasks x 4 evaluations of 0/1 success; brc_sac succeeds late on task 0, sac never
+    multi = np.array([[[0, 1, 1, 0], [0, 0, 0, 0]], [[0, 0, 1, 1], [0, 0, 1, 0]]], dtype=float)
+    curves = {"brc_sac": multi, "sac": np.zeros_like(multi)}
+    data = GridData(
+        algos=["brc_sac", "sac"], tasks=["a", "b"], steps=[1, 2, 3, 4], final={a: c[..., -1] for a, c in curves.items()},
+        curves=curves, norms={}, return_curves=curves, wall_s={}, cpu_s={},
+    )  # fmt: skip
+    late = claim.late_success(data, 3).final["brc_sac"]
+    expected = [[(1 + 1 + 0) / 3, 0.0], [(0 + 1 + 1) / 3, 1 / 3]]
+    np.testing.assert_allclose(late, expected)
+    table = claim.late_success_table(data, 3)
+    assert "last 3 evaluations (2 to 4 env steps per task)" in table
+    mean = float(np.mean(expected))
+    assert "| brc_sac | " in table and f"{mean:.3f} [" in table and "| sac | 0.000 [0.000, 0.000] | 0.000" in table

@@ -53,6 +53,31 @@ def claim_runs(args: argparse.Namespace) -> list:
     return runs
 
 
+def late_success(data: GridData, window: int) -> GridData:
+    """The grid with each run's final score replaced by its mean over the last ``window`` evaluations. An evaluation of
+    a goal-observable task scores 0 or 1 (its episodes share one goal), so one evaluation says little about a run."""
+    return dataclasses.replace(data, final={algo: curves[..., -window:].mean(-1) for algo, curves in data.curves.items()})
+
+
+def late_success_table(data: GridData, window: int) -> str:
+    """Markdown: IQM and mean of :func:`late_success` with their 95% CIs, and P(multi-task > each per-task method)."""
+    result = aggregate(late_success(data, window), reference="brc_sac")
+    first = data.steps[-window]
+    lines = [
+        f"Success averaged over each run's last {window} evaluations ({first} to {data.steps[-1]} env steps per task), "
+        "stratified bootstrap 95% CIs:",
+        "",
+        "| algorithm | IQM | mean | P(brc_sac > it) |",
+        "|---|---|---|---|",
+    ]
+    for algo in data.algos:
+        (iqm, mean, _), (iqm_ci, mean_ci, _) = result["point"][algo], result["ci"][algo]
+        poi = "" if algo == "brc_sac" else "{:.2f} [{:.2f}, {:.2f}]".format(*result["poi"][f"brc_sac,{algo}"])
+        iqm_text = f"{iqm:.3f} [{iqm_ci[0]:.3f}, {iqm_ci[1]:.3f}]"
+        lines.append(f"| {algo} | {iqm_text} | {mean:.3f} [{mean_ci[0]:.3f}, {mean_ci[1]:.3f}] | {poi} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_per_task(data: GridData, path: str) -> None:
     """Each task's success rate (native score) over env steps per task: mean over seeds, band from lowest to highest."""
     figure = Figure(figsize=(3.2 * len(data.tasks), 3.0))
@@ -96,6 +121,7 @@ def main() -> None:
     add_setting_flags(parser, BenchSettings, CLAIM_SETTINGS, {name: dict(default=value) for name, value in CLAIM.items()})
     parser.add_argument("--crossq-width", type=int, default=256, help="CrossQ's actor and critic width")
     add_setting_flags(parser, RunnerSettings, ["workers"])
+    parser.add_argument("--late-window", type=int, default=3, help="evaluations averaged in the late-success table")
     parser.add_argument("--interim", action="store_true", help="train nothing: aggregate what the runs have so far")
     parser.add_argument("--results-md", help="Markdown file in which to write (or replace) the results section")
     args = parser.parse_args()
@@ -119,7 +145,8 @@ def main() -> None:
     body += f"\nCrossQ at width {args.crossq_width} (actor and critic). CPU time for all ten tasks: "
     body += ", ".join(f"{algo} {hours:.2f} h" for algo, hours in cpu_hours.items())
     body += f" (per-task methods: their subset's CPU time x 10 / {len(args.subset)}).\n\n"
-    body += "![per task](per_task.png)\n![CPU time](cpu_time.png)\n"
+    body += "![per task](per_task.png)\n![CPU time](cpu_time.png)\n\n"
+    body += late_success_table(data, min(args.late_window, len(data.steps)))
     title = "Claim: one multi-task BRC on Meta-World MT10 against per-task BRC, SAC and CrossQ"
     with open(os.path.join(args.out, "aggregate.md"), "w") as file:
         file.write(f"# {title}\n\n{body}")
